@@ -1,0 +1,21 @@
+"""raypipe: identify molecules in HR-AFM scans (stacks -> ball-and-stick depictions -> graphs).
+
+Data flows one way: file -> ScanStack -> tensor -> depiction -> graph -> row.
+"""
+
+from raypipe.chem.depiction import decode_png, encode_png, render_depiction
+from raypipe.chem.graph import GraphAtom, MolGraph, extract_graph
+from raypipe.chem.molecule import Molecule
+from raypipe.chem.scoring import Score, aggregate, score
+from raypipe.errors import MoleculeError, ScanError
+from raypipe.scans.archive import list_archive, read_archive, write_archive
+from raypipe.scans.load import load_stack
+from raypipe.scans.preprocess import preprocess
+from raypipe.scans.stack import ScanStack
+from raypipe.window import DEFAULT_WINDOW, Window
+
+__all__ = [
+    "DEFAULT_WINDOW", "GraphAtom", "MolGraph", "Molecule", "MoleculeError", "ScanError", "ScanStack",
+    "Score", "Window", "aggregate", "decode_png", "encode_png", "extract_graph", "list_archive",
+    "load_stack", "preprocess", "read_archive", "render_depiction", "score", "write_archive",
+]

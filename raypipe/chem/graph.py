@@ -1,0 +1,284 @@
+"""Molecular graphs read back from ball-and-stick depictions.
+
+:func:`extract_graph` decodes true and predicted depictions alike:
+
+1. every pixel is assigned the nearest palette colour (black background or an element colour);
+2. balls: for each element, the fraction of that element's pixels in a box of the ball's size is
+   computed; local maxima above half a full ball are atoms (sticks are too thin to reach it). An atom's
+   confidence is how full its ball is;
+3. bonds: atom pairs closer (in projection) than 1.25 x the sum of their covalent radii whose joining
+   line runs over the foreground for at least 80% of its length; confidence is that fraction;
+4. the formula counts the atoms; the SMILES comes from RDKit's bond-order perception on the graph
+   (hydrogens explicit) and is None when the graph is not a valid molecule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Chem import rdDetermineBonds
+from rdkit.Geometry import Point3D
+from scipy import ndimage
+
+from raypipe.chem.elements import COVALENT_RADII, ELEMENTS, ball_radius, palette
+from raypipe.chem.molecule import Molecule, hill_formula
+from raypipe.window import DEFAULT_WINDOW, Window
+
+BOND_FACTOR = 1.25
+MIN_BALL_FILL = 0.6
+MIN_OWN_FILL = 0.3
+OCCLUDED_WEIGHT = 0.5
+VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "P": 3, "Cl": 1, "Br": 1, "I": 1}
+TILTED_H = (0.45, 0.85)  # projected X-H length (Å) of an H whose twin may be hidden below it
+MIN_LINE_FILL = 0.8
+
+
+@dataclass(frozen=True)
+class GraphAtom:
+    element: str
+    x: float  # Å, window coordinates
+    y: float
+    confidence: float = 1.0
+
+
+@dataclass
+class MolGraph:
+    """Atoms with 2D positions (Å) and bonds (i, j), as seen from the tip."""
+
+    atoms: list[GraphAtom]
+    bonds: list[tuple[int, int]]
+    bond_confidence: list[float] = field(default_factory=list)
+    smiles: str | None = None
+
+    @property
+    def formula(self) -> str:
+        return hill_formula([a.element for a in self.atoms])
+
+    @property
+    def positions(self) -> np.ndarray:
+        """(N, 2) atom positions in Å."""
+        return np.array([(a.x, a.y) for a in self.atoms], dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def confidence(self) -> float:
+        """Overall confidence: the weakest atom or bond (0 for an empty graph)."""
+        values = [a.confidence for a in self.atoms] + list(self.bond_confidence)
+        return float(min(values)) if self.atoms else 0.0
+
+    @classmethod
+    def from_molecule(cls, molecule: Molecule) -> "MolGraph":
+        """The true graph of a molecule (its top view), for scoring."""
+        atoms = [GraphAtom(e, float(x), float(y)) for e, (x, y, _z) in zip(molecule.elements, molecule.positions)]
+        bonds = [(i, j) for i, j, _o in molecule.bonds]
+        return cls(atoms, bonds, [1.0] * len(bonds), molecule.smiles)
+
+    def to_rows(self) -> tuple[list[dict], list[dict]]:
+        """Atoms and bonds as plain dicts (for Parquet/JSON)."""
+        atoms = [{"element": a.element, "x": a.x, "y": a.y, "confidence": a.confidence} for a in self.atoms]
+        bonds = [{"i": i, "j": j, "confidence": c} for (i, j), c in zip(self.bonds, self.bond_confidence)]
+        return atoms, bonds
+
+
+def classify_pixels(depiction: np.ndarray) -> np.ndarray:
+    """(H, W) int labels: 0 background, k the k-th element of ``ELEMENTS`` + 1 (nearest colour)."""
+    pixels = depiction.reshape(-1, 3).astype(np.float32)
+    colours = palette()
+    d2 = (pixels**2).sum(1)[:, None] - 2 * pixels @ colours.T + (colours**2).sum(1)[None, :]
+    return d2.argmin(axis=1).reshape(depiction.shape[:2])
+
+
+def extract_graph(depiction: np.ndarray, window: Window | None = None) -> MolGraph:
+    """Decode an (S, S, 3) uint8 depiction into a :class:`MolGraph` (positions in Å on ``window``)."""
+    window = window or DEFAULT_WINDOW
+    if depiction.ndim != 3 or depiction.shape[2] < 3 or depiction.shape[:2] != (window.size, window.size):
+        raise ValueError(f"depiction of shape {depiction.shape} does not fit a {window.size}-pixel window")
+    labels = classify_pixels(depiction[..., :3])
+    atoms = _find_atoms(labels, window)
+    # sticks are thinner than a pixel and a half: follow them on the foreground grown by one pixel
+    bonds, bond_conf = _find_bonds(atoms, ndimage.binary_dilation(labels > 0, np.ones((3, 3), bool)), window)
+    seen = _clean_bonds(MolGraph(atoms, bonds, bond_conf))
+    restored = _restore_hidden_hydrogens(seen)
+    restored.smiles = graph_smiles(restored)
+    if restored.smiles is None and len(restored.atoms) > len(seen.atoms):
+        seen.smiles = graph_smiles(seen)
+        if seen.smiles is not None:
+            return seen
+    return restored
+
+
+def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
+    candidates = []  # (fill, element, col, row)
+    foreground = (labels > 0).astype(np.float32)
+    for k, element in enumerate(ELEMENTS, start=1):
+        mask = labels == k
+        if mask.sum() < 3:
+            continue
+        radius = ball_radius(element) / window.pixel
+        box = 2 * int(round(radius)) + 1
+        fill = ndimage.uniform_filter(mask.astype(np.float32), size=box, mode="constant")
+        full = min(np.pi * radius**2 / box**2, 1.0)
+        fill /= full
+        covered = np.minimum(ndimage.uniform_filter(foreground, size=box, mode="constant") / full, 1.0)
+        # a ball partly hidden by higher atoms still sits on foreground: count hidden parts half
+        fill = np.where(fill >= MIN_OWN_FILL, fill + OCCLUDED_WEIGHT * np.maximum(covered - fill, 0), 0)
+        # local maxima over +-2 pixels: a wider window lets a neighbour's plateau swallow a weaker ball
+        peaks = (fill == ndimage.maximum_filter(fill, size=5)) & (fill >= MIN_BALL_FILL)
+        blobs, n = ndimage.label(peaks)
+        if n == 0:
+            continue
+        for r, c in ndimage.center_of_mass(peaks, blobs, range(1, n + 1)):
+            r0, c0 = int(round(r)), int(round(c))
+            # refine: centroid of this element's pixels within the ball around the peak
+            sl = (slice(max(r0 - box // 2, 0), r0 + box // 2 + 1), slice(max(c0 - box // 2, 0), c0 + box // 2 + 1))
+            rr, cc = np.nonzero(mask[sl])
+            if len(rr):
+                r, c = rr.mean() + sl[0].start, cc.mean() + sl[1].start
+            candidates.append((float(min(fill[r0, c0], 1.0)), element, c + 0.5, r + 0.5))
+    # one atom per place: a weaker candidate closer than 0.6 ball radii to a kept one is dropped
+    candidates.sort(key=lambda t: -t[0])
+    kept: list[tuple[float, str, float, float]] = []
+    for cand in candidates:
+        limit = 0.6 * ball_radius(cand[1]) / window.pixel
+        if all(np.hypot(cand[2] - k[2], cand[3] - k[3]) >= limit for k in kept):
+            kept.append(cand)
+    if not kept:
+        return []
+    xy = window.to_angstrom(np.array([(k[2], k[3]) for k in kept]))
+    order = np.lexsort((xy[:, 0], -xy[:, 1]))  # reading order: top to bottom, left to right
+    return [GraphAtom(kept[i][1], float(xy[i, 0]), float(xy[i, 1]), kept[i][0]) for i in order]
+
+
+def _find_bonds(atoms: list[GraphAtom], foreground: np.ndarray, window: Window) -> tuple[list, list]:
+    if len(atoms) < 2:
+        return [], []
+    xy = np.array([(a.x, a.y) for a in atoms])
+    cov = np.array([COVALENT_RADII[a.element] for a in atoms])
+    dist = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    limit = BOND_FACTOR * (cov[:, None] + cov[None, :])
+    hydrogen = cov == COVALENT_RADII["H"]
+    limit[hydrogen[:, None] & hydrogen[None, :]] = 0  # no H-H bonds
+    pix = window.to_pixels(xy)
+    bonds, confidence = [], []
+    for i, j in zip(*np.nonzero(np.triu(dist <= limit, k=1))):
+        steps = max(int(np.hypot(*(pix[j] - pix[i])) * 2), 2)
+        t = np.linspace(0.0, 1.0, steps)
+        pts = pix[i][None, :] + t[:, None] * (pix[j] - pix[i])[None, :]
+        cols = np.clip(pts[:, 0].astype(int), 0, foreground.shape[1] - 1)
+        rows = np.clip(pts[:, 1].astype(int), 0, foreground.shape[0] - 1)
+        fill = float(foreground[rows, cols].mean())
+        if fill >= MIN_LINE_FILL and not _atom_between(xy, i, j, atoms):
+            bonds.append((int(i), int(j)))
+            confidence.append(fill)
+    return bonds, confidence
+
+
+def _atom_between(xy: np.ndarray, i: int, j: int, atoms: list[GraphAtom]) -> bool:
+    """True when a third atom sits on the middle half of segment i-j (so i and j are not bonded)."""
+    axis = xy[j] - xy[i]
+    t = (xy - xy[i]) @ axis / float(axis @ axis)
+    off = np.abs((xy[:, 0] - xy[i, 0]) * axis[1] - (xy[:, 1] - xy[i, 1]) * axis[0]) / np.hypot(*axis)
+    radii = np.array([ball_radius(a.element) for a in atoms])
+    between = (t > 0.25) & (t < 0.75) & (off < 0.5 * radii)
+    between[[i, j]] = False
+    return bool(between.any())
+
+
+def _false_triangle_edges(xy: np.ndarray, bonds: list[tuple[int, int]]) -> set[int]:
+    """Indices of bonds i-j closing a triangle i-k-j whose angle at k is over 75 degrees.
+
+    Two atoms on one neighbour (the O of a carboxyl or nitro group turned out of the plane) can project
+    within bonding distance; a real three-membered ring has 60-degree angles.
+    """
+    neighbours: dict[int, set[int]] = {}
+    for i, j in bonds:
+        neighbours.setdefault(i, set()).add(j)
+        neighbours.setdefault(j, set()).add(i)
+    false = set()
+    for b, (i, j) in enumerate(bonds):
+        for k in neighbours.get(i, set()) & neighbours.get(j, set()):
+            u, v = xy[i] - xy[k], xy[j] - xy[k]
+            cos = float(u @ v) / (np.hypot(*u) * np.hypot(*v) + 1e-9)
+            if cos < np.cos(np.radians(75)):
+                false.add(b)
+    return false
+
+
+def _clean_bonds(graph: MolGraph) -> MolGraph:
+    """Drop false triangle edges; keep one bond per H (the shortest relative to its ideal length)."""
+    atoms, bonds, conf = graph.atoms, graph.bonds, graph.bond_confidence
+    xy = graph.positions
+    stretch = [np.hypot(*(xy[i] - xy[j])) / _ideal(atoms, i, j) for i, j in bonds]
+    keep = set(range(len(bonds))) - _false_triangle_edges(xy, bonds)
+    for h, atom in enumerate(atoms):
+        if atom.element == "H":
+            mine = sorted((stretch[b], b) for b in keep if h in bonds[b])
+            keep -= {b for _, b in mine[1:]}
+    return MolGraph(list(atoms), [bonds[b] for b in sorted(keep)], [conf[b] for b in sorted(keep)])
+
+
+def _ideal(atoms: list[GraphAtom], i: int, j: int) -> float:
+    """Ideal bond length (Å): the sum of covalent radii."""
+    return COVALENT_RADII[atoms[i].element] + COVALENT_RADII[atoms[j].element]
+
+
+def _restore_hidden_hydrogens(graph: MolGraph) -> MolGraph:
+    """Add the hydrogens a top view cannot show (used when the visible graph is not a molecule).
+
+    For a heavy atom X with fewer bonds than
+    its valence and a hydrogen out of the plane (projected X-H, relative to its ideal length, under 0.94
+    of X's least shortened bond to a heavy atom, as in CH3, CH2 and pyramidal NH2 groups; the C-H of
+    an sp2 atom, even in a twisted ring, are not touched):
+    - two H of a CH2 (or of a CH3 with one H in the plane) project onto one spot: a visible H at a
+      projected distance in ``TILTED_H`` gets a twin at its place;
+    - an H pointing straight down hides under X's ball: the remaining valence is filled by H at X.
+    Restored hydrogens get half the confidence of the atom that hides them. The restored graph is kept
+    unless it is no valid molecule while the visible one is.
+    """
+    atoms, bonds, conf = list(graph.atoms), list(graph.bonds), list(graph.bond_confidence)
+    xy = graph.positions
+    for x, atom in enumerate(list(atoms)):
+        if atom.element == "H":
+            continue
+        mine = [(b, i if j == x else j) for b, (i, j) in enumerate(bonds) if x in (i, j)]
+        hydrogens = [(b, h) for b, h in mine if atoms[h].element == "H"]
+        missing = VALENCE[atom.element] - len(mine)
+        if missing <= 0 or not hydrogens:
+            continue
+        # tilt of the X-H bonds relative to X's bonds to heavy atoms (a twisted sp2 group tilts both)
+        heavy = [np.hypot(*(xy[k] - xy[x])) / _ideal(atoms, k, x) for _, k in mine if atoms[k].element != "H"]
+        lengths = [np.hypot(*(xy[h] - xy[x])) for _, h in hydrogens]
+        if min(d / _ideal(atoms, h, x) for d, (_, h) in zip(lengths, hydrogens)) >= 0.94 * max(heavy, default=1.0):
+            continue
+        for (b, h), length in zip(hydrogens, lengths):
+            if missing and TILTED_H[0] <= length <= TILTED_H[1]:
+                atoms.append(GraphAtom("H", atoms[h].x, atoms[h].y, atoms[h].confidence / 2))
+                bonds.append((x, len(atoms) - 1))
+                conf.append(conf[b])
+                missing -= 1
+        for _ in range(missing):
+            atoms.append(GraphAtom("H", atom.x, atom.y, atom.confidence / 2))
+            bonds.append((x, len(atoms) - 1))
+            conf.append(atom.confidence / 2)
+    return MolGraph(atoms, bonds, conf)
+
+
+def graph_smiles(graph: MolGraph) -> str | None:
+    """Canonical SMILES of the graph (bond orders and charges perceived by RDKit), or None if invalid."""
+    if not graph.atoms:
+        return None
+    mol = Chem.RWMol()
+    conformer = Chem.Conformer(len(graph.atoms))
+    for k, atom in enumerate(graph.atoms):
+        mol.AddAtom(Chem.Atom(atom.element))
+        conformer.SetAtomPosition(k, Point3D(atom.x, atom.y, 0.0))
+    for i, j in graph.bonds:
+        mol.AddBond(i, j, Chem.BondType.SINGLE)
+    mol.AddConformer(conformer, assignId=True)
+    try:
+        rdDetermineBonds.DetermineBondOrders(mol, charge=0, embedChiral=False, maxIterations=10000)
+        Chem.SanitizeMol(mol)
+        return Chem.MolToSmiles(Chem.RemoveHs(mol))
+    except Exception:  # RDKit raises several types for graphs that are not molecules
+        return None

@@ -1,0 +1,88 @@
+"""raypipe's HDF5 archive: many stacks in one file.
+
+Layout (h5py):
+- root attributes ``format = "raypipe-stacks"``, ``version = 1``;
+- group ``stacks``; one dataset per stack, named by its ``scan_id``: (n, H, W) float32, gzip
+  compressed, closest image first, with attributes ``heights`` (Å, only where known) and
+  ``metadata`` (a JSON object).
+Archives are written whole to a temporary file and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from raypipe.errors import ScanError
+from raypipe.scans.stack import ScanStack
+
+FORMAT = "raypipe-stacks"
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def write_archive(path: str | Path, stacks: Iterable[ScanStack]) -> int:
+    """Write ``stacks`` to a new archive at ``path`` (replacing it atomically); return how many."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    count = 0
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"], f.attrs["version"] = FORMAT, 1
+            group = f.create_group("stacks")
+            for stack in stacks:
+                if stack.scan_id in group:
+                    raise ValueError(f"duplicate scan_id {stack.scan_id!r}")
+                ds = group.create_dataset(stack.scan_id, data=stack.images, compression="gzip", shuffle=True)
+                if stack.heights is not None:
+                    ds.attrs["heights"] = stack.heights
+                ds.attrs["metadata"] = json.dumps(stack.metadata, default=str)
+                count += 1
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _open(path: Path) -> h5py.File:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ScanError(path, f"unreadable or truncated HDF5 file ({exc})") from exc
+    if f.attrs.get("format") != FORMAT or "stacks" not in f:
+        f.close()
+        raise ScanError(path, f"not a raypipe archive (no format={FORMAT!r} attribute and 'stacks' group)")
+    return f
+
+
+def list_archive(path: str | Path) -> list[str]:
+    """The scan ids in an archive, in file order."""
+    with _open(Path(path)) as f:
+        return list(f["stacks"].keys())
+
+
+def read_archive_stack(path: str | Path, scan_id: str) -> ScanStack:
+    """One stack of an archive, by scan id (only that dataset is read)."""
+    path = Path(path)
+    with _open(path) as f:
+        if scan_id not in f["stacks"]:
+            raise ScanError(path, f"no stack {scan_id!r} in the archive")
+        ds = f["stacks"][scan_id]
+        try:
+            images = ds[()]
+        except OSError as exc:
+            raise ScanError(f"{path}::{scan_id}", f"corrupt dataset ({exc})") from exc
+        heights = np.asarray(ds.attrs["heights"]) if "heights" in ds.attrs else None
+        metadata = json.loads(ds.attrs.get("metadata", "{}"))
+    metadata["source"] = f"{path}::{scan_id}"
+    return ScanStack(images, heights, metadata, scan_id=scan_id)
+
+
+def read_archive(path: str | Path) -> Iterator[ScanStack]:
+    """Every stack of an archive, one at a time."""
+    for scan_id in list_archive(path):
+        yield read_archive_stack(path, scan_id)

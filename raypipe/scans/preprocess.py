@@ -1,0 +1,67 @@
+"""Preprocessing a ScanStack into the model's input: (10, 128, 128) float32 by default.
+
+Steps, in order:
+1. height resampling to ``n_slices`` images evenly spread over the stack's height range, by linear
+   interpolation between neighbouring images (experimental stacks with fewer images are filled in, as
+   the paper does); stacks without known heights are taken as evenly spaced;
+2. field of view: with a known ``fov`` (metadata, Å) images are rescaled to the window's pixel size
+   and centre-cropped or padded (with the stack's median) to the window; with an unknown fov the
+   largest centred square is resized to the window (the scale is then only as good as the scan's
+   framing, see the README);
+3. a 3x3 median filter on every image (light denoising);
+4. per-stack normalisation to zero mean and unit standard deviation (a flat stack becomes zeros).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.transform import resize
+
+from raypipe.scans.stack import ScanStack
+from raypipe.window import DEFAULT_WINDOW, Window
+
+N_SLICES = 10
+
+
+def resample_heights(images: np.ndarray, heights: np.ndarray | None, n_slices: int = N_SLICES) -> np.ndarray:
+    """Linear interpolation of (n, H, W) images onto ``n_slices`` evenly spaced heights."""
+    n = images.shape[0]
+    h = np.arange(n, dtype=np.float64) if heights is None else np.asarray(heights, dtype=np.float64)
+    target = np.linspace(h[0], h[-1], n_slices)
+    upper = np.clip(np.searchsorted(h, target, side="right"), 1, n - 1)
+    lower = upper - 1
+    w = np.clip((target - h[lower]) / np.maximum(h[upper] - h[lower], 1e-12), 0.0, 1.0)
+    return ((1 - w)[:, None, None] * images[lower] + w[:, None, None] * images[upper]).astype(np.float32)
+
+
+def fit_window(images: np.ndarray, fov: tuple[float, float] | None, window: Window) -> np.ndarray:
+    """Rescale/crop (n, H, W) images onto the window's grid (see module docs)."""
+    n, height, width = images.shape
+    if fov is None:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = images[:, top: top + side, left: left + side]
+        return resize(square, (n, window.size, window.size), order=1, anti_aliasing=side > window.size,
+                      preserve_range=True).astype(np.float32)
+    new_w, new_h = (max(int(round(length / window.pixel)), 1) for length in fov)
+    scaled = resize(images, (n, new_h, new_w), order=1, anti_aliasing=new_h < height, preserve_range=True)
+    out = np.full((n, window.size, window.size), np.median(scaled), dtype=np.float32)
+    src_r, src_c = max((new_h - window.size) // 2, 0), max((new_w - window.size) // 2, 0)
+    dst_r, dst_c = max((window.size - new_h) // 2, 0), max((window.size - new_w) // 2, 0)
+    rows, cols = min(new_h, window.size), min(new_w, window.size)
+    out[:, dst_r: dst_r + rows, dst_c: dst_c + cols] = scaled[:, src_r: src_r + rows, src_c: src_c + cols]
+    return out
+
+
+def preprocess(stack: ScanStack, *, n_slices: int = N_SLICES, window: Window | None = None,
+               median: int = 3) -> np.ndarray:
+    """Model input for one stack: (n_slices, S, S) float32, closest first (see module docs)."""
+    window = window or DEFAULT_WINDOW
+    images = resample_heights(stack.images, stack.heights, n_slices)
+    fov = stack.metadata.get("fov")
+    images = fit_window(images, tuple(fov) if fov else None, window)
+    if median > 1:
+        images = ndimage.median_filter(images, size=(1, median, median))
+    std = float(images.std())
+    return ((images - images.mean()) / std if std > 0 else np.zeros_like(images)).astype(np.float32)

@@ -1,0 +1,161 @@
+"""Molecules, depictions, graph extraction and scoring."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rdkit import RDConfig
+from scipy import ndimage
+
+from raypipe import (DEFAULT_WINDOW, GraphAtom, MolGraph, Molecule, MoleculeError, aggregate, decode_png,
+                     encode_png, extract_graph, render_depiction, score)
+from raypipe.chem.elements import COLORS, ELEMENTS, palette
+from raypipe.chem.graph import classify_pixels
+
+NCI = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
+
+
+def test_molecule_orientation_and_properties() -> None:
+    m = Molecule.from_smiles("Brc1cc(Cl)cc(Cl)c1")
+    assert m.formula == "C6H3BrCl2"
+    assert m.positions[:, 2].max() == pytest.approx(0.0)
+    assert m.corrugation < 0.05  # planar
+    lo, hi = m.positions[:, :2].min(0), m.positions[:, :2].max(0)
+    np.testing.assert_allclose((lo + hi) / 2, 0, atol=1e-9)
+    assert np.ptp(m.positions[:, 0]) >= np.ptp(m.positions[:, 1])  # long axis along x
+    assert len(m.charges) == len(m.elements) and abs(m.charges.sum()) < 1e-6
+    again = Molecule.from_smiles("Brc1cc(Cl)cc(Cl)c1")
+    np.testing.assert_array_equal(m.positions, again.positions)  # seeded: deterministic
+
+
+def test_corrugation_grows_with_out_of_plane_groups() -> None:
+    assert Molecule.from_smiles("CC(C)(C)c1ccccc1").corrugation > 1.8  # tert-butyl
+    assert Molecule.from_smiles("c1ccc2ccccc2c1").corrugation < 0.05
+
+
+@pytest.mark.parametrize("smiles, message", [
+    ("[Na+].[Cl-]", "several fragments"), ("C[Si](C)(C)C", "Si not supported"), ("c1cc", "cannot parse"),
+])
+def test_molecule_rejects(smiles: str, message: str) -> None:
+    with pytest.raises(MoleculeError, match=message):
+        Molecule.from_smiles(smiles)
+
+
+def test_molecule_from_files(tmp_path: Path) -> None:
+    m = Molecule.from_smiles("OC(=O)c1ccccc1")
+    (tmp_path / "benzoic.xyz").write_text(m.to_xyz())
+    from_xyz = Molecule.from_file(tmp_path / "benzoic.xyz")
+    assert from_xyz.formula == m.formula == "C7H6O2"
+    assert {o for *_, o in from_xyz.bonds} & {1.5, 2.0}  # bond orders perceived from coordinates
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+    mol = Chem.AddHs(Chem.MolFromSmiles("c1ccncc1"))
+    AllChem.EmbedMolecule(mol, randomSeed=1)
+    Chem.MolToMolFile(mol, str(tmp_path / "pyridine.mol"))
+    assert Molecule.from_file(tmp_path / "pyridine.mol").formula == "C5H5N"
+    (tmp_path / "benzoic.txt").write_text(m.to_xyz())
+    with pytest.raises(MoleculeError, match="benzoic.txt: unknown molecule format"):
+        Molecule.from_file(tmp_path / "benzoic.txt")
+
+
+def test_palette_separates_every_element() -> None:
+    colours = palette()
+    d = np.linalg.norm(colours[:, None] - colours[None], axis=2) + np.eye(len(colours)) * 1e9
+    assert d.min() > 90
+
+
+def test_depiction_style() -> None:
+    m = Molecule.from_smiles("Brc1cc(Cl)cc(Cl)c1")
+    image = render_depiction(m)
+    assert image.shape == (DEFAULT_WINDOW.size, DEFAULT_WINDOW.size, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, render_depiction(m))  # deterministic
+    assert (image[0, 0] == 0).all()  # black background
+    colours = {tuple(c) for c in image.reshape(-1, 3)}
+    assert colours == {(0, 0, 0)} | {COLORS[e] for e in ("H", "C", "Cl", "Br")}
+    labels = classify_pixels(image)
+    sizes = {e: ndimage.label(labels == ELEMENTS.index(e) + 1)[0].max() for e in ("Cl", "Br", "H")}
+    assert sizes == {"Cl": 2, "Br": 1, "H": 3}  # one blob per atom
+    assert (decode_png(encode_png(image)) == image).all()
+
+
+def test_lower_atoms_are_hidden_by_higher_ones() -> None:
+    base = Molecule.from_smiles("O")
+    pos = np.array([[0.0, 0.0, -2.0], [0.3, 0.0, 0.0], [-3.0, 0.0, -2.0]])  # H straight above the O
+    water = Molecule(base.elements, pos, base.charges, base.bonds, base.smiles)
+    image = render_depiction(water)
+    col, row = DEFAULT_WINDOW.to_pixels(pos[:1, :2])[0].astype(int)
+    assert tuple(image[row, col]) == COLORS["H"]
+
+
+def nci_sample(every: int = 10) -> list[Molecule]:
+    """A fixed sample of first_5K.smi: every 10th SMILES that passes the filters (quasi-planar)."""
+    smiles = [line.split()[0] for line in NCI.read_text().splitlines() if line.strip()]
+    sample = []
+    for s in smiles[::every]:
+        try:
+            m = Molecule.from_smiles(s)
+        except MoleculeError:
+            continue
+        if m.corrugation <= 1.8:
+            sample.append(m)
+    return sample
+
+
+def test_render_extract_round_trip_on_nci_sample() -> None:
+    sample = nci_sample()
+    assert len(sample) >= 60
+    scores = [score(extract_graph(render_depiction(m)), m) for m in sample]
+    summary = aggregate(scores, [m.corrugation for m in sample])
+    assert summary["total"] >= 0.95, summary
+    exact = [m for m, s in zip(sample, scores) if s.total]
+    assert all(extract_graph(render_depiction(m)).formula == m.formula for m in exact)
+
+
+def test_extracted_smiles_matches_rdkit() -> None:
+    for smiles in ("c1ccc2ccccc2c1", "O=C(O)c1ccccc1", "Cc1ccc(Cl)cc1", "[O-][N+](=O)c1ccccc1"):
+        m = Molecule.from_smiles(smiles)
+        assert extract_graph(render_depiction(m)).smiles == m.smiles
+
+
+def test_extraction_degrades_gracefully() -> None:
+    m = Molecule.from_smiles("O=C(O)c1ccc(Br)cc1")
+    clean = render_depiction(m).astype(np.float32)
+    rng = np.random.default_rng(0)
+    blurred = ndimage.gaussian_filter(clean, sigma=(1.0, 1.0, 0))
+    noisy = np.clip(blurred + rng.normal(0, 40, clean.shape), 0, 255).astype(np.uint8)
+    g_clean, g_noisy = extract_graph(clean.astype(np.uint8)), extract_graph(noisy)
+    assert g_clean.confidence > g_noisy.confidence
+    assert score(g_noisy, m).recall > 0.5
+    half = clean.astype(np.uint8).copy()
+    half[:, 64:] = 0  # half the molecule missing: fewer atoms, no crash
+    assert 0 < len(extract_graph(half).atoms) < len(g_clean.atoms)
+    empty = extract_graph(np.zeros_like(half))
+    assert empty.atoms == [] and empty.smiles is None and empty.confidence == 0.0
+
+
+def test_score_categories() -> None:
+    m = Molecule.from_smiles("Oc1ccccc1")
+    truth = MolGraph.from_molecule(m)
+    assert score(truth, m).total
+    swapped = MolGraph([GraphAtom("N" if a.element == "O" else a.element, a.x, a.y) for a in truth.atoms],
+                       truth.bonds)
+    s = score(swapped, m)
+    assert s.structure and not s.composition and s.precision < 1
+    missing = MolGraph(truth.atoms[1:], [(i - 1, j - 1) for i, j in truth.bonds if 0 not in (i, j)])
+    s = score(missing, m)
+    assert not s.structure and not s.composition and s.recall < 1 and s.precision == 1
+    extra = MolGraph(truth.atoms, truth.bonds + [(0, 5)])
+    s = score(extra, m)
+    assert s.composition and not s.structure
+    summary = aggregate([score(truth, m), s], [0.2, 1.7])
+    assert summary["total"] == 0.5
+    assert summary["by_corrugation"]["0-50 pm"]["total"] == 1.0
+    assert summary["by_corrugation"][">150 pm"]["total"] == 0.0
+
+
+def test_nci_file_is_bundled() -> None:
+    assert NCI.is_file(), f"RDKit's {NCI} is missing"
+    assert os.path.getsize(NCI) > 100_000

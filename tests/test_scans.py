@@ -1,0 +1,178 @@
+"""Readers of every supported scan format, on files the tests write and on the real stacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import raypipe
+from raypipe import ScanError, ScanStack, load_stack
+from tests.conftest import save_grey, synthetic_stack
+
+
+def test_image_folder_by_index_first_is_closest(tmp_path: Path) -> None:
+    stack = synthetic_stack(5)
+    for k in (3, 0, 4, 1, 2):  # written out of order, on one scale
+        Image.fromarray((stack[k] / stack.max() * 65535).astype(np.uint16)).save(tmp_path / f"image_{k}.png")
+    loaded = load_stack(tmp_path)
+    assert loaded.images.shape == (5, 64, 64)
+    assert loaded.metadata["files"] == [f"image_{k}.png" for k in range(5)]
+    assert loaded.metadata["order_rule"] == "index in file name, first closest"
+    assert loaded.heights is None
+    # contrast decreases away from the closest image
+    assert np.ptp(loaded.images[0]) > np.ptp(loaded.images[-1])
+    reversed_ = load_stack(tmp_path, closest="last")
+    np.testing.assert_array_equal(reversed_.images, loaded.images[::-1])
+
+
+def test_image_folder_by_height_in_name(tmp_path: Path) -> None:
+    stack = synthetic_stack(3)
+    names = ["df_2_-180pm.png", "df_1_-160pm.png", "df_0_-140pm.png"]  # -180 pm is the closest
+    for name, image in zip(names, stack):
+        save_grey(tmp_path / name, image)
+    loaded = load_stack(tmp_path)
+    assert loaded.metadata["files"] == names
+    np.testing.assert_allclose(loaded.heights, [0.0, 0.2, 0.4])
+    assert "smallest closest" in loaded.metadata["order_rule"]
+
+
+def test_image_folder_rgb_and_uneven_sizes(tmp_path: Path) -> None:
+    stack = synthetic_stack(3, size=40)
+    for k, image in enumerate(stack):
+        grey = (255 * image / image.max()).astype(np.uint8)
+        rgb = np.repeat(grey[: 40 - k, : 40 - 2 * k, None], 3, axis=2)
+        Image.fromarray(rgb).save(tmp_path / f"z{58 + 10 * k:03d}_1.jpg")
+    loaded = load_stack(tmp_path)
+    assert loaded.images.shape == (3, 38, 36)
+    assert "centre-cropped" in loaded.metadata["size_adjust"]
+
+
+def test_quam_layout_with_truth(tmp_path: Path) -> None:
+    folder = tmp_path / "K040_Amp100" / "Conformer3D_CID_2519_K040_Amp100"
+    folder.mkdir(parents=True)
+    for k, image in enumerate(synthetic_stack(10)):
+        save_grey(folder / f"Conformer3D_CID_2519_K040_Amp100_df_{k:03d}.jpg", image)
+    (tmp_path / "JMOL_IMAGES").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "JMOL_IMAGES" / "2519.png")
+    (tmp_path / "XYZ_FILES" / "2519").mkdir(parents=True)
+    (tmp_path / "XYZ_FILES" / "2519" / "2519.xyz").write_text("1\n\nC 0 0 0\n")
+    loaded = load_stack(folder)
+    assert loaded.metadata["stiffness"] == 0.40 and loaded.metadata["amplitude"] == 1.00
+    assert loaded.metadata["cid"] == 2519
+    assert loaded.scan_id == folder.name
+    np.testing.assert_allclose(loaded.heights, np.arange(10) * 0.1)
+    assert loaded.metadata["truth_depiction"].endswith("JMOL_IMAGES/2519.png")
+    assert loaded.metadata["truth_xyz"].endswith("2519.xyz")
+
+
+def test_hdf5_archive_round_trip(tmp_path: Path) -> None:
+    stacks = [ScanStack(synthetic_stack(10, seed=s), np.linspace(0, 0.9, 10), {"name": f"m{s}", "fov": [18.0, 18.0]})
+              for s in range(3)]
+    path = tmp_path / "archive.h5"
+    assert raypipe.write_archive(path, stacks) == 3
+    assert raypipe.list_archive(path) == sorted(s.scan_id for s in stacks)
+    back = {s.scan_id: s for s in raypipe.read_archive(path)}
+    for s in stacks:
+        np.testing.assert_array_equal(back[s.scan_id].images, s.images)
+        np.testing.assert_allclose(back[s.scan_id].heights, s.heights)
+        assert back[s.scan_id].metadata["fov"] == [18.0, 18.0]
+    one = load_stack(f"{path}::{stacks[1].scan_id}")
+    np.testing.assert_array_equal(one.images, stacks[1].images)
+    with pytest.raises(ScanError, match="holds 3 stacks"):
+        load_stack(path)
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left
+
+
+def test_npz_ed_afm_layout(tmp_path: Path) -> None:
+    stack = synthetic_stack(6)
+    np.savez(tmp_path / "scan.npz", data=np.moveaxis(stack, 0, -1), lengthX=16.0, lengthY=16.0)
+    loaded = load_stack(tmp_path / "scan.npz")
+    np.testing.assert_allclose(loaded.images, stack)
+    assert loaded.metadata["fov"] == (16.0, 16.0)
+    np.testing.assert_allclose(load_stack(tmp_path / "scan.npz", closest="last").images, stack[::-1])
+
+
+def write_sxm(path: Path, image: np.ndarray, z_m: float, scan_dir: str = "down") -> None:
+    """A minimal Nanonis SXM file: header, \\x1a\\x04, big-endian frames (Z both, df forward)."""
+    ny, nx = image.shape
+    header = (
+        f":NANONIS_VERSION:\n2\n:SCAN_PIXELS:\n       {nx}       {ny}\n:SCAN_RANGE:\n"
+        f"           1.600000E-9           1.600000E-9\n:SCAN_DIR:\n{scan_dir}\n"
+        f":Z-Controller>Z (m):\n{z_m:E}\n:DATA_INFO:\n"
+        "\tChannel\tName\tUnit\tDirection\tCalibration\tOffset\n"
+        "\t14\tZ\tm\tboth\t1.000E+0\t0.000E+0\n"
+        "\t18\tOC_M1_Freq._Shift\tHz\tforward\t1.000E+0\t0.000E+0\n\n:SCANIT_END:\n\n\n"
+    )
+    frame = image[::-1] if scan_dir == "up" else image
+    z = np.zeros_like(image)
+    data = np.concatenate([z.ravel(), z.ravel(), frame.ravel()]).astype(">f4")
+    path.write_bytes(header.encode("latin-1") + b"\x1a\x04" + data.tobytes())
+
+
+def test_sxm_folder(tmp_path: Path) -> None:
+    stack = synthetic_stack(4, size=32)
+    for k, image in enumerate(stack):  # closest has the lowest Z
+        write_sxm(tmp_path / f"scan_{3 - k:03d}.sxm", image, z_m=-2e-10 + k * 0.3e-10, scan_dir="up")
+    loaded = load_stack(tmp_path)
+    np.testing.assert_allclose(loaded.images, stack, rtol=1e-6)
+    np.testing.assert_allclose(loaded.heights, [0.0, 0.3, 0.6, 0.9], atol=1e-9)
+    assert loaded.metadata["fov"] == pytest.approx((16.0, 16.0))
+    assert loaded.metadata["channel"] == "OC_M1_Freq._Shift"
+    assert loaded.metadata["mode"] == "FM df"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing", "no such file"),
+        (lambda d: ((d / "a.xyzw").write_text("x"), d / "a.xyzw")[1], "unknown scan format"),
+        (lambda d: (save_grey(d / "one.png", synthetic_stack(1)[0]), d / "one.png")[1], "single image"),
+        (lambda d: ((d / "s").mkdir(), save_grey(d / "s" / "image_0.png", synthetic_stack(1)[0]), d / "s")[2],
+         "at least 2 images"),
+        (lambda d: ((d / "x.npz").write_bytes(b"PK\x03\x04 truncated"), d / "x.npz")[1],
+         "unreadable or truncated NPZ"),
+        (lambda d: (np.savez(d / "n.npz", data=np.full((16, 16, 3), np.nan)), d / "n.npz")[1], "NaN"),
+        (lambda d: ((d / "bad.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20), d / "bad.h5")[1],
+         "unreadable or truncated HDF5"),
+    ],
+)
+def test_bad_input_raises_scan_error(tmp_path: Path, make, message: str) -> None:
+    path = make(tmp_path)
+    with pytest.raises(ScanError, match=message) as info:
+        load_stack(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_image_names_the_file(tmp_path: Path) -> None:
+    for k, image in enumerate(synthetic_stack(3)):
+        save_grey(tmp_path / f"image_{k}.png", image)
+    data = (tmp_path / "image_1.png").read_bytes()
+    (tmp_path / "image_1.png").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ScanError, match="image_1.png: unreadable or truncated"):
+        load_stack(tmp_path)
+
+
+def test_truncated_sxm(tmp_path: Path) -> None:
+    for k, image in enumerate(synthetic_stack(2, size=16)):
+        write_sxm(tmp_path / f"s{k}.sxm", image, z_m=k * 1e-11)
+    data = (tmp_path / "s1.sxm").read_bytes()
+    (tmp_path / "s1.sxm").write_bytes(data[:-100])
+    with pytest.raises(ScanError, match="s1.sxm: truncated SXM data"):
+        load_stack(tmp_path)
+
+
+def test_real_experimental_stacks(experimental: Path) -> None:
+    manifest = json.loads((experimental / "manifest.json").read_text())
+    for entry in manifest["stacks"]:
+        stack = load_stack(experimental / entry["folder"])
+        assert stack.n == len(list((experimental / entry["folder"]).glob("*.jpg")))
+        assert stack.metadata["order_rule"] == "index in file name, first closest"
+        assert stack.images.dtype == np.float32 and np.isfinite(stack.images).all()
+        assert stack.scan_id.startswith(entry["folder"])
+        x = raypipe.preprocess(stack)
+        assert x.shape == (10, 128, 128)
+        assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
