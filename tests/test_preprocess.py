@@ -48,3 +48,12 @@ def test_known_fov_is_rescaled_to_the_window_pixel() -> None:
 def test_flat_stack_normalises_to_zeros() -> None:
     x = preprocess(ScanStack(np.ones((3, 32, 32), np.float32)))
     assert not x.any()
+
+
+def test_unknown_fov_keeps_the_whole_scan() -> None:
+    images = np.zeros((2, 50, 100), np.float32)
+    images[:, :, :5] = 1.0  # features at the left and right edges of a wide scan
+    images[:, :, -5:] = 1.0
+    out = fit_window(images, None, Window(size=64, fov=18.0))
+    assert out.shape == (2, 64, 64)
+    assert out[0, 32, :3].mean() > 0.5 and out[0, 32, -3:].mean() > 0.5

@@ -130,12 +130,13 @@ def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
             continue
         for r, c in ndimage.center_of_mass(peaks, blobs, range(1, n + 1)):
             r0, c0 = int(round(r)), int(round(c))
-            # refine: centroid of this element's pixels within the ball around the peak
+            # start from the centroid of the ball's own colour, then mean-shift on the foreground
             sl = (slice(max(r0 - box // 2, 0), r0 + box // 2 + 1), slice(max(c0 - box // 2, 0), c0 + box // 2 + 1))
             rr, cc = np.nonzero(mask[sl])
             if len(rr):
                 r, c = rr.mean() + sl[0].start, cc.mean() + sl[1].start
-            candidates.append((float(min(fill[r0, c0], 1.0)), element, c + 0.5, r + 0.5))
+            r, c = _centre(foreground, r + 0.5, c + 0.5, radius)
+            candidates.append((float(min(fill[r0, c0], 1.0)), element, c, r))
     # one atom per place: a weaker candidate closer than 0.6 ball radii to a kept one is dropped
     candidates.sort(key=lambda t: -t[0])
     kept: list[tuple[float, str, float, float]] = []
@@ -148,6 +149,31 @@ def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
     xy = window.to_angstrom(np.array([(k[2], k[3]) for k in kept]))
     order = np.lexsort((xy[:, 0], -xy[:, 1]))  # reading order: top to bottom, left to right
     return [GraphAtom(kept[i][1], float(xy[i, 0]), float(xy[i, 1]), kept[i][0]) for i in order]
+
+
+def _centre(foreground: np.ndarray, row: float, col: float, radius: float, steps: int = 2) -> tuple[float, float]:
+    """Ball centre (row, col) by mean shift over the foreground within ``radius``, moved at most
+    0.4 radius from the start.
+
+    A ball partly covered by a higher atom still fills its disc with foreground, so the centroid of
+    all foreground (not only the ball's own colour) stays nearer the ball's true centre than the
+    centroid of its visible colour.
+    """
+    size = foreground.shape[0]
+    start = np.array([row, col])
+    for _ in range(steps):
+        r0, r1 = max(int(row - radius), 0), min(int(row + radius) + 1, size)
+        c0, c1 = max(int(col - radius), 0), min(int(col + radius) + 1, size)
+        rr, cc = np.mgrid[r0:r1, c0:c1]
+        inside = ((rr + 0.5 - row) ** 2 + (cc + 0.5 - col) ** 2 <= radius**2) & (foreground[r0:r1, c0:c1] > 0)
+        if not inside.any():
+            break
+        row, col = float(rr[inside].mean()) + 0.5, float(cc[inside].mean()) + 0.5
+    shift = np.array([row, col]) - start
+    norm = float(np.hypot(*shift))
+    if norm > 0.4 * radius:
+        row, col = start + shift * (0.4 * radius / norm)
+    return float(row), float(col)
 
 
 def _find_bonds(atoms: list[GraphAtom], foreground: np.ndarray, window: Window) -> tuple[list, list]:

@@ -6,8 +6,8 @@ Steps, in order:
    the paper does); stacks without known heights are taken as evenly spaced;
 2. field of view: with a known ``fov`` (metadata, Å) images are rescaled to the window's pixel size
    and centre-cropped or padded (with the stack's median) to the window; with an unknown fov the
-   largest centred square is resized to the window (the scale is then only as good as the scan's
-   framing, see the README);
+   image is padded to a square (median) and resized to the window, so nothing of the scan is lost
+   (the scale is then only as good as the scan's framing, see the README);
 3. a 3x3 median filter on every image (light denoising);
 4. per-stack normalisation to zero mean and unit standard deviation (a flat stack becomes zeros).
 """
@@ -39,9 +39,10 @@ def fit_window(images: np.ndarray, fov: tuple[float, float] | None, window: Wind
     """Rescale/crop (n, H, W) images onto the window's grid (see module docs)."""
     n, height, width = images.shape
     if fov is None:
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        square = images[:, top: top + side, left: left + side]
+        side = max(height, width)
+        square = np.full((n, side, side), np.median(images), dtype=np.float32)
+        top, left = (side - height) // 2, (side - width) // 2
+        square[:, top: top + height, left: left + width] = images
         return resize(square, (n, window.size, window.size), order=1, anti_aliasing=side > window.size,
                       preserve_range=True).astype(np.float32)
     new_w, new_h = (max(int(round(length / window.pixel)), 1) for length in fov)
