@@ -35,24 +35,27 @@ def resample_heights(images: np.ndarray, heights: np.ndarray | None, n_slices: i
     return ((1 - w)[:, None, None] * images[lower] + w[:, None, None] * images[upper]).astype(np.float32)
 
 
+def centre_on(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(n, rows, cols): ``images`` centred, cropped where larger, padded with their median where smaller."""
+    n, height, width = images.shape
+    out = np.full((n, rows, cols), np.median(images), dtype=np.float32)
+    src_r, src_c = max((height - rows) // 2, 0), max((width - cols) // 2, 0)
+    dst_r, dst_c = max((rows - height) // 2, 0), max((cols - width) // 2, 0)
+    h, w = min(height, rows), min(width, cols)
+    out[:, dst_r: dst_r + h, dst_c: dst_c + w] = images[:, src_r: src_r + h, src_c: src_c + w]
+    return out
+
+
 def fit_window(images: np.ndarray, fov: tuple[float, float] | None, window: Window) -> np.ndarray:
     """Rescale/crop (n, H, W) images onto the window's grid (see module docs)."""
     n, height, width = images.shape
     if fov is None:
         side = max(height, width)
-        square = np.full((n, side, side), np.median(images), dtype=np.float32)
-        top, left = (side - height) // 2, (side - width) // 2
-        square[:, top: top + height, left: left + width] = images
-        return resize(square, (n, window.size, window.size), order=1, anti_aliasing=side > window.size,
-                      preserve_range=True).astype(np.float32)
+        return resize(centre_on(images, side, side), (n, window.size, window.size), order=1,
+                      anti_aliasing=side > window.size, preserve_range=True).astype(np.float32)
     new_w, new_h = (max(int(round(length / window.pixel)), 1) for length in fov)
     scaled = resize(images, (n, new_h, new_w), order=1, anti_aliasing=new_h < height, preserve_range=True)
-    out = np.full((n, window.size, window.size), np.median(scaled), dtype=np.float32)
-    src_r, src_c = max((new_h - window.size) // 2, 0), max((new_w - window.size) // 2, 0)
-    dst_r, dst_c = max((window.size - new_h) // 2, 0), max((window.size - new_w) // 2, 0)
-    rows, cols = min(new_h, window.size), min(new_w, window.size)
-    out[:, dst_r: dst_r + rows, dst_c: dst_c + cols] = scaled[:, src_r: src_r + rows, src_c: src_c + cols]
-    return out
+    return centre_on(scaled, window.size, window.size)
 
 
 def preprocess(stack: ScanStack, *, n_slices: int = N_SLICES, window: Window | None = None,
