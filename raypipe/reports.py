@@ -21,16 +21,6 @@ from raypipe.chem.scoring import score
 from raypipe.errors import MoleculeError
 
 
-def read_smiles_file(path: str | Path) -> list[tuple[str, str]]:
-    """(smiles, name) pairs of a .smi file (SMILES, whitespace, optional name; # comments)."""
-    pairs = []
-    for k, line in enumerate(Path(path).read_text().splitlines()):
-        fields = line.split()
-        if fields and not fields[0].startswith("#"):
-            pairs.append((fields[0], fields[1] if len(fields) > 1 else f"mol{k}"))
-    return pairs
-
-
 def write_depictions(molecules: list[tuple[str, str]], out_dir: str | Path) -> dict:
     """Depict, extract and score each (smiles, name); write PNGs, graphs.jsonl and sheet.png."""
     out_dir = Path(out_dir)

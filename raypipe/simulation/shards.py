@@ -1,0 +1,121 @@
+"""Training shards: one Parquet row per (molecule, parameter set); schema and shard building.
+
+Schema (plain pyarrow reads it; ``stack`` is Arrow's canonical fixed-shape tensor extension, so
+``table["stack"].combine_chunks().to_numpy_ndarray()`` gives an (N, 10, 128, 128) array):
+
+==============  ==========================================================================
+molecule_id     string, the id from the molecule list
+smiles          string, canonical SMILES (RDKit, no explicit H)
+formula         string, Hill formula with hydrogens
+corrugation     float32, height spread of all atoms in Å
+split           string, "train" / "val" / "test" (80/10/10 by a hash of the canonical SMILES)
+amplitude       float64, oscillation amplitude in Å (peak to peak)
+stiffness       float64, CO lateral stiffness in N/m
+distance        float64, tip height of the closest image above the top atom in Å
+fov             float64, field of view in Å (square window)
+stack           fixed_shape_tensor<float16>[10, 128, 128], frequency shift in Hz, closest first
+target_png      binary, the ball-and-stick depiction (PNG, 128 x 128 RGB)
+atoms           list<struct<element, x, y, z, charge>>, molecule coordinates in Å
+bonds           list<struct<i, j, order>>, atom indices, order 1/1.5/2/3
+==============  ==========================================================================
+
+Rejected molecules go to a second table (``molecule_id``, ``smiles``, ``reason``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raypipe.chem.depiction import encode_png, render_depiction
+from raypipe.chem.elements import ball_radius
+from raypipe.chem.molecule import Molecule
+from raypipe.errors import MoleculeError
+from raypipe.simulation.params import ParameterSpec, parameter_sets
+from raypipe.simulation.ppm import Simulator
+
+MAX_CORRUGATION = 1.8
+
+ATOM = pa.struct([("element", pa.string()), ("x", pa.float32()), ("y", pa.float32()), ("z", pa.float32()),
+                  ("charge", pa.float32())])
+BOND = pa.struct([("i", pa.int32()), ("j", pa.int32()), ("order", pa.float32())])
+
+
+def shard_schema(n_images: int = 10, size: int = 128) -> pa.Schema:
+    return pa.schema([
+        ("molecule_id", pa.string()), ("smiles", pa.string()), ("formula", pa.string()),
+        ("corrugation", pa.float32()), ("split", pa.string()), ("amplitude", pa.float64()),
+        ("stiffness", pa.float64()), ("distance", pa.float64()), ("fov", pa.float64()),
+        ("stack", pa.fixed_shape_tensor(pa.float16(), [n_images, size, size])),
+        ("target_png", pa.binary()), ("atoms", pa.list_(ATOM)), ("bonds", pa.list_(BOND)),
+    ])
+
+
+REJECT_SCHEMA = pa.schema([("molecule_id", pa.string()), ("smiles", pa.string()), ("reason", pa.string())])
+
+
+def split_of(smiles: str) -> str:
+    """train/val/test (80/10/10) from a hash of the canonical SMILES: one split per molecule."""
+    u = int.from_bytes(hashlib.sha256(smiles.encode()).digest()[:8], "little") / 2**64
+    return "train" if u < 0.8 else "val" if u < 0.9 else "test"
+
+
+def prepare_molecule(molecule_id: str, smiles: str, seed: int, simulator: Simulator,
+                     max_corrugation: float = MAX_CORRUGATION) -> Molecule:
+    """Conformer and filters; raises MoleculeError with the reason a molecule is rejected."""
+    molecule = Molecule.from_smiles(smiles, seed=seed, name=molecule_id)
+    if molecule.corrugation > max_corrugation:
+        raise MoleculeError(f"not quasi-planar: corrugation {molecule.corrugation:.2f} Å > {max_corrugation} Å")
+    window = simulator.settings.window
+    reach = np.abs(molecule.positions[:, :2]).max() + max(ball_radius(e) for e in molecule.elements)
+    if reach > window.fov / 2:
+        raise MoleculeError(f"too large: reaches {reach:.1f} Å from the centre, window half-width {window.fov / 2} Å")
+    return molecule
+
+
+def build_shard(molecules: list[tuple[str, str]], spec: ParameterSpec, seed: int, simulator: Simulator,
+                max_corrugation: float = MAX_CORRUGATION) -> tuple[pa.Table, pa.Table]:
+    """Simulate every accepted molecule under its parameter sets: (rows table, rejects table)."""
+    rows, rejects = [], []
+    for molecule_id, smiles in molecules:
+        try:
+            molecule = prepare_molecule(molecule_id, smiles, seed, simulator, max_corrugation)
+        except MoleculeError as exc:
+            rejects.append({"molecule_id": molecule_id, "smiles": smiles, "reason": str(exc)})
+            continue
+        target = encode_png(render_depiction(molecule, simulator.settings.window))
+        atoms = [{"element": e, "x": x, "y": y, "z": z, "charge": q}
+                 for e, (x, y, z), q in zip(molecule.elements, molecule.positions.tolist(), molecule.charges.tolist())]
+        bonds = [{"i": i, "j": j, "order": o} for i, j, o in molecule.bonds]
+        for amplitude, stiffness in parameter_sets(spec, molecule_id, seed):
+            stack = simulator.simulate(molecule, amplitude, stiffness)
+            rows.append({
+                "molecule_id": molecule_id, "smiles": molecule.smiles, "formula": molecule.formula,
+                "corrugation": molecule.corrugation, "split": split_of(molecule.smiles),
+                "amplitude": amplitude, "stiffness": stiffness, "distance": simulator.settings.distance,
+                "fov": simulator.settings.window.fov, "stack": stack.images.astype(np.float16),
+                "target_png": target, "atoms": atoms, "bonds": bonds,
+            })
+    return rows_to_table(rows, simulator), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+
+
+def rows_to_table(rows: list[dict], simulator: Simulator) -> pa.Table:
+    s = simulator.settings
+    schema = shard_schema(s.n_images, s.window.size)
+    stacks = np.stack([r["stack"] for r in rows]) if rows else np.zeros(0, np.float16)
+    tensor = schema.field("stack").type
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(stacks.ravel(), pa.float16()), s.n_images * s.window.size**2)
+    arrays = [pa.ExtensionArray.from_storage(tensor, storage) if name == "stack"
+              else pa.array([r[name] for r in rows], type=schema.field(name).type) for name in schema.names]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def table_bytes(table: pa.Table) -> bytes:
+    """A table as Parquet bytes (zstd), ready for an atomic write."""
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()

@@ -1,0 +1,114 @@
+"""Simulation: ppafm stacks aligned with depictions, shards on Ray Data, local and on S3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from raypipe import Molecule, decode_png, extract_graph, list_archive, load_stack, render_depiction
+from raypipe.chem.molecule import hill_formula
+from raypipe.simulation.params import QUAM24, parameter_sets, parse_parameter_sets
+from raypipe.simulation.shards import split_of
+
+NAPHTHALENE = "c1ccc2ccccc2c1"
+MOLECULES = [NAPHTHALENE, "Clc1cc(Cl)cc(Br)c1", "Cc1ccc(cc1)S(N)(=O)=O", "[Na+].[Cl-]"]
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    from raypipe.simulation.ppm import Simulator
+
+    return Simulator()
+
+
+def test_parameter_sets():
+    assert len(parameter_sets("quam24", "m", 0)) == 24 == len(set(QUAM24))
+    drawn = parameter_sets("random:3", "mol-1", seed=5)
+    assert len(drawn) == 3 and set(drawn) <= set(QUAM24)
+    assert drawn == parameter_sets("random:3", "mol-1", seed=5)
+    assert any(parameter_sets("random:3", f"mol-{k}", seed=5) != drawn for k in range(2, 6))
+    assert parse_parameter_sets("0.6,0.4;1.0,0.8") == [(0.6, 0.4), (1.0, 0.8)]
+    with pytest.raises(ValueError, match="out of range"):
+        parameter_sets([(3.0, 0.4)], "m", 0)
+
+
+def test_split_is_per_molecule_and_roughly_80_10_10():
+    splits = [split_of(f"C{'C' * k}O") for k in range(2000)]
+    assert split_of("CCO") == split_of("CCO")
+    assert 0.75 < splits.count("train") / 2000 < 0.85 and splits.count("test") > 120
+
+
+def test_simulated_stack_is_aligned_with_the_molecule(simulator):
+    molecule = Molecule.from_smiles(NAPHTHALENE)
+    stack = simulator.simulate(molecule, amplitude=0.6, stiffness=0.4)
+    assert stack.images.shape == (10, 128, 128) and np.isfinite(stack.images).all()
+    assert np.allclose(np.diff(stack.heights), 0.1)
+    # closest image: strongest repulsion; the molecule's long axis runs along x, as in its depiction
+    assert stack.images[0].max() > stack.images[-1].max()
+    mask = stack.images[0] > 0.3 * stack.images[0].max()  # the repulsive core over the atoms
+    rows, cols = np.nonzero(mask)
+    assert abs(cols.mean() - 63.5) < 3 and abs(rows.mean() - 63.5) < 3
+    assert cols.std() > 1.3 * rows.std()
+    fg_rows, fg_cols = np.nonzero(render_depiction(molecule).sum(axis=2) > 0)
+    assert abs(fg_cols.mean() - cols.mean()) < 2 and abs(fg_rows.mean() - rows.mean()) < 2
+
+
+def _check_shards(dataset) -> list[dict]:
+    """The shard contract, read with plain pyarrow: returns the rows without their stacks."""
+    table = pq.read_table(dataset) if isinstance(dataset, Path) else dataset
+    stacks = table["stack"].combine_chunks().to_numpy_ndarray()
+    assert stacks.shape[1:] == (10, 128, 128) and stacks.dtype == np.float16
+    rows = table.drop_columns(["stack"]).to_pylist()
+    for row in rows:
+        assert extract_graph(decode_png(row["target_png"])).formula == row["formula"]
+        assert row["split"] == split_of(row["smiles"])
+        assert hill_formula([a["element"] for a in row["atoms"]]) == row["formula"]
+        assert all(0 <= b["i"] < len(row["atoms"]) and 0 <= b["j"] < len(row["atoms"]) for b in row["bonds"])
+    return rows
+
+
+def test_simulate_dataset_local_resume_and_export(ray_cluster, tmp_path):
+    from raypipe.pipelines.simulate import simulate_dataset
+    from raypipe.simulation.export import export_archive
+
+    out = tmp_path / "sim"
+    summary = simulate_dataset(MOLECULES, str(out), parameter_sets=[(0.6, 0.6)], shard_size=2)
+    assert (summary.shards, summary.written, summary.rows, summary.rejects) == (2, 2, 2, 2)
+    rows = _check_shards(out / "shards")
+    assert sorted(r["formula"] for r in rows) == ["C10H8", "C6H3BrCl2"]
+    rejects = pq.read_table(out / "rejects").to_pylist()
+    reasons = {r["molecule_id"]: r["reason"] for r in rejects}
+    assert "not quasi-planar" in reasons["mol-00002"] and "fragments" in reasons["mol-00003"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"] == 2 and manifest["rejects"] == 2 and len(manifest["shards"]) == 2
+
+    # a killed run: one shard lost, a temporary file left behind -> the re-run redoes only that shard
+    (out / "shards" / "shard-00001.parquet").unlink()
+    (out / "shards" / ".shard-00001.parquet.dead.tmp").write_bytes(b"half")
+    again = simulate_dataset(MOLECULES, str(out), parameter_sets=[(0.6, 0.6)], shard_size=2)
+    assert (again.skipped, again.written) == (1, 1)
+    assert sorted(r["formula"] for r in _check_shards(out / "shards")) == ["C10H8", "C6H3BrCl2"]
+    with pytest.raises(ValueError, match="other settings"):
+        simulate_dataset(MOLECULES, str(out), parameter_sets=[(1.0, 0.6)], shard_size=2)
+
+    archive = tmp_path / "sim.h5"
+    assert export_archive(str(out), archive) == 2
+    ids = list_archive(archive)
+    stack = load_stack(f"{archive}::{ids[0]}")
+    assert stack.images.shape == (10, 128, 128) and stack.metadata["truth"]["formula"] in ("C10H8", "C6H3BrCl2")
+
+
+def test_simulate_dataset_on_s3(ray_cluster, s3_server):
+    from raypipe.pipelines.simulate import simulate_dataset
+    from raypipe.storage import arrow_filesystem, filesystem
+
+    uri = "s3://raypipe-test/sim"
+    summary = simulate_dataset([NAPHTHALENE], uri, parameter_sets=[(1.0, 0.4)], storage_options=s3_server)
+    assert summary.rows == 1
+    fs, path = filesystem(uri, s3_server)
+    table = pq.read_table(f"{path}/shards", filesystem=arrow_filesystem(fs))
+    assert [r["formula"] for r in _check_shards(table)] == ["C10H8"]
+    assert simulate_dataset([NAPHTHALENE], uri, parameter_sets=[(1.0, 0.4)], storage_options=s3_server).skipped == 1
