@@ -43,9 +43,11 @@ def test_split_is_per_molecule_and_roughly_80_10_10():
 
 def test_simulated_stack_is_aligned_with_the_molecule(simulator):
     molecule = Molecule.from_smiles(NAPHTHALENE)
-    stack = simulator.simulate(molecule, amplitude=0.6, stiffness=0.4)
+    stack, other = simulator.simulate(molecule, [(0.6, 0.4), (1.2, 0.8)])
     assert stack.images.shape == (10, 128, 128) and np.isfinite(stack.images).all()
     assert np.allclose(np.diff(stack.heights), 0.1)
+    assert (other.metadata["amplitude"], other.metadata["stiffness"]) == (1.2, 0.8)
+    assert not np.allclose(stack.images, other.images)  # one force field, two parameter sets
     # closest image: strongest repulsion; the molecule's long axis runs along x, as in its depiction
     assert stack.images[0].max() > stack.images[-1].max()
     mask = stack.images[0] > 0.3 * stack.images[0].max()  # the repulsive core over the atoms

@@ -74,6 +74,14 @@ class MolGraph:
         bonds = [(i, j) for i, j, _o in molecule.bonds]
         return cls(atoms, bonds, [1.0] * len(bonds), molecule.smiles)
 
+    @classmethod
+    def from_rows(cls, atoms: list[dict], bonds: list[dict]) -> "MolGraph":
+        """The inverse of :meth:`to_rows` (also reads simulation shards' atoms and bonds)."""
+        graph_atoms = [GraphAtom(a["element"], float(a["x"]), float(a["y"]), float(a.get("confidence", 1.0)))
+                       for a in atoms]
+        return cls(graph_atoms, [(int(b["i"]), int(b["j"])) for b in bonds],
+                   [float(b.get("confidence", 1.0)) for b in bonds])
+
     def to_rows(self) -> tuple[list[dict], list[dict]]:
         """Atoms and bonds as plain dicts (for Parquet/JSON)."""
         atoms = [{"element": a.element, "x": a.x, "y": a.y, "confidence": a.confidence} for a in self.atoms]

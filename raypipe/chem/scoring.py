@@ -55,6 +55,15 @@ def score(predicted: MolGraph, truth: MolGraph | Molecule) -> Score:
     )
 
 
+def element_pairs(predicted: MolGraph, truth: MolGraph) -> list[tuple[str, str]]:
+    """(true element, predicted element) for matched atoms, with "-" for a missed or spurious atom."""
+    mapping = _match(predicted.positions, truth.positions)
+    pairs = [(truth.atoms[t].element, predicted.atoms[p].element) for p, t in mapping.items()]
+    pairs += [(a.element, "-") for t, a in enumerate(truth.atoms) if t not in mapping.values()]
+    pairs += [("-", a.element) for p, a in enumerate(predicted.atoms) if p not in mapping]
+    return pairs
+
+
 def _match(pred: np.ndarray, true: np.ndarray) -> dict[int, int]:
     """Predicted index -> true index for atoms paired within MATCH_DISTANCE."""
     if len(pred) == 0 or len(true) == 0:

@@ -65,6 +65,11 @@ def preprocess(stack: ScanStack, *, n_slices: int = N_SLICES, window: Window | N
     images = resample_heights(stack.images, stack.heights, n_slices)
     fov = stack.metadata.get("fov")
     images = fit_window(images, tuple(fov) if fov else None, window)
+    return normalise(images, median)
+
+
+def normalise(images: np.ndarray, median: int = 3) -> np.ndarray:
+    """Steps 3-4 alone, for stacks already on the window (simulated training data): median, z-score."""
     if median > 1:
         images = ndimage.median_filter(images, size=(1, median, median))
     std = float(images.std())

@@ -91,14 +91,13 @@ def build_shard(molecules: list[tuple[str, str]], spec: ParameterSpec, seed: int
         atoms = [{"element": e, "x": x, "y": y, "z": z, "charge": q}
                  for e, (x, y, z), q in zip(molecule.elements, molecule.positions.tolist(), molecule.charges.tolist())]
         bonds = [{"i": i, "j": j, "order": o} for i, j, o in molecule.bonds]
-        for amplitude, stiffness in parameter_sets(spec, molecule_id, seed):
-            stack = simulator.simulate(molecule, amplitude, stiffness)
+        for stack in simulator.simulate(molecule, parameter_sets(spec, molecule_id, seed)):
             rows.append({
                 "molecule_id": molecule_id, "smiles": molecule.smiles, "formula": molecule.formula,
                 "corrugation": molecule.corrugation, "split": split_of(molecule.smiles),
-                "amplitude": amplitude, "stiffness": stiffness, "distance": simulator.settings.distance,
-                "fov": simulator.settings.window.fov, "stack": stack.images.astype(np.float16),
-                "target_png": target, "atoms": atoms, "bonds": bonds,
+                "amplitude": stack.metadata["amplitude"], "stiffness": stack.metadata["stiffness"],
+                "distance": simulator.settings.distance, "fov": simulator.settings.window.fov,
+                "stack": stack.images.astype(np.float16), "target_png": target, "atoms": atoms, "bonds": bonds,
             })
     return rows_to_table(rows, simulator), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
 

@@ -1,0 +1,137 @@
+"""The generator and discriminator of Carracedo-Cosmé & Pérez, as network factories.
+
+Generator (``define_G``): dropout on the input stack; two 3D convolutions (3x3x3 stride 1, then
+4x4x4 stride 2) over (height, y, x); the 3D features reshaped into a 2D map (channels x heights) with
+LeakyReLU; then a U-Net. The stride-2 3D convolution is the U-Net's outermost downsampling (128 -> 64
+px); six 2D blocks (4x4 conv stride 2, batch norm, LeakyReLU 0.2; channels 2, 4, 8, 8, 8, 8 x ngf)
+take it to 1 x 1, so the encoder downsamples 7 times. The decoder mirrors it with transposed
+convolutions, batch norm, ReLU and dropout on its first three blocks, concatenating the skip
+connections, and ends in a transposed convolution to RGB at full size with tanh.
+
+Discriminator (``define_D``): PatchGAN on the stack concatenated with the depiction: 4x4 stride-2
+convolutions of 1, 2, 4, 8, 8 x ndf channels with batch norm (not on the first) and LeakyReLU 0.2, then a
+4x4 convolution to a one-channel patch map (logits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from raypipe.model.config import ModelConfig
+
+ENCODER_MULTS = (2, 4, 8, 8, 8, 8)
+
+
+class Down(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, norm: bool = True) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm)]
+        if norm:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.LeakyReLU(0.2))
+        super().__init__(*layers)
+
+
+class Up(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, dropout: float) -> None:
+        layers: list[nn.Module] = [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+
+class Generator(nn.Module):
+    """(B, n_slices, S, S) normalised stack -> (B, 3, S, S) depiction in [-1, 1]."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        n_blocks = int(math.log2(config.size)) - 1  # 2D blocks from S/2 down to 1 x 1
+        if 2 ** (n_blocks + 1) != config.size or n_blocks < 2:
+            raise ValueError(f"size must be a power of two >= 8, got {config.size}")
+        c3 = config.conv3d_channels
+        self.input_dropout = nn.Dropout(config.input_dropout)
+        self.conv3d = nn.Sequential(
+            nn.Conv3d(1, c3, 3, 1, 1), nn.LeakyReLU(0.2),
+            nn.Conv3d(c3, c3, 4, 2, 1),
+        )
+        c_stem = c3 * (config.n_slices // 2)
+        mults = [ENCODER_MULTS[min(i, len(ENCODER_MULTS) - 1)] for i in range(n_blocks)]
+        widths = [c_stem] + [m * config.ngf for m in mults]
+        self.down = nn.ModuleList(
+            Down(widths[i], widths[i + 1], norm=i < n_blocks - 1) for i in range(n_blocks)  # no norm at 1 x 1
+        )
+        ups = []
+        for i in reversed(range(n_blocks)):  # from the bottleneck back to S/2
+            c_in = widths[i + 1] if i == n_blocks - 1 else 2 * widths[i + 1]
+            ups.append(Up(c_in, widths[i] if i > 0 else config.ngf,
+                          config.decoder_dropout if i >= n_blocks - 3 else 0.0))
+        self.up = nn.ModuleList(ups)
+        self.out = nn.Sequential(nn.ConvTranspose2d(config.ngf + c_stem, 3, 4, 2, 1), nn.Tanh())
+
+    def forward(self, stack: torch.Tensor) -> torch.Tensor:
+        x = self.conv3d(self.input_dropout(stack).unsqueeze(1))  # (B, C, D/2, S/2, S/2)
+        x = nn.functional.leaky_relu(x.flatten(1, 2), 0.2)  # (B, C * D/2, S/2, S/2)
+        skips = [x]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        y = skips.pop()
+        for block in self.up:
+            y = torch.cat([block(y), skips.pop()], dim=1)
+        return self.out(y)
+
+
+class Discriminator(nn.Module):
+    """PatchGAN over cat(stack, depiction): (B, n_slices + 3, S, S) -> (B, 1, P, P) logits."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        widths = [config.n_slices + 3] + [m * config.ndf for m in (1, 2, 4, 8, 8)]
+        self.body = nn.Sequential(
+            *(Down(widths[i], widths[i + 1], norm=i > 0) for i in range(len(widths) - 1)),
+            nn.Conv2d(widths[-1], 1, 4, 1, 1),
+        )
+
+    def forward(self, stack: torch.Tensor, depiction: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([stack, depiction], dim=1))
+
+
+def init_weights(module: nn.Module) -> None:
+    """pix2pix initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch-norm scales."""
+    if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def define_G(config: ModelConfig) -> Generator:
+    net = Generator(config)
+    net.apply(init_weights)
+    return net
+
+
+def define_D(config: ModelConfig) -> Discriminator:
+    net = Discriminator(config)
+    net.apply(init_weights)
+    return net
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def flops_per_sample(net: nn.Module, *inputs: torch.Tensor) -> int:
+    """Forward FLOPs of one sample (2 x multiply-accumulates), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = net.training
+    net.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(*inputs)
+    net.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,79 @@
+"""``Pix2Pix``: generator, discriminator and both optimisers in one object, with the training step.
+
+The step is built so that it runs under DistributedDataParallel with batch norm in both networks:
+- the discriminator runs once per backward pass: its loss uses one forward pass over real and fake
+  pairs concatenated in the batch, and the generator's adversarial loss a second forward pass only
+  after the first backward is done (a discriminator called twice before one backward makes DDP's
+  buffer broadcast modify batch-norm buffers that autograd still needs: the known in-place error);
+- the generator's backward pass through D runs under D's ``no_sync`` (those gradients of D are
+  thrown away, so there is nothing to all-reduce);
+- wrapped networks are built with ``broadcast_buffers=False`` (each replica keeps its own batch-norm
+  running statistics; rank 0's are the ones saved).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raypipe.model.config import ModelConfig
+from raypipe.model.networks import define_D, define_G
+
+
+class Pix2Pix:
+    def __init__(self, config: ModelConfig, device: torch.device | str = "cpu",
+                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
+        """``wrap``: applied to each network after it moves to ``device`` (e.g. Ray Train's prepare_model)."""
+        self.config = config
+        self.device = torch.device(device)
+        wrap = wrap or (lambda net: net)
+        self.G = wrap(define_G(config).to(self.device))
+        self.D = wrap(define_D(config).to(self.device))
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+
+    @property
+    def generator(self) -> nn.Module:
+        """The bare generator (unwrapped from DDP)."""
+        return getattr(self.G, "module", self.G)
+
+    def train_step(self, stack: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """One optimisation step of D then G on a batch; returns the losses."""
+        self.G.train(), self.D.train()
+        fake = self.G(stack)
+
+        self.opt_D.zero_grad(set_to_none=True)
+        logits = self.D(torch.cat([stack, stack]), torch.cat([target, fake.detach()]))
+        real_logits, fake_logits = logits.chunk(2)
+        loss_D = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                        + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        loss_D.backward()
+        self.opt_D.step()
+
+        self.opt_G.zero_grad(set_to_none=True)
+        # D's parameter gradients from this pass are discarded (zeroed before D's next step): skip their
+        # all-reduce, so DDP does not wait for them
+        with getattr(self.D, "no_sync", contextlib.nullcontext)():
+            fooled = self.D(stack, fake)
+            loss_adv = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+            loss_l1 = F.l1_loss(fake, target)
+            loss_G = loss_adv + self.config.lambda_l1 * loss_l1
+            loss_G.backward()
+        self.opt_G.step()
+        return {"loss_D": loss_D.item(), "loss_G_adv": loss_adv.item(), "loss_G_L1": loss_l1.item()}
+
+    def state_dict(self) -> dict:
+        """Both networks, both optimisers (plain tensors and numbers: loadable with weights_only=True)."""
+        bare = lambda net: getattr(net, "module", net)  # noqa: E731
+        return {"G": bare(self.G).state_dict(), "D": bare(self.D).state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        getattr(self.G, "module", self.G).load_state_dict(state["G"])
+        getattr(self.D, "module", self.D).load_state_dict(state["D"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])

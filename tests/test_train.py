@@ -1,0 +1,66 @@
+"""The Ray Train job: a short CPU run with checkpoints, a killed worker survived, resume by run name."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from raypipe.model.inference import load_model
+from raypipe.pipelines.train import TrainConfig, train
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim-sample"
+
+
+def _kill_a_worker_after_first_checkpoint(run: Path, killed: list[int]) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoint_manager_snapshot.json").exists():  # registered
+        time.sleep(0.5)
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"RayTrainWorker" in cmdline.read_bytes():
+                pid = int(cmdline.parent.name)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def test_training_survives_a_killed_worker_and_resumes(ray_cluster, tmp_path):
+    cfg = TrainConfig(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="t1", num_workers=2,
+                      batch_size=2, steps=8, checkpoint_every=2, val_every=4, val_samples=3, log_every=2,
+                      cache_data=True, augment={"rotation": 10.0})
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_a_worker_after_first_checkpoint, args=(tmp_path / "t1", killed))
+    killer.start()
+    result = train(cfg)
+    killer.join()
+    assert killed, "no Ray Train worker process was found to kill"
+    assert result.error is None and result.metrics["step"] == 8
+    log = [json.loads(line) for line in (tmp_path / "t1" / "metrics.jsonl").read_text().splitlines()]
+    assert any("resumed from checkpoint" in m.get("event", "") for m in log)
+    assert [m["step"] for m in log if "val_total" in m][-1] == 8
+    assert (tmp_path / "t1" / "metrics.png").stat().st_size > 1000
+    model = load_model(tmp_path / "t1" / "model.safetensors", device="cpu")
+    assert model.name == "t1" and model.config.ngf == 16
+
+    # the same run name resumes from step 8; more steps continue the run
+    cfg.steps = 10
+    again = train(cfg)
+    assert again.metrics["step"] == 10
+    log = [json.loads(line) for line in (tmp_path / "t1" / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 8, "event": "resumed from checkpoint at step 8"} in log
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="multiple of checkpoint_every"):
+        TrainConfig(data_uri="x", storage_path="y", run_name="z", checkpoint_every=3, val_every=4).validate()
+    path = tmp_path / "c.yaml"
+    path.write_text("data_uri: d\nstorage_path: s\nrun_name: r\nsteps: 5\n")
+    assert TrainConfig.from_file(path, steps=7).steps == 7
