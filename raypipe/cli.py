@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--gallery", type=Path, default=None, help="write a gallery PNG here")
+    label = commands.add_parser("label", help="label the new scans of an archive (the nightly job)")
+    label.add_argument("input", nargs="?", default=str(EXAMPLES / "scans"),
+                       help="folder, file or s3:// prefix of scans; default: the bundled sample scans")
+    label.add_argument("--out", default="out/labels", help="output folder or s3:// prefix (Parquet by run date)")
+    label.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    label.add_argument("--run-date", default=None, help="partition date, YYYY-MM-DD (default: today)")
+    label.add_argument("--gallery", type=Path, default=None,
+                       help="write an HTML gallery of all labelled rows here (default: <out>/gallery.html for a "
+                            "local --out)")
+    label.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
+    label.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
     return parser
 
 
@@ -92,6 +103,21 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(run_evaluation(args.data, args.model, split=args.split, limit=args.limit,
                                         gallery_path=args.gallery), indent=2))
+    elif args.command == "label":
+        import ray
+
+        from raypipe.pipelines.label import label_archive, read_labels
+        from raypipe.reports import label_gallery
+
+        options = {"endpoint_url": args.s3_endpoint} if args.s3_endpoint else None
+        ray.init(address=args.address)
+        summary = label_archive(args.input, args.out, model=args.model, run_date=args.run_date,
+                                storage_options=options)
+        print(json.dumps(summary.as_dict(), indent=2))
+        gallery = args.gallery or (None if args.out.startswith("s3://") else Path(args.out) / "gallery.html")
+        if gallery is not None:
+            rows = read_labels(args.out, options).to_pylist()
+            print(f"gallery of {len(rows)} rows: {label_gallery(rows, gallery)}")
     return 0
 
 

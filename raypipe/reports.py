@@ -6,6 +6,8 @@ renamed into place, replacing an earlier run's.
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import shutil
 import tempfile
@@ -15,10 +17,12 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from raypipe.chem.depiction import encode_png, render_depiction
+from raypipe.chem.elements import COLORS
 from raypipe.chem.graph import extract_graph
 from raypipe.chem.molecule import Molecule
 from raypipe.chem.scoring import score
 from raypipe.errors import MoleculeError
+from raypipe.window import DEFAULT_WINDOW, Window
 
 
 def write_depictions(molecules: list[tuple[str, str]], out_dir: str | Path) -> dict:
@@ -70,3 +74,59 @@ def contact_sheet(tiles: list[tuple[str, str, np.ndarray]], scale: int = 2, colu
         sheet.paste(Image.fromarray(image).resize((size, size), Image.NEAREST), (x, y))
         draw.text((x + 4, y + size + 2), f"{name[:22]}  {formula}", fill="black")
     return sheet
+
+
+def draw_graph(atoms: list[dict], bonds: list[dict], window: Window | None = None, scale: int = 2) -> np.ndarray:
+    """The extracted graph drawn as a diagram: bonds as lines, atoms as labelled discs in element colours."""
+    window = window or DEFAULT_WINDOW
+    size = window.size * scale
+    image = Image.new("RGB", (size, size), "black")
+    draw = ImageDraw.Draw(image)
+    xy = window.to_pixels(np.array([[a["x"], a["y"]] for a in atoms]).reshape(-1, 2)) * scale
+    for b in bonds:
+        (x0, y0), (x1, y1) = xy[b["i"]], xy[b["j"]]
+        draw.line([(x0, y0), (x1, y1)], fill=(200, 200, 200), width=2)
+    for a, (x, y) in zip(atoms, xy):
+        r = 5 if a["element"] == "H" else 8
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in COLORS[a["element"]]))
+        if a["element"] not in ("H", "C"):
+            draw.text((x - 4, y - 6), a["element"], fill="black")
+    return np.asarray(image)
+
+
+def label_gallery(rows: list[dict], path: str | Path, title: str = "raypipe labels") -> Path:
+    """An HTML page (images inline) with, per scan: input slices, predicted depiction, extracted graph,
+    formula, SMILES and confidence, the truth when known, or the error. Written atomically."""
+    cards = []
+    for row in rows:
+        head = f"<b>{html.escape(row['scan_id'] or '')}</b><br><small>{html.escape(row['source'])}</small>"
+        if row["status"] != "ok":
+            cards.append(f"<div class='card error'>{head}<p>error: {html.escape(row['error'] or '')}</p></div>")
+            continue
+        graph = encode_png(draw_graph(row["atoms"], row["bonds"]))
+        truth = (f"<br>truth: {html.escape(row['truth_formula'])} {html.escape(row['truth_smiles'] or '')} "
+                 f"{'&#10003;' if row['truth_formula'] == row['formula'] else '&#10007;'}"
+                 if row.get("truth_formula") else "")
+        cards.append(
+            f"<div class='card'>{head}<br>{_img(row['input_preview'], 'closest | farthest slice')}"
+            f"{_img(row['depiction'], 'predicted depiction', 256)}{_img(graph, 'extracted graph', 256)}"
+            f"<p>{html.escape(row['formula'] or '')} &nbsp; {html.escape(row['smiles'] or '(no valid SMILES)')}"
+            f" &nbsp; confidence {row['confidence']:.2f}{truth}<br><small>model {html.escape(row['model'])}"
+            f"</small></p></div>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;background:#f4f4f4} .card{background:white;margin:8px;padding:8px;"
+            "display:inline-block;vertical-align:top;max-width:800px} .error{background:#fdd} img{margin:2px;"
+            "image-rendering:pixelated}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{len(rows)} scans, "
+            f"{sum(r['status'] == 'ok' for r in rows)} ok</p>{''.join(cards)}</body></html>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
+
+
+def _img(png: bytes, alt: str, width: int | None = None) -> str:
+    size = f" width='{width}'" if width else ""
+    return f"<img src='data:image/png;base64,{base64.b64encode(png).decode()}' alt='{alt}' title='{alt}'{size}>"

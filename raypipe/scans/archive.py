@@ -14,6 +14,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import h5py
 import numpy as np
@@ -48,9 +49,10 @@ def write_archive(path: str | Path, stacks: Iterable[ScanStack]) -> int:
     return count
 
 
-def _open(path: Path) -> h5py.File:
+def _open(path: Path | str, fileobj: BinaryIO | None = None) -> h5py.File:
+    """Open an archive by path, or through ``fileobj`` (e.g. an fsspec S3 file; ``path`` names it)."""
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(fileobj if fileobj is not None else path, "r")
     except OSError as exc:
         raise ScanError(path, f"unreadable or truncated HDF5 file ({exc})") from exc
     if f.attrs.get("format") != FORMAT or "stacks" not in f:
@@ -59,16 +61,15 @@ def _open(path: Path) -> h5py.File:
     return f
 
 
-def list_archive(path: str | Path) -> list[str]:
+def list_archive(path: str | Path, fileobj: BinaryIO | None = None) -> list[str]:
     """The scan ids in an archive, in file order."""
-    with _open(Path(path)) as f:
+    with _open(path, fileobj) as f:
         return list(f["stacks"].keys())
 
 
-def read_archive_stack(path: str | Path, scan_id: str) -> ScanStack:
+def read_archive_stack(path: str | Path, scan_id: str, fileobj: BinaryIO | None = None) -> ScanStack:
     """One stack of an archive, by scan id (only that dataset is read)."""
-    path = Path(path)
-    with _open(path) as f:
+    with _open(path, fileobj) as f:
         if scan_id not in f["stacks"]:
             raise ScanError(path, f"no stack {scan_id!r} in the archive")
         ds = f["stacks"][scan_id]

@@ -1,0 +1,208 @@
+"""Batch labelling on Ray Data: ``read_scans`` and ``predict_dataset``.
+
+file -> ScanStack -> preprocessed tensor -> predicted depiction -> graph -> row:
+
+1. the scan units under the URI are listed (``raypipe.scans.units``); HDF5 archives are expanded into
+   their stacks by tasks, each reading only the archive's index;
+2. ``read_scans``: each stack is loaded by a task (one row per stack);
+3. preprocessing (``raypipe.preprocess``) in CPU tasks;
+4. inference in a pool of actors, one model load per actor: one GPU each when the cluster has GPUs,
+   else one CPU each, leaving at least one CPU for the reads, preprocessing, extraction and writes;
+5. graph extraction in CPU tasks; the rows get the output schema (``OUTPUT_SCHEMA``).
+A stack that cannot be read or processed becomes a row with ``status = "error"`` and the reason;
+the stacks beside it are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from raypipe.storage import StorageOptions, redact
+
+OUTPUT_SCHEMA = pa.schema([
+    ("scan_id", pa.string()), ("source", pa.string()), ("format", pa.string()), ("n_images", pa.int32()),
+    ("heights", pa.list_(pa.float64())), ("amplitude", pa.float64()), ("stiffness", pa.float64()),
+    ("mode", pa.string()), ("input_preview", pa.binary()), ("depiction", pa.binary()),
+    ("atoms", pa.list_(pa.struct([("element", pa.string()), ("x", pa.float64()), ("y", pa.float64()),
+                                  ("confidence", pa.float64())]))),
+    ("bonds", pa.list_(pa.struct([("i", pa.int32()), ("j", pa.int32())]))),
+    ("formula", pa.string()), ("smiles", pa.string()), ("confidence", pa.float64()),
+    ("truth_formula", pa.string()), ("truth_smiles", pa.string()),
+    ("model", pa.string()), ("status", pa.string()), ("error", pa.string()),
+])
+
+_EMPTY = np.zeros((0, 0, 0), np.float32)
+# CPU stages ask for half a CPU: they are light, two share a core, and a request unlike the inference
+# actors' keeps Ray Data from fusing them into the actors (reads would then wait on inference)
+CPU_STAGE = {"num_cpus": 0.5}
+
+
+def _error(row: dict, exc: BaseException) -> dict:
+    return {**row, "status": "error", "error": redact(f"{type(exc).__name__}: {exc}")}
+
+
+def _expand(unit: dict, storage_options: StorageOptions) -> list[dict]:
+    from raypipe.scans.units import ScanUnit, unit_sources
+
+    base = {"unit": unit["uri"], "unit_key": unit["key"]}
+    try:
+        return [{**base, "source": s} for s in unit_sources(ScanUnit(unit["uri"], unit["kind"], unit["fingerprint"]),
+                                                           storage_options)]
+    except Exception as exc:  # a corrupt archive: one error row for the file
+        return [_error({**base, "source": unit["uri"]}, exc)]
+
+
+def _load(row: dict, storage_options: StorageOptions) -> dict:
+    from raypipe.scans.units import load_source
+
+    out = {"unit": row["unit"], "unit_key": row["unit_key"], "source": row["source"], "scan_id": "",
+           "format": "", "n_images": 0, "heights": "null", "metadata": "{}", "images": _EMPTY,
+           "status": row.get("status", "ok"), "error": row.get("error", "")}
+    if out["status"] != "ok":
+        return out
+    try:
+        stack = load_source(row["source"], storage_options)
+    except Exception as exc:
+        return _error(out, exc)
+    return {**out, "scan_id": stack.scan_id, "format": stack.metadata.get("format", ""), "n_images": stack.n,
+            "heights": json.dumps(None if stack.heights is None else stack.heights.tolist()),
+            "metadata": json.dumps(stack.metadata, default=str), "images": stack.images}
+
+
+def read_scans(uri: str, *, storage_options: StorageOptions = None) -> ray.data.Dataset:
+    """One row per stack under ``uri`` (local folder/file or ``s3://`` prefix), in any supported format.
+
+    Columns: ``unit``, ``unit_key``, ``source``, ``scan_id``, ``format``, ``n_images``, ``heights`` (JSON:
+    a list of Å or null), ``metadata`` (JSON), ``images`` (n, H, W) float32, ``status``, ``error``.
+    """
+    from raypipe.scans.units import find_units
+
+    units, _ = find_units(uri, storage_options)
+    if not units:
+        raise FileNotFoundError(f"{redact(uri)}: no scans (HDF5, NPZ, image or SXM folders) found")
+    return read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in units],
+                      storage_options)
+
+
+def read_units(units: list[dict], storage_options: StorageOptions = None) -> ray.data.Dataset:
+    """``read_scans`` for units already listed (``label_archive`` lists them to consult its ledger)."""
+    items = ray.data.from_items(units, override_num_blocks=max(1, min(len(units), 200)))
+    return items.flat_map(_expand, fn_kwargs={"storage_options": storage_options}, **CPU_STAGE).map(
+        _load, fn_kwargs={"storage_options": storage_options}, **CPU_STAGE)
+
+
+def _preprocess(batch: dict) -> dict:
+    from raypipe.chem.depiction import encode_png
+    from raypipe.scans.preprocess import preprocess
+    from raypipe.scans.stack import ScanStack
+
+    inputs, previews, status, error = [], [], list(batch["status"]), list(batch["error"])
+    for k, images in enumerate(batch["images"]):
+        x = np.zeros((10, 128, 128), np.float32)
+        preview = b""
+        if status[k] == "ok":
+            try:
+                metadata = json.loads(batch["metadata"][k])
+                heights = json.loads(batch["heights"][k])
+                stack = ScanStack(np.asarray(images), None if heights is None else np.asarray(heights), metadata,
+                                  scan_id=batch["scan_id"][k])
+                x = preprocess(stack)
+                preview = encode_png(_grey(np.concatenate([x[0], x[-1]], axis=1)))
+            except Exception as exc:
+                status[k], error[k] = "error", redact(f"{type(exc).__name__}: {exc}")
+        inputs.append(x)
+        previews.append(preview)
+    out = {k: v for k, v in batch.items() if k != "images"}
+    return {**out, "input": np.stack(inputs), "input_preview": np.array(previews, dtype=object),
+            "status": np.array(status, dtype=object), "error": np.array(error, dtype=object)}
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    scaled = (image - image.min()) / max(float(np.ptp(image)), 1e-9) * 255
+    return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
+
+
+class DepictionPredictor:
+    """Inference actor: loads the model once, predicts depictions for the rows that are ok."""
+
+    def __init__(self, model_path: str | None, threads: int) -> None:
+        import torch
+
+        from raypipe.model.inference import load_model
+
+        torch.set_num_threads(max(1, threads))
+        self.model = load_model(model_path)
+
+    def __call__(self, batch: dict) -> dict:
+        ok = np.array([s == "ok" for s in batch["status"]])
+        depictions = np.zeros((len(ok), self.model.config.size, self.model.config.size, 3), np.uint8)
+        if ok.any():
+            depictions[ok] = self.model.predict(batch["input"][ok])
+        out = {k: v for k, v in batch.items() if k != "input"}
+        return {**out, "depiction": depictions, "model": np.array([self.model.tag] * len(ok), dtype=object)}
+
+
+def _extract(batch: dict) -> pa.Table:
+    from raypipe.chem.depiction import encode_png
+    from raypipe.chem.graph import extract_graph
+
+    rows = []
+    for k in range(len(batch["status"])):
+        metadata = json.loads(batch["metadata"][k])
+        truth = metadata.get("truth") or {}
+        row = {
+            "scan_id": batch["scan_id"][k], "source": redact(batch["source"][k]), "format": batch["format"][k],
+            "n_images": int(batch["n_images"][k]),
+            "heights": json.loads(batch["heights"][k]),
+            "amplitude": metadata.get("amplitude"), "stiffness": metadata.get("stiffness"),
+            "mode": metadata.get("mode"), "input_preview": batch["input_preview"][k] or None,
+            "depiction": None, "atoms": None, "bonds": None, "formula": None, "smiles": None, "confidence": None,
+            "truth_formula": truth.get("formula"), "truth_smiles": truth.get("smiles"),
+            "model": batch["model"][k], "status": batch["status"][k], "error": batch["error"][k] or None,
+        }
+        if row["status"] == "ok":
+            try:
+                depiction = batch["depiction"][k]
+                graph = extract_graph(depiction)
+                atoms, bonds = graph.to_rows()
+                row.update(depiction=encode_png(depiction), atoms=atoms,
+                           bonds=[{"i": b["i"], "j": b["j"]} for b in bonds], formula=graph.formula,
+                           smiles=graph.smiles, confidence=graph.confidence)
+            except Exception as exc:
+                row.update(status="error", error=redact(f"{type(exc).__name__}: {exc}"))
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+
+
+def inference_pool() -> tuple[dict, int]:
+    """Ray resources per inference actor and the pool size, from the cluster's resources."""
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    if gpus:
+        return {"num_gpus": 1, "num_cpus": 1}, gpus
+    threads = max(1, (cpus - 1) // 2) if cpus > 2 else 1
+    return {"num_cpus": threads}, max(1, (cpus - 1) // threads)
+
+
+def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, batch_size: int = 16,
+                    storage_options: StorageOptions = None) -> ray.data.Dataset:
+    """Label every stack under ``uri`` (or the rows of a ``read_scans`` dataset) with ``model`` (a
+    model file; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA``
+    (documented in the README). Starts a local Ray when none is running.
+    """
+    if not ray.is_initialized():
+        ray.init()
+    scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options)
+    resources, size = inference_pool()
+    return (
+        scans.map_batches(_preprocess, batch_size=batch_size, **CPU_STAGE)
+        .map_batches(DepictionPredictor, batch_size=batch_size, **resources,
+                     compute=ray.data.ActorPoolStrategy(size=size),
+                     fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"])})
+        .map_batches(_extract, batch_size=batch_size, **CPU_STAGE)
+    )
+

@@ -1,0 +1,106 @@
+"""Scan units under a folder or ``s3://`` prefix: what batch labelling reads, and how.
+
+A unit is one file or folder that holds one or more stacks:
+- an HDF5 archive (``.h5``/``.hdf5``): many stacks, listed without reading their images;
+- an NPZ file: one stack;
+- a folder holding images (.jpg .jpeg .png .tif .tiff .bmp) or ``.sxm`` files: one stack (QUAM-AFM
+  stack folders included); QUAM-AFM's truth folders ``JMOL_IMAGES`` and ``XYZ_FILES`` are not scans.
+Other files are ignored and counted. Each unit has a fingerprint (sizes and modification times or
+ETags of its files), so a changed unit is labelled again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from raypipe.scans.archive import HDF5_SUFFIXES, list_archive, read_archive_stack
+from raypipe.scans.images import IMAGE_SUFFIXES
+from raypipe.scans.load import load_stack
+from raypipe.scans.stack import ScanStack
+from raypipe.storage import StorageOptions, filesystem
+
+FOLDER_SUFFIXES = IMAGE_SUFFIXES + (".sxm",)
+NOT_SCANS = ("JMOL_IMAGES", "XYZ_FILES")
+
+
+@dataclass(frozen=True)
+class ScanUnit:
+    uri: str  # local path or s3://bucket/key of the file or folder
+    kind: str  # "hdf5", "npz" or "folder"
+    fingerprint: str
+
+    @property
+    def key(self) -> str:
+        """What the ledger records: the unit and its fingerprint."""
+        return f"{self.uri}#{self.fingerprint}"
+
+
+def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[ScanUnit], int]:
+    """The scan units under ``uri`` (sorted) and how many files were ignored.
+
+    Raises FileNotFoundError for a missing path or prefix.
+    """
+    fs, root = filesystem(uri, storage_options)
+    fs.invalidate_cache()
+    if not fs.exists(root):
+        raise FileNotFoundError(f"{uri}: no such file, folder or prefix")
+    scheme = "s3://" if uri.startswith("s3://") else ""
+    files = {root: fs.info(root)} if fs.isfile(root) else fs.find(root, detail=True)
+    folders: dict[str, list[dict]] = {}
+    units, ignored = [], 0
+    for path, info in sorted(files.items()):
+        suffix = posixpath.splitext(path)[1].lower()
+        parts = path.split("/")
+        if any(p in NOT_SCANS for p in parts[:-1]) or parts[-1].startswith("."):
+            ignored += 1
+        elif suffix in HDF5_SUFFIXES or suffix == ".npz":
+            units.append(ScanUnit(scheme + path, "hdf5" if suffix in HDF5_SUFFIXES else "npz", _fingerprint([info])))
+        elif suffix in FOLDER_SUFFIXES:
+            folders.setdefault(posixpath.dirname(path), []).append(info)
+        else:
+            ignored += 1
+    units += [ScanUnit(scheme + folder, "folder", _fingerprint(infos)) for folder, infos in folders.items()]
+    return sorted(units, key=lambda u: u.uri), ignored
+
+
+def _fingerprint(infos: list[dict]) -> str:
+    text = "|".join(f"{i['name']}:{i.get('size')}:{i.get('ETag') or i.get('mtime') or i.get('LastModified')}"
+                    for i in sorted(infos, key=lambda i: i["name"]))
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def unit_sources(unit: ScanUnit, storage_options: StorageOptions = None) -> list[str]:
+    """The stacks of a unit as sources for :func:`load_source`: ``file.h5::scan_id`` or the unit itself."""
+    if unit.kind != "hdf5":
+        return [unit.uri]
+    fs, path = filesystem(unit.uri, storage_options)
+    with fs.open(path, "rb") as f:
+        return [f"{unit.uri}::{scan_id}" for scan_id in list_archive(unit.uri, f)]
+
+
+def load_source(source: str, storage_options: StorageOptions = None) -> ScanStack:
+    """One stack from a source of :func:`unit_sources` (local or S3; from S3 only what is needed is read)."""
+    if not source.startswith("s3://"):
+        return load_stack(source)
+    if "::" in source:
+        file, scan_id = source.split("::", 1)
+        fs, path = filesystem(file, storage_options)
+        with fs.open(path, "rb") as f:
+            stack = read_archive_stack(file, scan_id, f)
+    else:
+        fs, path = filesystem(source, storage_options)
+        tmp = Path(tempfile.mkdtemp(prefix="raypipe-scan-"))
+        try:
+            local = tmp / posixpath.basename(path)
+            fs.get(path, str(local), recursive=fs.isdir(path))
+            stack = load_stack(local)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    stack.metadata["source"] = source
+    return stack
+

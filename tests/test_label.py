@@ -1,0 +1,143 @@
+"""Batch labelling: read_scans, predict_dataset, and the nightly job (idempotent, atomic, local and S3)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raypipe.model.config import ModelConfig
+from raypipe.model.inference import save_model
+from raypipe.model.networks import define_G
+
+EXAMPLE_SCANS = Path(__file__).resolve().parents[1] / "examples" / "scans"
+N_GOOD = 16  # 15 stacks in sample_scans.h5 + the PNG folder
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> str:
+    """A model file of the shipped architecture with untrained weights: these tests check the pipeline."""
+    config = ModelConfig.preset("small")
+    path = tmp_path_factory.mktemp("model") / "untrained.safetensors"
+    return str(save_model(define_G(config), config, path, name="untrained"))
+
+
+@pytest.fixture()
+def archive(tmp_path) -> Path:
+    """The bundled scans plus a corrupt HDF5 file, a truncated NPZ and a stray text file."""
+    root = tmp_path / "archive"
+    shutil.copytree(EXAMPLE_SCANS, root)
+    (root / "corrupt.h5").write_bytes(b"\x89HDF\r\n" + b"\0" * 50)
+    good = np.random.default_rng(0).normal(size=(32, 32, 6)).astype(np.float32)
+    np.savez(root / "truncated.npz", data=good)
+    (root / "truncated.npz").write_bytes((root / "truncated.npz").read_bytes()[:300])
+    (root / "README.txt").write_text("not a scan")
+    return root
+
+
+def _rows(out: str, storage_options=None) -> list[dict]:
+    from raypipe.pipelines.label import read_labels
+
+    return read_labels(out, storage_options).drop_columns(["run_date"]).to_pylist()
+
+
+def _key(row: dict) -> tuple:
+    return row["source"], row["scan_id"]
+
+
+def test_read_scans_one_row_per_stack(ray_cluster, archive):
+    from raypipe.pipelines.predict import read_scans
+
+    rows = read_scans(str(archive)).take_all()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == N_GOOD and len(rows) == N_GOOD + 2
+    assert sum("::" in r["source"] for r in ok) == 15  # the HDF5 archive became one row per stack
+    errors = {Path(r["source"]).name: r["error"] for r in rows if r["status"] == "error"}
+    assert "corrupt.h5" in errors and "HDF5" in errors["corrupt.h5"]
+    assert "truncated.npz" in errors and "truncated" in errors["truncated.npz"]
+    with pytest.raises(FileNotFoundError, match="no such"):
+        read_scans(str(archive / "missing"))
+    (archive / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no scans"):
+        read_scans(str(archive / "empty"))
+
+
+def test_nightly_job_twice_locally_same_rows(ray_cluster, archive, model_file, tmp_path):
+    from raypipe.pipelines.label import label_archive
+    from raypipe.reports import label_gallery
+
+    out = str(tmp_path / "labels")
+    first = label_archive(str(archive), out, model=model_file, run_date="2026-11-24")
+    assert (first.units_new, first.ok, first.errors, first.ignored_files) == (4, N_GOOD, 2, 1)
+    rows = _rows(out)
+    assert len(rows) == N_GOOD + 2 and len({_key(r) for r in rows}) == len(rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(r["model"].startswith("untrained@") and r["depiction"][:4] == b"\x89PNG" for r in ok)
+    assert all(r["n_images"] == 10 and len(r["heights"]) == 10 for r in ok)
+    assert {r["truth_formula"] for r in ok} >= {"C24H8O6", "C14H10"}
+    assert not list(Path(out).glob("_staging/*")) and not list(Path(out).rglob(".*tmp*"))
+
+    second = label_archive(str(archive), out, model=model_file, run_date="2026-11-25")
+    assert (second.units_new, second.ok, second.errors) == (0, 0, 0)
+    assert sorted(map(_key, _rows(out))) == sorted(map(_key, rows))
+
+    # a new scan arrives: only it is labelled, under the new date
+    shutil.copytree(archive / "anthracene_png_export", archive / "new_scan")
+    (archive / "new_scan" / "anthracene_df_000pm.png").unlink()
+    third = label_archive(str(archive), out, model=model_file, run_date="2026-11-26")
+    assert (third.units_new, third.ok) == (1, 1)
+    assert len(_rows(out)) == len(rows) + 1
+
+    page = label_gallery(_rows(out), tmp_path / "gallery.html")
+    text = page.read_text()
+    assert text.count("class='card'") == N_GOOD + 1 and text.count("card error") == 2
+
+
+def test_nightly_job_killed_then_rerun_gives_the_same_rows(ray_cluster, archive, model_file, tmp_path):
+    from raypipe.pipelines.label import label_archive
+
+    reference = str(tmp_path / "reference")
+    label_archive(str(archive), reference, model=model_file, run_date="2026-11-24")
+    out = tmp_path / "killed"
+    job = subprocess.Popen([sys.executable, "-c", (
+        "import ray, sys; ray.init(address='auto'); from raypipe.pipelines.label import label_archive; "
+        f"label_archive({str(archive)!r}, {str(out)!r}, model={model_file!r}, run_date='2026-11-24')")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(out.glob("_staging/*/*.parquet")):
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not list(out.glob("_ledger/*.json"))  # killed before its commit
+    label_archive(str(archive), str(out), model=model_file, run_date="2026-11-24")
+    rows, expected = _rows(str(out)), _rows(reference)
+    assert sorted(map(_key, rows)) == sorted(map(_key, expected))
+    assert sorted(r["formula"] or "" for r in rows) == sorted(r["formula"] or "" for r in expected)
+
+
+def test_nightly_job_twice_on_s3_same_rows(ray_cluster, s3_server, archive, model_file, capfd):
+    from raypipe.pipelines.label import label_archive
+    from raypipe.storage import filesystem
+
+    fs, _ = filesystem("s3://raypipe-test", s3_server)
+    fs.put(str(archive) + "/", "raypipe-test/scans/", recursive=True)
+    first = label_archive("s3://raypipe-test/scans", "s3://raypipe-test/labels", model=model_file,
+                          run_date="2026-11-24", storage_options=s3_server)
+    assert (first.ok, first.errors) == (N_GOOD, 2)
+    rows = _rows("s3://raypipe-test/labels", s3_server)
+    second = label_archive("s3://raypipe-test/scans", "s3://raypipe-test/labels", model=model_file,
+                           run_date="2026-11-24", storage_options=s3_server)
+    assert second.units_new == 0
+    assert sorted(map(_key, _rows("s3://raypipe-test/labels", s3_server))) == sorted(map(_key, rows))
+    assert all(r["source"].startswith("s3://raypipe-test/scans/") for r in rows)
+    captured = capfd.readouterr()
+    secret = s3_server["secret"]
+    assert secret not in captured.out + captured.err + repr(first.as_dict())
+    assert all(secret not in (r["error"] or "") for r in rows)
