@@ -197,10 +197,22 @@ def _datasets(cfg: TrainConfig, storage_options: StorageOptions):
         decode_batch, batch_size=16)
     if cfg.cache_data:
         train = train.materialize()
+    # the val rows are few: read them now, so rank 0 never waits for read tasks while workers hold the CPUs
     val = shards.filter(expr="split == 'val'").limit(cfg.val_samples).map_batches(
         lambda b: {**decode_batch(b), "atoms": b["atoms"], "bonds": b["bonds"], "corrugation": b["corrugation"]},
-        batch_size=16)
+        batch_size=16).materialize()
     return {"train": train, "val": val}
+
+
+def _check_resources(cfg: TrainConfig) -> None:
+    """Streaming the train split needs CPUs for Ray Data's read tasks beside the workers'."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if not cfg.cache_data and not cfg.use_gpu and cfg.num_workers * cfg.cpus_per_worker >= cpus:
+        raise ValueError(f"{cfg.num_workers} workers x {cfg.cpus_per_worker} CPU take all {cpus:g} CPUs of the "
+                         "cluster and Ray Data could not read the shards: set cache_data: true (the train split "
+                         "is read once into the object store), or use fewer workers/CPUs per worker")
 
 
 def train(cfg: TrainConfig, storage_options: StorageOptions = None):
@@ -210,6 +222,7 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
     from ray.train.torch import TorchTrainer
 
     cfg.validate()
+    _check_resources(cfg)
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"train": asdict(cfg), "model": cfg.model_config().to_dict()},
