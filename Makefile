@@ -13,13 +13,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) jobs/depict.py --out out/depictions
+	$(PY) jobs/label.py examples/scans --out out/labels
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/bench_depiction.py
+	$(PY) bench/bench_simulation.py
+	$(PY) bench/bench_label.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

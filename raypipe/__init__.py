@@ -14,7 +14,25 @@ from raypipe.scans.preprocess import preprocess
 from raypipe.scans.stack import ScanStack
 from raypipe.window import DEFAULT_WINDOW, Window
 
-__all__ = [
+# Ray, torch and ppafm load only when one of these is first used
+_LAZY = {
+    "read_scans": "raypipe.pipelines.predict", "predict_dataset": "raypipe.pipelines.predict",
+    "label_archive": "raypipe.pipelines.label", "read_labels": "raypipe.pipelines.label",
+    "simulate_dataset": "raypipe.pipelines.simulate", "train": "raypipe.pipelines.train",
+    "TrainConfig": "raypipe.pipelines.train", "evaluate": "raypipe.evaluation",
+    "load_model": "raypipe.model.inference", "ModelConfig": "raypipe.model.config",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'raypipe' has no attribute {name!r}")
+
+
+__all__ = [*_LAZY,
     "DEFAULT_WINDOW", "GraphAtom", "MolGraph", "Molecule", "MoleculeError", "ScanError", "ScanStack",
     "Score", "Window", "aggregate", "decode_png", "encode_png", "extract_graph", "list_archive",
     "load_stack", "preprocess", "read_archive", "render_depiction", "score", "write_archive",

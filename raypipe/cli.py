@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         from raypipe.simulation.params import parse_parameter_sets
         from raypipe.simulation.ppm import SimulationSettings
 
-        ray.init(address=args.address)
+        ray.init(address=args.address, ignore_reinit_error=True)
         summary = simulate_dataset(args.molecules, args.out, parameter_sets=parse_parameter_sets(args.parameter_sets),
                                    seed=args.seed, shard_size=args.shard_size, limit=args.limit,
                                    settings=SimulationSettings(distance=args.distance, pix_per_angstrom=args.grid_density), num_actors=args.actors)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig.from_file(args.config, run_name=args.run_name, steps=args.steps,
                                     num_workers=args.num_workers, storage_path=args.storage_path,
                                     data_uri=args.data_uri)
-        ray.init(address=args.address)
+        ray.init(address=args.address, ignore_reinit_error=True)
         result = train(cfg)
         print(json.dumps({"run": cfg.run_name, "metrics": result.metrics, "error": str(result.error or "")},
                          indent=2, default=str))
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         from raypipe.reports import label_gallery
 
         options = {"endpoint_url": args.s3_endpoint} if args.s3_endpoint else None
-        ray.init(address=args.address)
+        ray.init(address=args.address, ignore_reinit_error=True)
         summary = label_archive(args.input, args.out, model=args.model, run_date=args.run_date,
                                 storage_options=options)
         print(json.dumps(summary.as_dict(), indent=2))

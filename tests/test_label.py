@@ -141,3 +141,11 @@ def test_nightly_job_twice_on_s3_same_rows(ray_cluster, s3_server, archive, mode
     secret = s3_server["secret"]
     assert secret not in captured.out + captured.err + repr(first.as_dict())
     assert all(secret not in (r["error"] or "") for r in rows)
+
+
+def test_storage_redacts_credentials(monkeypatch):
+    from raypipe.storage import redact
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    text = redact("failed with key=AKIAEXAMPLE secret: s3cr3t-value token='abc'")
+    assert "s3cr3t-value" not in text and "AKIAEXAMPLE" not in text and "abc" not in text

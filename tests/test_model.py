@@ -112,3 +112,16 @@ def test_model_file_round_trip(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a raypipe model"):
         load_model(tmp_path / "other.safetensors")
+
+
+def test_foreground_weighted_l1_counts_molecule_pixels_more():
+    from dataclasses import replace
+
+    target = -torch.ones(1, 3, 16, 16)
+    target[..., :4, :4] = 1.0  # 1/16 of the picture is molecule
+    black = -torch.ones_like(target)
+    plain = Pix2Pix(TINY).l1(black, target)
+    weighted = Pix2Pix(replace(TINY, l1_foreground_weight=10.0)).l1(black, target)
+    assert torch.isclose(plain, torch.tensor(2.0 / 16 * 3 / 3))
+    assert weighted > 4 * plain
+    assert torch.isclose(Pix2Pix(replace(TINY, l1_foreground_weight=10.0)).l1(target, target), torch.tensor(0.0))

@@ -87,12 +87,15 @@ def test_simulate_dataset_local_resume_and_export(ray_cluster, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rows"] == 2 and manifest["rejects"] == 2 and len(manifest["shards"]) == 2
 
-    # a killed run: one shard lost, a temporary file left behind -> the re-run redoes only that shard
-    (out / "shards" / "shard-00001.parquet").unlink()
-    (out / "shards" / ".shard-00001.parquet.dead.tmp").write_bytes(b"half")
+    # a killed run: one shard lost, a temporary file left behind -> the re-run redoes only that shard,
+    # identically (deterministic for a seed)
+    before = pq.read_table(out / "shards" / "shard-00000.parquet")
+    (out / "shards" / "shard-00000.parquet").unlink()
+    (out / "shards" / ".shard-00000.parquet.dead.tmp").write_bytes(b"half")
     again = simulate_dataset(MOLECULES, str(out), parameter_sets=[(0.6, 0.6)], shard_size=2)
     assert (again.skipped, again.written) == (1, 1)
     assert sorted(r["formula"] for r in _check_shards(out / "shards")) == ["C10H8", "C6H3BrCl2"]
+    assert pq.read_table(out / "shards" / "shard-00000.parquet").equals(before)
     with pytest.raises(ValueError, match="other settings"):
         simulate_dataset(MOLECULES, str(out), parameter_sets=[(1.0, 0.6)], shard_size=2)
 

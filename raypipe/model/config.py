@@ -23,6 +23,7 @@ class ModelConfig:
     input_dropout: float = 0.5
     decoder_dropout: float = 0.5
     lambda_l1: float = 100.0
+    l1_foreground_weight: float = 1.0  # weight of molecule pixels in the L1 loss (1 = the paper's plain L1)
     lr: float = 2e-4
     beta1: float = 0.5
 

@@ -60,11 +60,23 @@ class Pix2Pix:
         with getattr(self.D, "no_sync", contextlib.nullcontext)():
             fooled = self.D(stack, fake)
             loss_adv = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-            loss_l1 = F.l1_loss(fake, target)
+            loss_l1 = self.l1(fake, target)
             loss_G = loss_adv + self.config.lambda_l1 * loss_l1
             loss_G.backward()
         self.opt_G.step()
         return {"loss_D": loss_D.item(), "loss_G_adv": loss_adv.item(), "loss_G_L1": loss_l1.item()}
+
+    def l1(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """L1 loss; molecule pixels (target not black) weighted by ``l1_foreground_weight``.
+
+        Depictions are ~90 % black background: with a plain L1 a small model trained briefly learns to
+        paint everything black. The weighted mean keeps the loss on the plain L1's scale.
+        """
+        weight = self.config.l1_foreground_weight
+        if weight == 1.0:
+            return F.l1_loss(fake, target)
+        w = 1.0 + (weight - 1.0) * (target > -0.9).any(dim=1, keepdim=True).float()
+        return ((fake - target).abs() * w).mean() / w.mean()
 
     def state_dict(self) -> dict:
         """Both networks, both optimisers (plain tensors and numbers: loadable with weights_only=True)."""

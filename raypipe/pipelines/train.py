@@ -88,9 +88,8 @@ def train_func(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from raypipe.evaluation import score_rows
     from raypipe.model.augment import augment
-    from raypipe.model.inference import save_model, to_uint8
+    from raypipe.model.inference import save_model
     from raypipe.model.pix2pix import Pix2Pix
 
     cfg = TrainConfig(**config["train"])
@@ -136,8 +135,8 @@ def train_func(config: dict) -> None:
                 metrics["samples_per_s"] = window_samples * ctx.get_world_size() / elapsed
                 window_start, window_samples, losses = time.perf_counter(), 0, []
             if rank == 0 and step % cfg.val_every == 0 and val_rows:
-                metrics.update(_validate(model, val_rows, score_rows, to_uint8))
-                key = (metrics["val_total"], -metrics["val_L1"])
+                metrics.update(_validate(model, val_rows))
+                key = (metrics["val_total"], metrics["val_composition"], _f1(metrics), -metrics["val_L1"])
                 if best is None or key > tuple(best["key"]):
                     best = {"step": step, "key": list(key)}
                     metrics["best"] = True
@@ -165,13 +164,22 @@ def train_func(config: dict) -> None:
                 break
 
 
+def _f1(metrics: dict) -> float:
+    """Harmonic mean of the per-atom precision and recall of a validation."""
+    p, r = metrics["val_precision"], metrics["val_recall"]
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
 def _scores(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k.startswith("val_")}
 
 
-def _validate(model, rows: list[dict], score_rows, to_uint8) -> dict:
+def _validate(model, rows: list[dict]) -> dict:
     """Rank 0: predicted depictions of the val rows, scored against their truth."""
     import torch
+
+    from raypipe.evaluation import score_rows
+    from raypipe.model.inference import to_uint8
 
     net = model.generator
     net.eval()
