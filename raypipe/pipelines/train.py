@@ -285,7 +285,7 @@ def plot_metrics(log: list[dict]) -> bytes:
         points = [(m["step"], m[key]) for m in log if key in m]
         if points:
             ax1.plot(*zip(*points), label=key)
-    for key in ("val_total", "val_composition", "val_precision", "val_L1"):
+    for key in ("val_total", "val_composition", "val_precision", "val_recall", "val_L1"):
         points = [(m["step"], m[key]) for m in log if key in m]
         if points:
             ax2.plot(*zip(*points), marker="o", label=key)
