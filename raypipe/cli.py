@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--distance", type=float, default=6.0, help="closest tip height above the top atom (Å)")
     sim.add_argument("--grid-density", type=int, default=10,
-                     help="force-field grid points per Å (8: ~1.7x faster, <1%% image difference)")
+                     help="force-field grid points per Å (8: ~1.6x faster, <2%% image difference)")
     sim.add_argument("--actors", type=int, default=None, help="simulation actors (default: one per CPU)")
     sim.add_argument("--export-h5", type=Path, default=None, help="also write the rows to this HDF5 archive")
     sim.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
