@@ -18,6 +18,7 @@ from raypipe.chem.depiction import decode_png
 from raypipe.chem.graph import MolGraph, extract_graph
 from raypipe.chem.scoring import aggregate, element_pairs, score
 from raypipe.model.inference import Model, load_model
+from raypipe.reports import grey_rgb
 from raypipe.scans.preprocess import normalise
 from raypipe.storage import StorageOptions
 
@@ -49,19 +50,13 @@ def gallery(rows: list[dict], depictions: np.ndarray, path: str | Path, n: int =
     """A PNG sheet: per row, the closest and farthest slices, the prediction and the truth."""
     tiles = []
     for row, depiction in list(zip(rows, depictions))[:n]:
-        slices = [_grey(row["stack"][0]), _grey(row["stack"][-1])]
+        slices = [grey_rgb(row["stack"][0]), grey_rgb(row["stack"][-1])]
         tiles.append(np.concatenate(slices + [depiction, decode_png(row["target_png"])], axis=1))
     sheet = np.concatenate(tiles, axis=0) if tiles else np.zeros((8, 8, 3), np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(sheet).save(path)
     return path
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    image = image.astype(np.float32)
-    scaled = (image - image.min()) / max(float(np.ptp(image)), 1e-9) * 255
-    return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
 
 
 def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split: str = "test",

@@ -97,6 +97,7 @@ def read_units(units: list[dict], storage_options: StorageOptions = None) -> ray
 
 def _preprocess(batch: dict) -> dict:
     from raypipe.chem.depiction import encode_png
+    from raypipe.reports import grey_rgb
     from raypipe.scans.preprocess import preprocess
     from raypipe.scans.stack import ScanStack
 
@@ -111,7 +112,7 @@ def _preprocess(batch: dict) -> dict:
                 stack = ScanStack(np.asarray(images), None if heights is None else np.asarray(heights), metadata,
                                   scan_id=batch["scan_id"][k])
                 x = preprocess(stack)
-                preview = encode_png(_grey(np.concatenate([x[0], x[-1]], axis=1)))
+                preview = encode_png(grey_rgb(np.concatenate([x[0], x[-1]], axis=1)))
             except Exception as exc:
                 status[k], error[k] = "error", redact(f"{type(exc).__name__}: {exc}")
         inputs.append(x)
@@ -119,11 +120,6 @@ def _preprocess(batch: dict) -> dict:
     out = {k: v for k, v in batch.items() if k != "images"}
     return {**out, "input": np.stack(inputs), "input_preview": np.array(previews, dtype=object),
             "status": np.array(status, dtype=object), "error": np.array(error, dtype=object)}
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    scaled = (image - image.min()) / max(float(np.ptp(image)), 1e-9) * 255
-    return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
 
 
 class DepictionPredictor:
