@@ -91,7 +91,9 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
     _check_run_config(fs, base, config)
 
     shards = [(f"shard-{k // shard_size:05d}", pairs[k:k + shard_size]) for k in range(0, len(pairs), shard_size)]
-    todo = [(name, mols) for name, mols in shards if not exists(fs, join(base, "shards", f"{name}.parquet"))]
+    fs.invalidate_cache()
+    done = {path.rsplit("/", 1)[-1].removesuffix(".parquet") for path in fs.glob(join(base, "shards", "shard-*.parquet"))}
+    todo = [(name, mols) for name, mols in shards if name not in done]
     print(f"simulate: {len(pairs)} molecules in {len(shards)} shards, {len(shards) - len(todo)} already done, "
           f"output {redact(output_uri)}", flush=True)
     start = time.perf_counter()
