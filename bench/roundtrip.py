@@ -32,11 +32,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--conditions", default="clean,blur0.7,blur1.0,noise20,noise40,blur1.0+noise20")
-    parser.add_argument("--failures", type=Path, help="write the SMILES that fail the clean round trip here")
+    parser.add_argument("--failures", type=Path,
+                        help="write the SMILES (as written in first_5K.smi) that fail the clean round trip here")
     args = parser.parse_args()
     smiles = [line.split()[0] for line in (Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi").read_text().splitlines()
               if line.strip()][:: args.every]
-    molecules, rejected = [], 0
+    molecules, sources, rejected = [], [], 0
     for s in smiles:
         try:
             m = Molecule.from_smiles(s)
@@ -45,6 +46,7 @@ def main() -> None:
             continue
         if m.corrugation <= 1.8:
             molecules.append(m)
+            sources.append(s)  # the embedding depends on the SMILES as written, so keep it
     print(f"{len(smiles)} SMILES, {rejected} rejected by the filters, {len(molecules)} quasi-planar")
     corrugations = [m.corrugation for m in molecules]
     print("| condition | n | total | structure | composition | precision | recall | mean confidence |")
@@ -52,13 +54,13 @@ def main() -> None:
     for condition in args.conditions.split(","):
         rng = np.random.default_rng(0)
         scores, confidence, failures = [], [], []
-        for m in molecules:
+        for m, source in zip(molecules, sources):
             image = render_depiction(m)
             graph = extract_graph(image if condition == "clean" else degrade(image, condition, rng))
             scores.append(score(graph, m))
             confidence.append(graph.confidence)
             if not scores[-1].total:
-                failures.append(m.smiles)
+                failures.append(source)
         a = aggregate(scores, corrugations)
         print(f"| {condition} | {a['n']} | {a['total']:.4f} | {a['structure']:.4f} | {a['composition']:.4f} | "
               f"{a['precision']:.4f} | {a['recall']:.4f} | {np.mean(confidence):.3f} |", flush=True)

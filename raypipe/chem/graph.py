@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 from rdkit import Chem
@@ -31,7 +32,14 @@ MIN_BALL_FILL = 0.6
 MIN_OWN_FILL = 0.3
 OCCLUDED_WEIGHT = 0.5
 VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "P": 3, "Cl": 1, "Br": 1, "I": 1}
-TILTED_H = (0.45, 0.85)  # projected X-H length (Å) of an H whose twin may be hidden below it
+# evidence for hidden hydrogens (see _hidden_hydrogen_options); one unit of evidence is worth
+TWIN_LENGTH, TWIN_SCALE = 0.86, 0.05  # 0.05 of projected/ideal X-H length below 0.86
+RESIDUAL_SCALE = 0.1  # 0.1 of bond-direction sum (unit bonds) that a hidden H would remove
+UNDER_RESIDUAL = 0.45  # a carbon's bond-direction sum above which an H hides below it
+NITROGEN_TRUST, NITROGEN_UNDER_EVIDENCE = 0.25, -4.0
+ION_COST = 3.0  # evidence a cation reading costs
+FLIP_POOL = 6  # the least certain options that chemistry may overrule
+CHARGEABLE = {"N", "O", "S", "P"}
 MIN_LINE_FILL = 0.8
 
 
@@ -106,14 +114,7 @@ def extract_graph(depiction: np.ndarray, window: Window | None = None) -> MolGra
     atoms = _find_atoms(labels, window)
     # sticks are thinner than a pixel and a half: follow them on the foreground grown by one pixel
     bonds, bond_conf = _find_bonds(atoms, ndimage.binary_dilation(labels > 0, np.ones((3, 3), bool)), window)
-    seen = _clean_bonds(MolGraph(atoms, bonds, bond_conf))
-    restored = _restore_hidden_hydrogens(seen)
-    restored.smiles = graph_smiles(restored)
-    if restored.smiles is None and len(restored.atoms) > len(seen.atoms):
-        seen.smiles = graph_smiles(seen)
-        if seen.smiles is not None:
-            return seen
-    return restored
+    return _with_hidden_hydrogens(_clean_bonds(MolGraph(atoms, bonds, bond_conf)))
 
 
 def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
@@ -125,10 +126,9 @@ def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
             continue
         radius = ball_radius(element) / window.pixel
         box = 2 * int(round(radius)) + 1
-        fill = ndimage.uniform_filter(mask.astype(np.float32), size=box, mode="constant")
-        full = min(np.pi * radius**2 / box**2, 1.0)
-        fill /= full
-        covered = np.minimum(ndimage.uniform_filter(foreground, size=box, mode="constant") / full, 1.0)
+        disc = _disc(radius)
+        fill = ndimage.correlate(mask.astype(np.float32), disc, mode="constant")
+        covered = ndimage.correlate(foreground, disc, mode="constant")
         # a ball partly hidden by higher atoms still sits on foreground: count hidden parts half
         fill = np.where(fill >= MIN_OWN_FILL, fill + OCCLUDED_WEIGHT * np.maximum(covered - fill, 0), 0)
         # local maxima over +-2 pixels: a wider window lets a neighbour's plateau swallow a weaker ball
@@ -157,6 +157,14 @@ def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
     xy = window.to_angstrom(np.array([(k[2], k[3]) for k in kept]))
     order = np.lexsort((xy[:, 0], -xy[:, 1]))  # reading order: top to bottom, left to right
     return [GraphAtom(kept[i][1], float(xy[i, 0]), float(xy[i, 1]), kept[i][0]) for i in order]
+
+
+def _disc(radius: float) -> np.ndarray:
+    """A ball's footprint: pixels whose centres lie within ``radius`` of the middle one, summing to 1."""
+    half = int(np.ceil(radius))
+    rr, cc = np.mgrid[-half:half + 1, -half:half + 1]
+    disc = (rr**2 + cc**2 <= radius**2).astype(np.float32)
+    return disc / disc.sum()
 
 
 def _centre(foreground: np.ndarray, row: float, col: float, radius: float, steps: int = 2) -> tuple[float, float]:
@@ -209,13 +217,17 @@ def _find_bonds(atoms: list[GraphAtom], foreground: np.ndarray, window: Window) 
 
 
 def _atom_between(xy: np.ndarray, i: int, j: int, atoms: list[GraphAtom]) -> bool:
-    """True when a third atom sits on the middle half of segment i-j (so i and j are not bonded)."""
+    """True when a third, heavy atom sits on the middle half of segment i-j (so i and j are not bonded).
+
+    Hydrogens never block: one bonds to a single atom, so an H projected over a bond is not a link.
+    """
     axis = xy[j] - xy[i]
     t = (xy - xy[i]) @ axis / float(axis @ axis)
     off = np.abs((xy[:, 0] - xy[i, 0]) * axis[1] - (xy[:, 1] - xy[i, 1]) * axis[0]) / np.hypot(*axis)
     radii = np.array([ball_radius(a.element) for a in atoms])
     between = (t > 0.25) & (t < 0.75) & (off < 0.5 * radii)
     between[[i, j]] = False
+    between &= np.array([a.element != "H" for a in atoms])
     return bool(between.any())
 
 
@@ -240,16 +252,22 @@ def _false_triangle_edges(xy: np.ndarray, bonds: list[tuple[int, int]]) -> set[i
 
 
 def _clean_bonds(graph: MolGraph) -> MolGraph:
-    """Drop false triangle edges; keep one bond per H (the shortest relative to its ideal length)."""
+    """Keep one bond per H (the shortest relative to its ideal length), then drop false triangle edges.
+
+    In that order: an H seen bonded to both ends of a real bond must not make it a false triangle.
+    """
     atoms, bonds, conf = graph.atoms, graph.bonds, graph.bond_confidence
     xy = graph.positions
     stretch = [np.hypot(*(xy[i] - xy[j])) / _ideal(atoms, i, j) for i, j in bonds]
-    keep = set(range(len(bonds))) - _false_triangle_edges(xy, bonds)
+    keep = set(range(len(bonds)))
     for h, atom in enumerate(atoms):
         if atom.element == "H":
             mine = sorted((stretch[b], b) for b in keep if h in bonds[b])
             keep -= {b for _, b in mine[1:]}
-    return MolGraph(list(atoms), [bonds[b] for b in sorted(keep)], [conf[b] for b in sorted(keep)])
+    kept = sorted(keep)
+    false = _false_triangle_edges(xy, [bonds[b] for b in kept])
+    kept = [b for n, b in enumerate(kept) if n not in false]
+    return MolGraph(list(atoms), [bonds[b] for b in kept], [conf[b] for b in kept])
 
 
 def _ideal(atoms: list[GraphAtom], i: int, j: int) -> float:
@@ -257,51 +275,106 @@ def _ideal(atoms: list[GraphAtom], i: int, j: int) -> float:
     return COVALENT_RADII[atoms[i].element] + COVALENT_RADII[atoms[j].element]
 
 
-def _restore_hidden_hydrogens(graph: MolGraph) -> MolGraph:
-    """Add the hydrogens a top view cannot show (used when the visible graph is not a molecule).
+@dataclass(frozen=True)
+class _HiddenHydrogen:
+    """A hydrogen the top view may hide: bonded to ``atom``, below its visible H ``under`` (else below
+    the atom itself); ``evidence`` > 0 means the geometry says it is there."""
 
-    For a heavy atom X with fewer bonds than
-    its valence and a hydrogen out of the plane (projected X-H, relative to its ideal length, under 0.94
-    of X's least shortened bond to a heavy atom, as in CH3, CH2 and pyramidal NH2 groups; the C-H of
-    an sp2 atom, even in a twisted ring, are not touched):
-    - two H of a CH2 (or of a CH3 with one H in the plane) project onto one spot: a visible H at a
-      projected distance in ``TILTED_H`` gets a twin at its place;
-    - an H pointing straight down hides under X's ball: the remaining valence is filled by H at X.
-    Restored hydrogens get half the confidence of the atom that hides them. The restored graph is kept
-    unless it is no valid molecule while the visible one is.
+    atom: int
+    under: int | None
+    evidence: float
+
+
+def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
+    """One option per C or N with fewer bonds than its valence.
+
+    Two hydrogens of a CH2, CH3 or pyramidal NH2 group that sit mirror-symmetric about the molecule's
+    plane project onto one spot, at about 0.6 of the bond length from their atom, while an sp2 X-H lies
+    in the plane and projects at full length. A twin below the visible H would also bring the sum of
+    the atom's bond directions (unit length in 3D, near zero for a complete atom) closer to zero.
+    Both hints add up to the evidence for a twin. A carbon without a visible H may hide one straight
+    below it: the sum of its bond directions is then far from zero. Nitrogen, pyramidal with a lone
+    pair, gives weaker hints (scaled by ``NITROGEN_TRUST``), which chemistry overrules more easily.
+    An H forced by chemistry where the geometry saw no twin goes below the atom itself.
     """
-    atoms, bonds, conf = list(graph.atoms), list(graph.bonds), list(graph.bond_confidence)
     xy = graph.positions
-    for x, atom in enumerate(list(atoms)):
-        if atom.element == "H":
+    options = []
+    for x, atom in enumerate(graph.atoms):
+        neighbours = [j if i == x else i for i, j in graph.bonds if x in (i, j)]
+        if atom.element not in ("C", "N") or len(neighbours) >= VALENCE[atom.element]:
             continue
-        mine = [(b, i if j == x else j) for b, (i, j) in enumerate(bonds) if x in (i, j)]
-        hydrogens = [(b, h) for b, h in mine if atoms[h].element == "H"]
-        missing = VALENCE[atom.element] - len(mine)
-        if missing <= 0 or not hydrogens:
-            continue
-        # tilt of the X-H bonds relative to X's bonds to heavy atoms (a twisted sp2 group tilts both)
-        heavy = [np.hypot(*(xy[k] - xy[x])) / _ideal(atoms, k, x) for _, k in mine if atoms[k].element != "H"]
-        lengths = [np.hypot(*(xy[h] - xy[x])) for _, h in hydrogens]
-        if min(d / _ideal(atoms, h, x) for d, (_, h) in zip(lengths, hydrogens)) >= 0.94 * max(heavy, default=1.0):
-            continue
-        for (b, h), length in zip(hydrogens, lengths):
-            if missing and TILTED_H[0] <= length <= TILTED_H[1]:
-                atoms.append(GraphAtom("H", atoms[h].x, atoms[h].y, atoms[h].confidence / 2))
-                bonds.append((x, len(atoms) - 1))
-                conf.append(conf[b])
-                missing -= 1
-        for _ in range(missing):
-            atoms.append(GraphAtom("H", atom.x, atom.y, atom.confidence / 2))
-            bonds.append((x, len(atoms) - 1))
-            conf.append(atom.confidence / 2)
+        units = {k: (xy[k] - xy[x]) / _ideal(graph.atoms, x, k) for k in neighbours}
+        residual = float(np.hypot(*sum(units.values(), np.zeros(2))))
+        hydrogens = [k for k in neighbours if graph.atoms[k].element == "H"]
+        if hydrogens:
+            h = min(hydrogens, key=lambda k: np.hypot(*units[k]))
+            twin_residual = np.hypot(*(sum(units.values()) + units[h]))
+            evidence = ((TWIN_LENGTH - np.hypot(*units[h])) / TWIN_SCALE
+                        + (residual - twin_residual) / RESIDUAL_SCALE)
+            if atom.element == "N":
+                evidence *= NITROGEN_TRUST
+        elif atom.element == "C" and neighbours:
+            h, evidence = None, (residual - UNDER_RESIDUAL) / RESIDUAL_SCALE
+        else:
+            h, evidence = None, NITROGEN_UNDER_EVIDENCE
+        options.append(_HiddenHydrogen(x, h if evidence > 0 else None, float(evidence)))
+    return options
+
+
+def _with_hidden_hydrogens(seen: MolGraph) -> MolGraph:
+    """The seen graph plus the hydrogens a top view hides, chosen by geometry and checked by chemistry.
+
+    Variants of the geometric guess (every option with positive evidence) flip the least certain
+    options, one or two at a time; each is read as a neutral molecule and as a cation (at a cost of
+    ``ION_COST``: pyridinium-like dyes exist, but a neutral reading is likelier). The cheapest valid
+    reading wins; with none the guess is returned, with ``smiles`` None.
+    """
+    options = _hidden_hydrogen_options(seen)
+    guess = frozenset(k for k, o in enumerate(options) if o.evidence > 0)
+    pool = sorted(range(len(options)), key=lambda k: abs(options[k].evidence))[:FLIP_POOL]
+    variants = {guess: 0.0}
+    for size in (1, 2):
+        for flips in combinations(pool, size):
+            variants.setdefault(guess ^ frozenset(flips), sum(abs(options[k].evidence) for k in flips))
+    readings = sorted(((cost + ION_COST * charge, charge, sorted(chosen)) for chosen, cost in variants.items()
+                       for charge in (0, 1)), key=lambda t: t[0])
+    for _cost, charge, chosen in readings:
+        graph = _add_hydrogens(seen, [options[k] for k in chosen])
+        graph.smiles = graph_smiles(graph, charges=(charge,))
+        if graph.smiles is not None:
+            return graph
+    return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
+
+
+def _add_hydrogens(graph: MolGraph, hidden: list[_HiddenHydrogen]) -> MolGraph:
+    """A copy of ``graph`` with one H per option, at its hiding atom, with half that atom's confidence."""
+    atoms, bonds, conf = list(graph.atoms), list(graph.bonds), list(graph.bond_confidence)
+    for option in hidden:
+        cover = atoms[option.atom if option.under is None else option.under]
+        atoms.append(GraphAtom("H", cover.x, cover.y, cover.confidence / 2))
+        bonds.append((option.atom, len(atoms) - 1))
+        conf.append(cover.confidence / 2)
     return MolGraph(atoms, bonds, conf)
 
 
-def graph_smiles(graph: MolGraph) -> str | None:
-    """Canonical SMILES of the graph (bond orders and charges perceived by RDKit), or None if invalid."""
+def graph_smiles(graph: MolGraph, charges: tuple[int, ...] = (0, 1)) -> str | None:
+    """Canonical SMILES of the graph, or None when it is no valid molecule.
+
+    Bond orders and formal charges are perceived by RDKit for each net charge in ``charges`` in turn.
+    Valid means: one connected molecule, no unpaired electrons, and formal charges only on N, O, S or
+    P (as in nitro groups or N-oxides); an ion's charged atoms bear no H (as in pyridinium dyes).
+    """
     if not graph.atoms:
         return None
+    for charge in charges:
+        mol = _perceive(graph, charge)
+        if mol is not None:
+            return Chem.MolToSmiles(Chem.RemoveHs(mol))
+    return None
+
+
+def _perceive(graph: MolGraph, charge: int) -> Chem.Mol | None:
+    """The graph as a sanitised RDKit molecule of net ``charge``, or None when it is not valid."""
     mol = Chem.RWMol()
     conformer = Chem.Conformer(len(graph.atoms))
     for k, atom in enumerate(graph.atoms):
@@ -311,8 +384,13 @@ def graph_smiles(graph: MolGraph) -> str | None:
         mol.AddBond(i, j, Chem.BondType.SINGLE)
     mol.AddConformer(conformer, assignId=True)
     try:
-        rdDetermineBonds.DetermineBondOrders(mol, charge=0, embedChiral=False, maxIterations=10000)
+        rdDetermineBonds.DetermineBondOrders(mol, charge=charge, embedChiral=False, maxIterations=10000)
         Chem.SanitizeMol(mol)
-        return Chem.MolToSmiles(Chem.RemoveHs(mol))
     except Exception:  # RDKit raises several types for graphs that are not molecules
         return None
+    valid = len(Chem.GetMolFrags(mol)) == 1 and all(
+        a.GetNumRadicalElectrons() == 0
+        and (a.GetFormalCharge() == 0 or (a.GetSymbol() in CHARGEABLE
+                                          and (charge == 0 or a.GetTotalNumHs(includeNeighbors=True) == 0)))
+        for a in mol.GetAtoms())
+    return mol if valid else None
