@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
@@ -99,10 +100,14 @@ class MolGraph:
 
 def classify_pixels(depiction: np.ndarray) -> np.ndarray:
     """(H, W) int labels: 0 background, k the k-th element of ``ELEMENTS`` + 1 (nearest colour)."""
-    pixels = depiction.reshape(-1, 3).astype(np.float32)
+    pixels = depiction.reshape(-1, 3)
+    labels = np.zeros(len(pixels), dtype=np.intp)
+    lit = np.flatnonzero(pixels.any(axis=1))  # exact black is background: skip it
     colours = palette()
-    d2 = (pixels**2).sum(1)[:, None] - 2 * pixels @ colours.T + (colours**2).sum(1)[None, :]
-    return d2.argmin(axis=1).reshape(depiction.shape[:2])
+    values = pixels[lit].astype(np.float32)
+    d2 = (values**2).sum(1)[:, None] - 2 * values @ colours.T + (colours**2).sum(1)[None, :]
+    labels[lit] = d2.argmin(axis=1)
+    return labels.reshape(depiction.shape[:2])
 
 
 def extract_graph(depiction: np.ndarray, window: Window | None = None) -> MolGraph:
@@ -126,37 +131,81 @@ def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
             continue
         radius = ball_radius(element) / window.pixel
         box = 2 * int(round(radius)) + 1
-        disc = _disc(radius)
-        fill = ndimage.correlate(mask.astype(np.float32), disc, mode="constant")
-        covered = ndimage.correlate(foreground, disc, mode="constant")
+        fill, covered, (top, left) = _disc_fractions(mask, foreground, radius)
         # a ball partly hidden by higher atoms still sits on foreground: count hidden parts half
         fill = np.where(fill >= MIN_OWN_FILL, fill + OCCLUDED_WEIGHT * np.maximum(covered - fill, 0), 0)
         # local maxima over +-2 pixels: a wider window lets a neighbour's plateau swallow a weaker ball
-        peaks = (fill == ndimage.maximum_filter(fill, size=5)) & (fill >= MIN_BALL_FILL)
+        peaks = (fill == ndimage.maximum_filter(fill, size=5, mode="constant")) & (fill >= MIN_BALL_FILL)
         blobs, n = ndimage.label(peaks)
         if n == 0:
             continue
-        for r, c in ndimage.center_of_mass(peaks, blobs, range(1, n + 1)):
-            r0, c0 = int(round(r)), int(round(c))
+        rows, cols = np.nonzero(peaks)
+        ids = blobs[rows, cols]
+        count = np.bincount(ids)[1:]
+        centres = zip(np.bincount(ids, rows)[1:] / count, np.bincount(ids, cols)[1:] / count)
+        for r, c in centres:
+            peak = fill[int(round(r)), int(round(c))]
+            r0, c0 = int(round(r)) + top, int(round(c)) + left
             # start from the centroid of the ball's own colour, then mean-shift on the foreground
             sl = (slice(max(r0 - box // 2, 0), r0 + box // 2 + 1), slice(max(c0 - box // 2, 0), c0 + box // 2 + 1))
             rr, cc = np.nonzero(mask[sl])
             if len(rr):
                 r, c = rr.mean() + sl[0].start, cc.mean() + sl[1].start
-            r, c = _centre(foreground, r + 0.5, c + 0.5, radius)
-            candidates.append((float(min(fill[r0, c0], 1.0)), element, c, r))
-    # one atom per place: a weaker candidate closer than 0.6 ball radii to a kept one is dropped
+            r, c = r + 0.5, c + 0.5  # pixel centres
+            own = (c, r)
+            r, c = _centre(foreground, r, c, radius)
+            candidates.append((float(min(peak, 1.0)), element, c, r, own))
+    # one atom per place: a weaker candidate closer than 0.6 ball radii to a kept one is dropped, unless
+    # it is a heavy atom whose visible crescent lies off the centre of a hydrogen sitting on top of it
     candidates.sort(key=lambda t: -t[0])
-    kept: list[tuple[float, str, float, float]] = []
+    kept: list[tuple] = []
     for cand in candidates:
         limit = 0.6 * ball_radius(cand[1]) / window.pixel
-        if all(np.hypot(cand[2] - k[2], cand[3] - k[3]) >= limit for k in kept):
+        if all(np.hypot(cand[2] - k[2], cand[3] - k[3]) >= limit or _under_hydrogen(cand, k, window) for k in kept):
             kept.append(cand)
     if not kept:
         return []
     xy = window.to_angstrom(np.array([(k[2], k[3]) for k in kept]))
     order = np.lexsort((xy[:, 0], -xy[:, 1]))  # reading order: top to bottom, left to right
     return [GraphAtom(kept[i][1], float(xy[i, 0]), float(xy[i, 1]), kept[i][0]) for i in order]
+
+
+def _disc_fractions(mask: np.ndarray, foreground: np.ndarray,
+                    radius: float) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Fractions of a ball-sized disc around each pixel that are ``mask`` and foreground.
+
+    Only the fractions of the disc's part inside the image count, so balls cut by the edge still
+    score in full. Computed on the box around ``mask`` (outside it the mask fraction is 0), returned
+    with the box's top-left pixel.
+    """
+    disc = _disc(radius)
+    half = disc.shape[0] // 2
+    rows, cols = np.nonzero(mask)
+    top, left = max(rows.min() - half - 2, 0), max(cols.min() - half - 2, 0)
+    box = (slice(top, rows.max() + half + 3), slice(left, cols.max() + half + 3))
+    # foreground a disc beyond the box still reaches discs centred on its edge
+    wide = (slice(max(top - half, 0), box[0].stop + half), slice(max(left - half, 0), box[1].stop + half))
+    inner = (slice(top - wide[0].start, box[0].stop - wide[0].start),
+             slice(left - wide[1].start, box[1].stop - wide[1].start))
+    inside = _inside(mask.shape, radius)[box]
+    fill = ndimage.correlate(mask[box].astype(np.float32), disc, mode="constant") / inside
+    covered = ndimage.correlate(foreground[wide], disc, mode="constant")[inner] / inside[:fill.shape[0], :fill.shape[1]]
+    return fill, covered, (top, left)
+
+
+@lru_cache(maxsize=32)
+def _inside(shape: tuple[int, int], radius: float) -> np.ndarray:
+    """The fraction of a disc around each pixel that lies inside an image of ``shape``."""
+    return ndimage.correlate(np.ones(shape, np.float32), _disc(radius), mode="constant")
+
+
+def _under_hydrogen(cand: tuple, kept: tuple, window: Window) -> bool:
+    """True when candidate ``cand`` is a heavy atom partly hidden below the H ``kept``: its own colour
+    forms a crescent whose centroid lies over half an H radius away from the H's centre (a blurred
+    rim around an H would be centred on it)."""
+    if kept[1] != "H" or cand[1] == "H":
+        return False
+    return bool(np.hypot(cand[4][0] - kept[2], cand[4][1] - kept[3]) > 0.5 * ball_radius("H") / window.pixel)
 
 
 def _disc(radius: float) -> np.ndarray:
@@ -180,11 +229,12 @@ def _centre(foreground: np.ndarray, row: float, col: float, radius: float, steps
     for _ in range(steps):
         r0, r1 = max(int(row - radius), 0), min(int(row + radius) + 1, size)
         c0, c1 = max(int(col - radius), 0), min(int(col + radius) + 1, size)
-        rr, cc = np.mgrid[r0:r1, c0:c1]
-        inside = ((rr + 0.5 - row) ** 2 + (cc + 0.5 - col) ** 2 <= radius**2) & (foreground[r0:r1, c0:c1] > 0)
-        if not inside.any():
+        dr, dc = np.arange(r0, r1) + 0.5 - row, np.arange(c0, c1) + 0.5 - col
+        inside = (dr[:, None] ** 2 + dc[None, :] ** 2 <= radius**2) & (foreground[r0:r1, c0:c1] > 0)
+        n = inside.sum()
+        if not n:
             break
-        row, col = float(rr[inside].mean()) + 0.5, float(cc[inside].mean()) + 0.5
+        row, col = row + float(inside.sum(1) @ dr) / n, col + float(inside.sum(0) @ dc) / n
     shift = np.array([row, col]) - start
     norm = float(np.hypot(*shift))
     if norm > 0.4 * radius:
