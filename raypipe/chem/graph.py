@@ -3,13 +3,17 @@
 :func:`extract_graph` decodes true and predicted depictions alike:
 
 1. every pixel is assigned the nearest palette colour (black background or an element colour);
-2. balls: for each element, the fraction of that element's pixels in a box of the ball's size is
-   computed; local maxima above half a full ball are atoms (sticks are too thin to reach it). An atom's
-   confidence is how full its ball is;
+2. balls: for each element, the fraction of a ball-sized disc around each pixel that holds the
+   element's colour is computed (hidden parts, i.e. other foreground, count half); local maxima above
+   0.6 are atoms (sticks are too thin to reach it), one atom per place, except that a heavy atom may
+   sit half under an H. An atom's confidence is how full its ball is;
 3. bonds: atom pairs closer (in projection) than 1.25 x the sum of their covalent radii whose joining
-   line runs over the foreground for at least 80% of its length; confidence is that fraction;
-4. the formula counts the atoms; the SMILES comes from RDKit's bond-order perception on the graph
-   (hydrogens explicit) and is None when the graph is not a valid molecule.
+   line runs over the foreground for at least 80% of its length, with no heavy atom on its middle;
+   confidence is that fraction. One bond per H, and no false triangles;
+4. hidden hydrogens: a top view hides the H below another H of a CH2/CH3/NH2 group, or below its
+   atom. Where they are is guessed from the geometry, and the guess is checked by chemistry: the
+   cheapest variant that RDKit's bond-order perception reads as one closed-shell molecule wins;
+5. the formula counts the atoms; the SMILES is that molecule's, or None when no variant is valid.
 """
 
 from __future__ import annotations
@@ -33,12 +37,12 @@ MIN_BALL_FILL = 0.6
 MIN_OWN_FILL = 0.3
 OCCLUDED_WEIGHT = 0.5
 VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "P": 3, "Cl": 1, "Br": 1, "I": 1}
-# evidence for hidden hydrogens (see _hidden_hydrogen_options); one unit of evidence is worth
-TWIN_LENGTH, TWIN_SCALE = 0.86, 0.05  # 0.05 of projected/ideal X-H length below 0.86
-RESIDUAL_SCALE = 0.1  # 0.1 of bond-direction sum (unit bonds) that a hidden H would remove
-UNDER_RESIDUAL = 0.45  # a carbon's bond-direction sum above which an H hides below it
-NITROGEN_TRUST, NITROGEN_UNDER_EVIDENCE = 0.25, -4.0
-ION_COST = 3.0  # evidence a cation reading costs
+# Evidence for a hidden hydrogen (see _hidden_hydrogen_options), in units of
+TWIN_LENGTH, TWIN_SCALE = 0.86, 0.05  # 0.05 of a visible X-H's projected/ideal length below 0.86,
+RESIDUAL_SCALE = 0.1  # 0.1 of the bond-direction sum (unit bonds) a hidden H would cancel,
+UNDER_RESIDUAL = 0.45  # for a carbon without visible H: its bond-direction sum above 0.45;
+NITROGEN_TRUST, NITROGEN_UNDER_EVIDENCE = 0.25, -4.0  # scaled for N; an N without visible H: -4
+ION_COST = 3.0  # the evidence a cation reading costs against a neutral one
 FLIP_POOL = 6  # the least certain options that chemistry may overrule
 CHARGEABLE = {"N", "O", "S", "P"}
 MIN_LINE_FILL = 0.8
