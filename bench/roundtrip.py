@@ -1,7 +1,8 @@
-"""render -> extract -> score accuracy on RDKit's first_5K.smi, clean and under blur and noise.
+"""render -> extract -> score accuracy on RDKit's first_5K.smi (or any list), clean and under blur and noise.
 
-Usage: python bench/roundtrip.py [--every 1] [--conditions clean,blur0.7,blur1.0,noise20,noise40,blur1.0+noise20]
-The set: molecules that pass the element and fragment filter and are quasi-planar (corrugation <= 1.8 Å).
+Usage: python bench/roundtrip.py [--molecules LIST] [--every 1] [--conditions clean,blur0.7,...]
+The set: molecules that pass the element and fragment filter, are quasi-planar (corrugation <= 1.8 Å)
+and fit the scan window with their balls.
 Blur is a Gaussian of sigma pixels on each colour channel; noise is Gaussian with that std (0-255 scale).
 """
 
@@ -12,10 +13,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from rdkit import RDConfig
 from scipy import ndimage
 
-from raypipe import Molecule, MoleculeError, aggregate, extract_graph, render_depiction, score
+from raypipe import DEFAULT_WINDOW, Molecule, MoleculeError, aggregate, extract_graph, render_depiction, score
+from raypipe.chem.elements import ball_radius
+from raypipe.chem.sources import read_molecule_list
 
 
 def degrade(image: np.ndarray, condition: str, rng: np.random.Generator) -> np.ndarray:
@@ -30,13 +32,13 @@ def degrade(image: np.ndarray, condition: str, rng: np.random.Generator) -> np.n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--molecules", help="a .smi or .csv molecule list (default: RDKit's NCI first_5K.smi)")
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--conditions", default="clean,blur0.7,blur1.0,noise20,noise40,blur1.0+noise20")
     parser.add_argument("--failures", type=Path,
-                        help="write the SMILES (as written in first_5K.smi) that fail the clean round trip here")
+                        help="write the SMILES (as written in the list) that fail the clean round trip here")
     args = parser.parse_args()
-    smiles = [line.split()[0] for line in (Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi").read_text().splitlines()
-              if line.strip()][:: args.every]
+    smiles = [s for _, s in read_molecule_list(args.molecules)][:: args.every]
     molecules, sources, rejected = [], [], 0
     for s in smiles:
         try:
@@ -44,10 +46,10 @@ def main() -> None:
         except MoleculeError:
             rejected += 1
             continue
-        if m.corrugation <= 1.8:
+        if m.corrugation <= 1.8 and m.extent + 2 * ball_radius("I") <= DEFAULT_WINDOW.fov:
             molecules.append(m)
             sources.append(s)  # the embedding depends on the SMILES as written, so keep it
-    print(f"{len(smiles)} SMILES, {rejected} rejected by the filters, {len(molecules)} quasi-planar")
+    print(f"{len(smiles)} SMILES, {rejected} rejected by the filters, {len(molecules)} quasi-planar and in the window")
     corrugations = [m.corrugation for m in molecules]
     print("| condition | n | total | structure | composition | precision | recall | mean confidence |")
     print("|---|---|---|---|---|---|---|---|")

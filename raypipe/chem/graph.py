@@ -36,11 +36,12 @@ BOND_FACTOR = 1.25
 MIN_BALL_FILL = 0.6
 MIN_OWN_FILL = 0.3
 OCCLUDED_WEIGHT = 0.5
+MIN_UNDER_H_FILL = 0.66  # a heavy atom half under an H: its ball at least this full
 VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "P": 3, "Cl": 1, "Br": 1, "I": 1}
 # Evidence for a hidden hydrogen (see _hidden_hydrogen_options), in units of
 TWIN_LENGTH, TWIN_SCALE = 0.86, 0.05  # 0.05 of a visible X-H's projected/ideal length below 0.86,
 RESIDUAL_SCALE = 0.1  # 0.1 of the bond-direction sum (unit bonds) a hidden H would cancel,
-UNDER_RESIDUAL = 0.45  # for a carbon without visible H: its bond-direction sum above 0.45;
+UNDER_RESIDUAL, UNDER_SCALE = 0.45, 0.05  # for a carbon without visible H: 0.05 of its sum above 0.45;
 NITROGEN_TRUST, NITROGEN_UNDER_EVIDENCE = 0.25, -4.0  # scaled for N; an N without visible H: -4
 ION_COST = 3.0  # the evidence a cation reading costs against a neutral one
 FLIP_POOL = 6  # the least certain options that chemistry may overrule
@@ -207,7 +208,7 @@ def _under_hydrogen(cand: tuple, kept: tuple, window: Window) -> bool:
     """True when candidate ``cand`` is a heavy atom partly hidden below the H ``kept``: its own colour
     forms a crescent whose centroid lies over half an H radius away from the H's centre (a blurred
     rim around an H would be centred on it)."""
-    if kept[1] != "H" or cand[1] == "H":
+    if kept[1] != "H" or cand[1] == "H" or cand[0] < MIN_UNDER_H_FILL:
         return False
     return bool(np.hypot(cand[4][0] - kept[2], cand[4][1] - kept[3]) > 0.5 * ball_radius("H") / window.pixel)
 
@@ -368,7 +369,7 @@ def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
             if atom.element == "N":
                 evidence *= NITROGEN_TRUST
         elif atom.element == "C" and neighbours:
-            h, evidence = None, (residual - UNDER_RESIDUAL) / RESIDUAL_SCALE
+            h, evidence = None, (residual - UNDER_RESIDUAL) / UNDER_SCALE
         else:
             h, evidence = None, NITROGEN_UNDER_EVIDENCE
         options.append(_HiddenHydrogen(x, h if evidence > 0 else None, float(evidence)))
