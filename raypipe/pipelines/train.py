@@ -197,16 +197,17 @@ def _validate(model, rows: list[dict]) -> dict:
 
 def _datasets(cfg: TrainConfig, storage_options: StorageOptions):
     import ray.data
+    from ray.data.expressions import col
 
     fs, base = filesystem(cfg.data_uri, storage_options)
     shards = ray.data.read_parquet(join(base, "shards"), filesystem=arrow_filesystem(fs),
                                    columns=["stack", "target_png", "split", "atoms", "bonds", "corrugation"])
-    train = shards.filter(expr="split == 'train'").select_columns(["stack", "target_png"]).map_batches(
+    train = shards.filter(expr=col("split") == "train").select_columns(["stack", "target_png"]).map_batches(
         decode_batch, batch_size=16)
     if cfg.cache_data:
         train = train.materialize()
     # the val rows are few: read them now, so rank 0 never waits for read tasks while workers hold the CPUs
-    val = shards.filter(expr="split == 'val'").limit(cfg.val_samples).map_batches(
+    val = shards.filter(expr=col("split") == "val").limit(cfg.val_samples).map_batches(
         lambda b: {**decode_batch(b), "atoms": b["atoms"], "bonds": b["bonds"], "corrugation": b["corrugation"]},
         batch_size=16).materialize()
     return {"train": train, "val": val}
