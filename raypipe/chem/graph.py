@@ -128,7 +128,7 @@ def extract_graph(depiction: np.ndarray, window: Window | None = None) -> MolGra
 
 
 def _find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
-    candidates = []  # (fill, element, col, row)
+    candidates = []  # (fill, element, col, row, (col, row) of the centroid of its own colour)
     foreground = (labels > 0).astype(np.float32)
     for k, element in enumerate(ELEMENTS, start=1):
         mask = labels == k
@@ -194,7 +194,7 @@ def _disc_fractions(mask: np.ndarray, foreground: np.ndarray,
              slice(left - wide[1].start, box[1].stop - wide[1].start))
     inside = _inside(mask.shape, radius)[box]
     fill = ndimage.correlate(mask[box].astype(np.float32), disc, mode="constant") / inside
-    covered = ndimage.correlate(foreground[wide], disc, mode="constant")[inner] / inside[:fill.shape[0], :fill.shape[1]]
+    covered = ndimage.correlate(foreground[wide], disc, mode="constant")[inner] / inside
     return fill, covered, (top, left)
 
 
@@ -205,9 +205,9 @@ def _inside(shape: tuple[int, int], radius: float) -> np.ndarray:
 
 
 def _under_hydrogen(cand: tuple, kept: tuple, window: Window) -> bool:
-    """True when candidate ``cand`` is a heavy atom partly hidden below the H ``kept``: its own colour
-    forms a crescent whose centroid lies over half an H radius away from the H's centre (a blurred
-    rim around an H would be centred on it)."""
+    """True when candidate ``cand`` is a heavy atom partly hidden below the H ``kept``: its ball is at
+    least ``MIN_UNDER_H_FILL`` full and its own colour forms a crescent whose centroid lies over half an
+    H radius away from the H's centre (the grey rim of a blurred H is thinner, and centred on it)."""
     if kept[1] != "H" or cand[1] == "H" or cand[0] < MIN_UNDER_H_FILL:
         return False
     return bool(np.hypot(cand[4][0] - kept[2], cand[4][1] - kept[3]) > 0.5 * ball_radius("H") / window.pixel)
