@@ -359,11 +359,12 @@ def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
         if atom.element not in ("C", "N") or len(neighbours) >= VALENCE[atom.element]:
             continue
         units = {k: (xy[k] - xy[x]) / _ideal(graph.atoms, x, k) for k in neighbours}
-        residual = float(np.hypot(*sum(units.values(), np.zeros(2))))
+        total = sum(units.values(), np.zeros(2))
+        residual = float(np.hypot(*total))
         hydrogens = [k for k in neighbours if graph.atoms[k].element == "H"]
         if hydrogens:
             h = min(hydrogens, key=lambda k: np.hypot(*units[k]))
-            twin_residual = np.hypot(*(sum(units.values()) + units[h]))
+            twin_residual = np.hypot(*(total + units[h]))
             evidence = ((TWIN_LENGTH - np.hypot(*units[h])) / TWIN_SCALE
                         + (residual - twin_residual) / RESIDUAL_SCALE)
             if atom.element == "N":
