@@ -41,8 +41,13 @@ _EMPTY = np.zeros((0, 0, 0), np.float32)
 CPU_STAGE = {"num_cpus": 0.5}
 
 
+def _reason(exc: BaseException) -> str:
+    """An error row's reason: the exception's type and message, credentials redacted."""
+    return redact(f"{type(exc).__name__}: {exc}")
+
+
 def _error(row: dict, exc: BaseException) -> dict:
-    return {**row, "status": "error", "error": redact(f"{type(exc).__name__}: {exc}")}
+    return {**row, "status": "error", "error": _reason(exc)}
 
 
 def _expand(unit: dict, storage_options: StorageOptions) -> list[dict]:
@@ -114,7 +119,7 @@ def _preprocess(batch: dict) -> dict:
                 x = preprocess(stack)
                 preview = encode_png(grey_rgb(np.concatenate([x[0], x[-1]], axis=1)))
             except Exception as exc:
-                status[k], error[k] = "error", redact(f"{type(exc).__name__}: {exc}")
+                status[k], error[k] = "error", _reason(exc)
         inputs.append(x)
         previews.append(preview)
     out = {k: v for k, v in batch.items() if k != "images"}
@@ -169,7 +174,7 @@ def _extract(batch: dict) -> pa.Table:
                            bonds=[{"i": b["i"], "j": b["j"]} for b in bonds], formula=graph.formula,
                            smiles=graph.smiles, confidence=graph.confidence)
             except Exception as exc:
-                row.update(status="error", error=redact(f"{type(exc).__name__}: {exc}"))
+                row.update(status="error", error=_reason(exc))
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
 
