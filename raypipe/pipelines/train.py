@@ -149,7 +149,7 @@ def train_func(config: dict) -> None:
                     if rank == 0:
                         torch.save({"model": model.state_dict(), "step": step, "best": best},
                                    Path(folder) / "state.pt")
-                        (Path(folder) / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in log))
+                        (Path(folder) / "metrics.jsonl").write_text(_jsonl(log))
                         best_path = Path(folder) / "best.safetensors"
                         if metrics.get("best") or not best_file:  # every checkpoint carries the best so far
                             save_model(model.generator, model_config, best_path, name=cfg.run_name,
@@ -162,6 +162,11 @@ def train_func(config: dict) -> None:
                                      checkpoint=ckpt)
             if step >= cfg.steps:
                 break
+
+
+def _jsonl(log: list[dict]) -> str:
+    """The metrics log as JSON lines (``metrics.jsonl``)."""
+    return "".join(json.dumps(m) + "\n" for m in log)
 
 
 def _f1(metrics: dict) -> float:
@@ -270,7 +275,7 @@ def _export(cfg: TrainConfig, checkpoint, storage_options: StorageOptions) -> No
         folder = Path(folder)
         log = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         write_bytes_atomic(fs, join(run, "model.safetensors"), (folder / "best.safetensors").read_bytes())
-    write_bytes_atomic(fs, join(run, "metrics.jsonl"), "".join(json.dumps(m) + "\n" for m in log).encode())
+    write_bytes_atomic(fs, join(run, "metrics.jsonl"), _jsonl(log).encode())
     write_bytes_atomic(fs, join(run, "metrics.png"), plot_metrics(log))
 
 
