@@ -3,6 +3,13 @@
 Data flows one way: file -> ScanStack -> tensor -> depiction -> graph -> row.
 """
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("raypipe")
+except PackageNotFoundError:  # a source tree that was not installed
+    __version__ = "0+unknown"
+
 from raypipe.chem.depiction import decode_png, encode_png, render_depiction
 from raypipe.chem.graph import GraphAtom, MolGraph, extract_graph
 from raypipe.chem.molecule import Molecule
@@ -17,7 +24,8 @@ from raypipe.window import DEFAULT_WINDOW, Window
 # Ray, torch and ppafm load only when one of these is first used
 _LAZY = {
     "read_scans": "raypipe.pipelines.predict", "predict_dataset": "raypipe.pipelines.predict",
-    "label_archive": "raypipe.pipelines.label", "read_labels": "raypipe.pipelines.label",
+    "label_archive": "raypipe.pipelines.label", "read_labels": "raypipe.pipelines.table",
+    "export_labels": "raypipe.pipelines.table",
     "simulate_dataset": "raypipe.pipelines.simulate", "train": "raypipe.pipelines.train",
     "TrainConfig": "raypipe.pipelines.train", "evaluate": "raypipe.evaluation",
     "load_model": "raypipe.model.inference", "ModelConfig": "raypipe.model.config",

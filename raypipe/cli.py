@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from raypipe.storage import redact
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--shard-size", type=int, default=8, help="molecules per shard")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--distance", type=float, default=6.0, help="closest tip height above the top atom (Å)")
+    sim.add_argument("--distance-jitter", type=float, default=0.0,
+                     help="each stack's closest height varies by up to ± this (Å, multiple of 0.1)")
     sim.add_argument("--grid-density", type=int, default=10,
                      help="force-field grid points per Å (8: ~1.6x faster, <2%% image difference)")
     sim.add_argument("--actors", type=int, default=None, help="simulation actors (default: one per CPU)")
@@ -48,22 +52,97 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--limit", type=int, default=None)
     evaluate.add_argument("--gallery", type=Path, default=None, help="write a gallery PNG here")
-    label = commands.add_parser("label", help="label the new scans of an archive (the nightly job)")
+    label = commands.add_parser("label", help="label the new scans of an archive into the labels table (nightly job)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     label.add_argument("input", nargs="?", default=str(EXAMPLES / "scans"),
                        help="folder, file or s3:// prefix of scans; default: the bundled sample scans")
-    label.add_argument("--out", default="out/labels", help="output folder or s3:// prefix (Parquet by run date)")
+    label.add_argument("--out", default="out/labels", help="where the labels table's data lives (folder or s3://)")
+    label.add_argument("--catalog", default=None,
+                       help="Iceberg catalog: sqlite:///file.db, postgresql+psycopg2://user:pass@host/db or an "
+                            "http(s):// REST catalog (default: RAYPIPE_CATALOG, else sqlite <out>/catalog.db)")
+    label.add_argument("--table", default="raypipe.labels", help="namespace.table in the catalog")
     label.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    label.add_argument("--run-date", default=None, help="partition date, YYYY-MM-DD (default: today)")
+    label.add_argument("--run-date", default=None, help="the run's date, YYYY-MM-DD (default: today)")
+    label.add_argument("--settle", type=float, default=60.0,
+                       help="seconds a unit's newest file must be old before it is labelled (still arriving)")
+    label.add_argument("--relabel", choices=["all", "stale"], default=None,
+                       help="relabel every unit, or those labelled by another model than this run's")
+    label.add_argument("--retry-errors", action="store_true", help="relabel units whose rows failed before")
+    label.add_argument("--lease-wait", type=float, default=900.0,
+                       help="seconds to wait for another job that is writing the same table")
     label.add_argument("--gallery", type=Path, default=None,
-                       help="write an HTML gallery of all labelled rows here (default: <out>/gallery.html for a "
-                            "local --out)")
+                       help="HTML gallery of this run's rows (default: <out>-gallery.html beside a local --out)")
     label.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     label.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
+
+    export = commands.add_parser("export", help="write the labels table's current rows to one Parquet file",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    export.add_argument("out", help="the labels table's --out (folder or s3://)")
+    export.add_argument("destination", help="Parquet file to write (local path or s3:// URI)")
+    export.add_argument("--catalog", default=None, help="as for label")
+    export.add_argument("--table", default="raypipe.labels")
+    export.add_argument("--as-of", default=None, help="a snapshot id or an ISO time: the table as it was then")
+    export.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     return parser
 
 
+def _label(args) -> int:
+    from raypipe.pipelines.label import label_archive, parse_run_date
+    from raypipe.pipelines.table import read_labels
+    from raypipe.reports import label_gallery
+
+    parse_run_date(args.run_date)  # checked before anything starts
+    options = {"endpoint_url": args.s3_endpoint} if args.s3_endpoint else None
+    if args.address:
+        import ray
+
+        ray.init(address=args.address, ignore_reinit_error=True)
+    else:
+        _start_local_ray_if_needed()
+    summary = label_archive(args.input, args.out, model=args.model, run_date=args.run_date, storage_options=options,
+                            catalog=args.catalog, table=args.table, settle=args.settle, relabel=args.relabel,
+                            retry_errors=args.retry_errors, lease_wait=args.lease_wait)
+    print(json.dumps(summary.as_dict(), indent=2))
+    gallery = args.gallery or (None if args.out.startswith("s3://") else
+                               Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery.html")
+    if gallery is not None and summary.ok + summary.errors:
+        rows = read_labels(args.out, options, catalog=args.catalog, table=args.table,
+                           row_filter=f"run_id == '{summary.run_id}'").to_pylist()
+        print(f"gallery of this run's {len(rows)} rows: {label_gallery(rows, gallery)}")
+    return 0
+
+
+def _start_local_ray_if_needed() -> None:
+    """Connect to the job's cluster when there is one (RAY_ADDRESS, ``ray job submit``); otherwise start a
+    local Ray in which an out-of-memory kill is retried once, not forever."""
+    import os
+
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(ignore_reinit_error=True)
+    else:
+        os.environ.setdefault("RAY_task_oom_retries", "1")
+        ray.init(ignore_reinit_error=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Any failure is one line on stderr (credentials redacted) and exit status 1;
+    a wrong command line is exit status 2 (argparse)."""
+    import sys
+
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("raypipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the command line reports, it does not crash
+        print(f"raypipe {args.command}: error: {redact(str(exc) or type(exc).__name__)}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     if args.command == "depict":
         from raypipe.chem.sources import read_molecule_list
         from raypipe.reports import write_depictions
@@ -81,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.init(address=args.address, ignore_reinit_error=True)
         summary = simulate_dataset(args.molecules, args.out, parameter_sets=parse_parameter_sets(args.parameter_sets),
                                    seed=args.seed, shard_size=args.shard_size, limit=args.limit,
-                                   settings=SimulationSettings(distance=args.distance, pix_per_angstrom=args.grid_density), num_actors=args.actors)
+                                   settings=SimulationSettings(distance=args.distance, pix_per_angstrom=args.grid_density,
+                                                               distance_jitter=args.distance_jitter),
+                                   num_actors=args.actors)
         print(json.dumps({**asdict(summary), "stacks_per_second": round(summary.stacks_per_second, 3)}, indent=2))
         if args.export_h5:
             print(f"exported {export_archive(args.out, args.export_h5)} stacks to {args.export_h5}")
@@ -104,20 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_evaluation(args.data, args.model, split=args.split, limit=args.limit,
                                         gallery_path=args.gallery), indent=2))
     elif args.command == "label":
-        import ray
-
-        from raypipe.pipelines.label import label_archive, read_labels
-        from raypipe.reports import label_gallery
+        return _label(args)
+    elif args.command == "export":
+        from raypipe.pipelines.table import export_labels
 
         options = {"endpoint_url": args.s3_endpoint} if args.s3_endpoint else None
-        ray.init(address=args.address, ignore_reinit_error=True)
-        summary = label_archive(args.input, args.out, model=args.model, run_date=args.run_date,
-                                storage_options=options)
-        print(json.dumps(summary.as_dict(), indent=2))
-        gallery = args.gallery or (None if args.out.startswith("s3://") else Path(args.out) / "gallery.html")
-        if gallery is not None:
-            rows = read_labels(args.out, options).to_pylist()
-            print(f"gallery of {len(rows)} rows: {label_gallery(rows, gallery)}")
+        as_of = int(args.as_of) if args.as_of and args.as_of.isdigit() else args.as_of
+        n = export_labels(args.out, args.destination, options, catalog=args.catalog, table=args.table, as_of=as_of)
+        print(f"exported {n} rows to {redact(args.destination)}")
     return 0
 
 

@@ -23,6 +23,11 @@ StorageOptions = dict[str, Any] | None
 def filesystem(uri: str, storage_options: StorageOptions = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``uri`` and the path inside it (no scheme)."""
     options = dict(storage_options or {})
+    register_options(options)
+    uri, user, password = split_userinfo(uri)
+    if user:  # credentials written into the URI: used, never printed
+        options.setdefault("key", user)
+        options.setdefault("secret", password)
     if uri.startswith("s3://"):
         endpoint = options.pop("endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL_S3") \
             or os.environ.get("AWS_ENDPOINT_URL")
@@ -77,13 +82,43 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
-_SECRET = re.compile(r"(?i)(secret|token|password|key)([\"']?\s*[:=]\s*[\"']?)[^\s,\"'}]+")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s]+)@")
+_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "RAYPIPE_CATALOG_PASSWORD")
+_KNOWN_SECRETS: set[str] = set()
+
+
+def register_secret(*values: object) -> None:
+    """Remember secret values (e.g. from ``storage_options`` or a catalog URL) so :func:`redact` masks them."""
+    for value in values:
+        if isinstance(value, str) and len(value) >= 4:
+            _KNOWN_SECRETS.add(value)
+
+
+def register_options(storage_options: StorageOptions) -> None:
+    """Register the secret-looking values of s3fs options (key, secret, token, password...)."""
+    for name, value in (storage_options or {}).items():
+        if any(word in name.lower() for word in ("key", "secret", "token", "password")):
+            register_secret(value)
+
+
+def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
+    """``s3://KEY:SECRET@bucket/p`` -> (``s3://bucket/p``, KEY, SECRET); the values are registered as
+    secrets so that nothing prints them."""
+    match = _USERINFO.match(uri)
+    if not match:
+        return uri, None, None
+    user, _, password = match.group(2).partition(":")
+    register_secret(user, password)
+    return match.group(1) + uri[match.end():], user or None, password or None
 
 
 def redact(text: str) -> str:
-    """``text`` with anything that looks like a credential value replaced by ``***``."""
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID"):
-        value = os.environ.get(name)
-        if value:
-            text = text.replace(value, "***")
-    return _SECRET.sub(r"\1\2***", text)
+    """``text`` with credentials masked: the user-info of URLs (``scheme://user:pass@``), the values of
+    the AWS credential variables and every secret registered by :func:`register_secret`. Anything else,
+    such as a folder named ``token=abc``, is left as it is (stored paths must stay true)."""
+    text = _USERINFO.sub(r"\1***@", str(text))
+    secrets = set(_KNOWN_SECRETS)
+    secrets.update(v for v in (os.environ.get(n) for n in _SECRET_VARIABLES) if v and len(v) >= 4)
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text

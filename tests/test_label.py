@@ -42,10 +42,10 @@ def archive(tmp_path) -> Path:
     return root
 
 
-def _rows(out: str, storage_options=None) -> list[dict]:
-    from raypipe.pipelines.label import read_labels
+def _rows(out: str, storage_options=None, catalog=None) -> list[dict]:
+    from raypipe.pipelines.table import read_labels
 
-    return read_labels(out, storage_options).drop_columns(["run_date"]).to_pylist()
+    return read_labels(out, storage_options, catalog=catalog).to_pylist()
 
 
 def _key(row: dict) -> tuple:
@@ -74,7 +74,7 @@ def test_nightly_job_twice_locally_same_rows(ray_cluster, archive, model_file, t
     from raypipe.reports import label_gallery
 
     out = str(tmp_path / "labels")
-    first = label_archive(str(archive), out, model=model_file, run_date="2026-11-24")
+    first = label_archive(str(archive), out, model=model_file, run_date="2026-11-24", settle=0)
     assert (first.units_new, first.ok, first.errors, first.ignored_files) == (4, N_GOOD, 2, 1)
     rows = _rows(out)
     assert len(rows) == N_GOOD + 2 and len({_key(r) for r in rows}) == len(rows)
@@ -82,16 +82,19 @@ def test_nightly_job_twice_locally_same_rows(ray_cluster, archive, model_file, t
     assert all(r["model"].startswith("untrained@") and r["depiction"][:4] == b"\x89PNG" for r in ok)
     assert all(r["n_images"] == 10 and len(r["heights"]) == 10 for r in ok)
     assert {r["truth_formula"] for r in ok} >= {"C24H8O6", "C14H10"}
-    assert not list(Path(out).glob("_staging/*")) and not list(Path(out).rglob(".*tmp*"))
+    assert {r["run_date"] for r in rows} == {"2026-11-24"} and {r["run_id"] for r in rows} == {first.run_id}
+    errors = {Path(r["unit"]).name: r["error_kind"] for r in rows if r["status"] == "error"}
+    assert errors == {"corrupt.h5": "permanent", "truncated.npz": "permanent"}
 
-    second = label_archive(str(archive), out, model=model_file, run_date="2026-11-25")
-    assert (second.units_new, second.ok, second.errors) == (0, 0, 0)
+    second = label_archive(str(archive), out, model=model_file, run_date="2026-11-25", settle=0)
+    assert (second.units_new, second.units_replaced, second.units_unchanged, second.ok) == (0, 0, 4, 0)
+    assert second.snapshot_id == first.snapshot_id  # nothing to do: no commit
     assert sorted(map(_key, _rows(out))) == sorted(map(_key, rows))
 
     # a new scan arrives: only it is labelled, under the new date
     shutil.copytree(archive / "anthracene_png_export", archive / "new_scan")
     (archive / "new_scan" / "anthracene_df_000pm.png").unlink()
-    third = label_archive(str(archive), out, model=model_file, run_date="2026-11-26")
+    third = label_archive(str(archive), out, model=model_file, run_date="2026-11-26", settle=0)
     assert (third.units_new, third.ok) == (1, 1)
     assert len(_rows(out)) == len(rows) + 1
 
@@ -102,50 +105,66 @@ def test_nightly_job_twice_locally_same_rows(ray_cluster, archive, model_file, t
 
 def test_nightly_job_killed_then_rerun_gives_the_same_rows(ray_cluster, archive, model_file, tmp_path):
     from raypipe.pipelines.label import label_archive
+    from raypipe.pipelines.table import TableSettings, open_table, remove_orphans
 
     reference = str(tmp_path / "reference")
-    label_archive(str(archive), reference, model=model_file, run_date="2026-11-24")
+    label_archive(str(archive), reference, model=model_file, run_date="2026-11-24", settle=0)
     out = tmp_path / "killed"
     job = subprocess.Popen([sys.executable, "-c", (
         "import ray, sys; ray.init(address='auto'); from raypipe.pipelines.label import label_archive; "
-        f"label_archive({str(archive)!r}, {str(out)!r}, model={model_file!r}, run_date='2026-11-24')")],
+        f"label_archive({str(archive)!r}, {str(out)!r}, model={model_file!r}, run_date='2026-11-24', settle=0)")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not list(out.glob("_staging/*/*.parquet")):
-        time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)
+    while time.time() < deadline and not list(out.glob("table/data/*.parquet")):
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)  # data files written, the commit not (or just) made
     job.wait()
-    assert not list(out.glob("_ledger/*.json"))  # killed before its commit
-    label_archive(str(archive), str(out), model=model_file, run_date="2026-11-24")
+    settings = TableSettings(str(out))
+    visible = open_table(settings).scan().to_arrow().num_rows
+    assert visible in (0, N_GOOD + 2)  # all or nothing
+    label_archive(str(archive), str(out), model=model_file, run_date="2026-11-24", settle=0)
     rows, expected = _rows(str(out)), _rows(reference)
     assert sorted(map(_key, rows)) == sorted(map(_key, expected))
     assert sorted(r["formula"] or "" for r in rows) == sorted(r["formula"] or "" for r in expected)
+    table = open_table(settings)
+    data_files = list(out.glob("table/data/*.parquet"))
+    referenced = set(table.inspect.all_files().column("file_path").to_pylist())
+    orphans = [f for f in data_files if f"file://{f}" not in referenced]
+    assert remove_orphans(table, settings, older_than_s=0) == len(orphans)
+    assert _rows(str(out)) and len(list(out.glob("table/data/*.parquet"))) == len(data_files) - len(orphans)
 
 
-def test_nightly_job_twice_on_s3_same_rows(ray_cluster, s3_server, archive, model_file, capfd):
+def test_nightly_job_twice_on_s3_same_rows(ray_cluster, s3_server, archive, model_file, capfd, tmp_path):
     from raypipe.pipelines.label import label_archive
     from raypipe.storage import filesystem
 
     fs, _ = filesystem("s3://raypipe-test", s3_server)
     fs.put(str(archive) + "/", "raypipe-test/scans/", recursive=True)
+    catalog = f"sqlite:///{tmp_path}/s3-catalog.db"
     first = label_archive("s3://raypipe-test/scans", "s3://raypipe-test/labels", model=model_file,
-                          run_date="2026-11-24", storage_options=s3_server)
+                          run_date="2026-11-24", storage_options=s3_server, catalog=catalog, settle=0)
     assert (first.ok, first.errors) == (N_GOOD, 2)
-    rows = _rows("s3://raypipe-test/labels", s3_server)
+    rows = _rows("s3://raypipe-test/labels", s3_server, catalog)
     second = label_archive("s3://raypipe-test/scans", "s3://raypipe-test/labels", model=model_file,
-                           run_date="2026-11-24", storage_options=s3_server)
+                           run_date="2026-11-24", storage_options=s3_server, catalog=catalog, settle=0)
     assert second.units_new == 0
-    assert sorted(map(_key, _rows("s3://raypipe-test/labels", s3_server))) == sorted(map(_key, rows))
+    assert sorted(map(_key, _rows("s3://raypipe-test/labels", s3_server, catalog))) == sorted(map(_key, rows))
     assert all(r["source"].startswith("s3://raypipe-test/scans/") for r in rows)
+    assert fs.find("raypipe-test/labels/table/data")  # the table's data is in the bucket
     captured = capfd.readouterr()
     secret = s3_server["secret"]
     assert secret not in captured.out + captured.err + repr(first.as_dict())
     assert all(secret not in (r["error"] or "") for r in rows)
 
 
-def test_storage_redacts_credentials(monkeypatch):
-    from raypipe.storage import redact
+def test_storage_redacts_credentials_but_not_paths(monkeypatch):
+    from raypipe.storage import redact, split_userinfo
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
-    text = redact("failed with key=AKIAEXAMPLE secret: s3cr3t-value token='abc'")
-    assert "s3cr3t-value" not in text and "AKIAEXAMPLE" not in text and "abc" not in text
+    text = redact("failed with secret: s3cr3t-value")
+    assert "s3cr3t-value" not in text
+    # a folder named like a setting is a real path: stored as it is
+    assert redact("/data/monkey=3 token=abc/scan") == "/data/monkey=3 token=abc/scan"
+    uri, key, secret = split_userinfo("s3://AKIAKEY1:VerySecret42@bucket/scans")
+    assert (uri, key, secret) == ("s3://bucket/scans", "AKIAKEY1", "VerySecret42")
+    assert redact("s3://AKIAKEY1:VerySecret42@bucket/x and VerySecret42") == "s3://***@bucket/x and ***"

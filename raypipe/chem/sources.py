@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def read_molecule_list(source: str | Path | list[str] | None,
     - ``None``: RDKit's bundled ``Data/NCI/first_5K.smi``;
     - a list of SMILES: ids ``mol-00000``, ``mol-00001``... in list order;
     - ``.smi``: one molecule per line, SMILES then an optional id (whitespace separated, ``#`` comments);
+    - either one gzip-compressed (``.smi.gz``, ``.csv.gz``), e.g. the training catalogue
+      :data:`raypipe.chem.catalog.CATALOG`;
     - ``.csv``: a header with a ``smiles`` column (any case) and an id column (``id``, ``name`` or ``cid``).
     Lines without an id get ``line-<k>``. Ids must be unique.
     """
@@ -31,8 +34,11 @@ def read_molecule_list(source: str | Path | list[str] | None,
         fs, path = filesystem(str(source), storage_options)
         if not fs.exists(path):
             raise FileNotFoundError(f"{source}: no such molecule list")
-        text = fs.cat_file(path).decode()
-        if path.lower().endswith(".csv"):
+        data = fs.cat_file(path)
+        if path.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+        text = data.decode()
+        if path.lower().removesuffix(".gz").endswith(".csv"):
             pairs = _read_csv(text, str(source))
         else:
             pairs = _read_smi(text)

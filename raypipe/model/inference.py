@@ -70,6 +70,21 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def model_tag(path: str | Path | None = None) -> str:
+    """``name@hash12`` of a model file (default: the shipped model) without loading its weights."""
+    path = Path(path) if path is not None else SHIPPED_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise ValueError(f"{path}: not a safetensors model file ({exc})") from exc
+    if metadata.get("format") != "raypipe-model":
+        raise ValueError(f"{path}: not a raypipe model file (no format=raypipe-model in its header)")
+    return f"{metadata.get('name', path.stem)}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
 def load_model(path: str | Path | None = None, device: str | torch.device | None = None) -> Model:
     """Load a model file (default: the shipped model) onto ``device`` (default: CUDA when present)."""
     path = Path(path) if path is not None else SHIPPED_MODEL

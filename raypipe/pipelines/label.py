@@ -1,32 +1,52 @@
-"""``label_archive``: the nightly job. Labels the scans not labelled before; idempotent and atomic.
+"""``label_archive``: the nightly job. Labels what is new or changed into the labels table, in one commit.
 
-Layout under ``output_uri``::
+A run (see :mod:`raypipe.pipelines.table` for the table, its catalog and its guarantees):
 
-    run_date=2026-11-24/<run_id>-00000.parquet   labelled rows (columns: raypipe.pipelines.predict.OUTPUT_SCHEMA)
-    _ledger/<run_id>.json                        the scan units a committed run labelled (uri + fingerprint)
-    _staging/<run_id>/                           a run in progress (never read as output)
+1. take the table's **writer lease** (a second job waits for it, bounded by ``lease_wait``, or gives up
+   with a one-line message);
+2. read the table's current snapshot and, from it, which units are done (unit URI -> fingerprint);
+3. list the scan units under the input and sort them: **new** (never labelled), **changed** (another
+   fingerprint: a file was added, replaced or completed), **retry** (a row of it failed for a reason
+   that may pass: I/O, a time limit, a crash; or any error with ``retry_errors``), **relabel** (``relabel=
+   "all"``, or ``"stale"``: labelled by another model than this run's), **unchanged** (skipped) and
+   **arriving** (its newest file is younger than ``settle`` seconds: left for the next run);
+4. label new + changed + retry + relabel units with :func:`predict_dataset`; Ray Data writes the rows'
+   data files and the driver commits them in **one Iceberg transaction** that also deletes the earlier
+   rows of every unit it replaces — only if the table is still at the snapshot read in 2 and the lease
+   is still held;
+5. remove data files that no snapshot references and are older than an hour (killed runs), release
+   the lease.
 
-A run: list the units under the input, drop those in the ledger; ``run_id`` is a hash of the units
-left, so a run killed before its commit is redone under the same id. Rows are written by Ray Data to
-``_staging/<run_id>/``, then renamed into ``run_date=<date>/<run_id>-<k>.parquet`` (files of that
-``run_id`` already there, from a killed run, are removed first), then the ledger entry is written:
-the commit. A re-run after success finds nothing new; a re-run after a kill gives the same rows once.
+Nothing becomes visible before the commit, so a kill anywhere leaves the table as it was; a re-run
+finds the same work to do. A unit whose read failed with a ``ScanError`` is recorded as failed
+(permanent) with its fingerprint and is not retried until it changes (or ``retry_errors``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from raypipe.pipelines.predict import predict_dataset, read_units
+from raypipe.pipelines.table import (
+    DEFAULT_TABLE,
+    RunPlan,
+    TableSettings,
+    WriterLease,
+    done_units,
+    now_utc,
+    open_table,
+    read_labels,
+    remove_orphans,
+)
 from raypipe.scans.units import find_units
-from raypipe.storage import StorageOptions, arrow_filesystem, filesystem, join, redact, write_bytes_atomic
+from raypipe.storage import StorageOptions, redact
+
+__all__ = ["LabelSummary", "label_archive", "read_labels", "parse_run_date"]
+RELABEL = (None, "all", "stale")
 
 
 @dataclass
@@ -41,6 +61,13 @@ class LabelSummary:
     ok: int
     errors: int
     seconds: float
+    units_replaced: int = 0
+    units_unchanged: int = 0
+    units_arriving: int = 0
+    arriving: list[str] = field(default_factory=list)
+    error_reasons: dict[str, int] = field(default_factory=dict)
+    snapshot_id: int | None = None
+    table: str = DEFAULT_TABLE
 
     @property
     def stacks_per_second(self) -> float:
@@ -48,79 +75,141 @@ class LabelSummary:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "input_uri": redact(self.input_uri), "output_uri": redact(self.output_uri),
+                "arriving": [redact(a) for a in self.arriving[:20]],
                 "stacks_per_second": round(self.stacks_per_second, 3)}
 
 
-def labelled_units(fs, base: str) -> set[str]:
-    """Unit keys in the ledger."""
-    keys: set[str] = set()
-    for path in fs.glob(join(base, "_ledger", "*.json")):
-        keys.update(json.loads(fs.cat_file(path))["units"])
-    return keys
+def parse_run_date(text: str | None) -> str:
+    """``YYYY-MM-DD`` (default: today); anything else is refused."""
+    if text is None:
+        return dt.date.today().isoformat()
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except (TypeError, ValueError):
+        raise ValueError(f"run date {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _model_tag(model: str | None) -> str:
+    from raypipe.model.inference import model_tag
+
+    return model_tag(model)
+
+
+def plan_run(units, done: dict[str, dict], *, settle: float, relabel: str | None, retry_errors: bool,
+             model: str, now: float | None = None) -> RunPlan:
+    now = time.time() if now is None else now
+    plan = RunPlan()
+    for unit in units:
+        if settle and now - unit.newest < settle:
+            plan.arriving.append(unit)
+            continue
+        entry = done.get(redact(unit.uri))
+        if entry is None:
+            plan.new.append(unit)
+        elif (entry["fingerprint"] != unit.fingerprint or entry["transient"] or (retry_errors and entry["errors"])
+              or relabel == "all" or (relabel == "stale" and entry["models"] != {model})):
+            plan.replace.append(unit)
+        else:
+            plan.unchanged += 1
+    return plan
 
 
 def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_date: str | None = None,
-                  batch_size: int = 16, storage_options: StorageOptions = None) -> LabelSummary:
-    """Label the new scans under ``uri`` into Parquet under ``output_uri`` (see module docs)."""
+                  batch_size: int = 16, storage_options: StorageOptions = None, catalog: str | None = None,
+                  table: str = DEFAULT_TABLE, settle: float = 60.0, relabel: str | None = None,
+                  retry_errors: bool = False, lease_wait: float = 900.0, lease_ttl: float = 120.0,
+                  limits=None, progress=print) -> LabelSummary:
+    """Label the new and changed scans under ``uri`` into the labels table at ``output_uri`` (module docs).
+
+    Raises FileNotFoundError for a missing input, ``ValueError`` for a bad ``run_date`` or ``relabel``,
+    :class:`raypipe.pipelines.table.TableError` when the table cannot be used (catalog, busy lease, a
+    conflicting commit). Bad scans never raise: they become error rows.
+    """
     start = time.perf_counter()
-    run_date = run_date or dt.date.today().isoformat()
+    run_date = parse_run_date(run_date)
+    if relabel not in RELABEL:
+        raise ValueError(f"relabel must be one of {RELABEL}, not {relabel!r}")
+    settings = TableSettings(output_uri, catalog=catalog, table=table, storage_options=storage_options)
+    storage_options = settings.storage_options
+    from raypipe.pipelines.predict import OUTPUT_SCHEMA
+
+    tag = _model_tag(model)
     units, ignored = find_units(uri, storage_options)
-    fs, base = filesystem(output_uri, storage_options)
-    fs.invalidate_cache()
-    done = labelled_units(fs, base)
-    todo = [u for u in units if u.key not in done]
-    run_id = hashlib.sha1("\n".join(u.key for u in todo).encode()).hexdigest()[:16]
-    print(f"label: {len(units)} scan units under {redact(uri)} ({ignored} other files ignored), "
-          f"{len(units) - len(todo)} labelled before, {len(todo)} to label; run {run_id}", flush=True)
-    summary = LabelSummary(uri, output_uri, run_id, run_date, len(units), len(todo), ignored, 0, 0, 0.0)
-    if todo:
-        staging = join(base, "_staging", run_id)
-        if fs.exists(staging):
-            fs.rm(staging, recursive=True)
-        scans = read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key}
-                            for u in todo], storage_options)
-        rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=storage_options)
-        rows.write_parquet(("s3://" if output_uri.startswith("s3://") else "") + staging,
-                           filesystem=arrow_filesystem(fs))
-        summary.ok, summary.errors = _publish(fs, base, staging, run_id, run_date)
-        write_bytes_atomic(fs, join(base, "_ledger", f"{run_id}.json"), json.dumps(
-            {"run_id": run_id, "run_date": run_date, "input": redact(uri), "ok": summary.ok,
-             "errors": summary.errors, "units": [u.key for u in todo]}, indent=1).encode())
-        fs.invalidate_cache()
-        if fs.exists(staging):  # on S3 the emptied "folder" is already gone
-            fs.rm(staging, recursive=True)
+    tbl = open_table(settings, _table_schema(OUTPUT_SCHEMA), create=True)
+    lease = WriterLease(settings.lease_url(), f"{settings.table}@{settings.location}", ttl=lease_ttl)
+    lease.acquire(lease_wait, progress=progress)
+    try:
+        tbl.refresh()
+        planned = tbl.metadata.current_snapshot_id
+        plan = plan_run(units, done_units(tbl, planned), settle=settle, relabel=relabel, retry_errors=retry_errors,
+                        model=tag)
+        todo = plan.new + plan.replace
+        run_id = f"{run_date}-{time.strftime('%H%M%S')}-{lease.holder.rsplit(':', 1)[-1]}"
+        progress(f"label: {len(units)} scan units under {redact(uri)} ({ignored} other files ignored): "
+                 f"{len(plan.new)} new, {len(plan.replace)} changed or to redo, {plan.unchanged} unchanged, "
+                 f"{len(plan.arriving)} still arriving; table {settings.describe()}")
+        summary = LabelSummary(uri, output_uri, run_id, run_date, len(units), len(plan.new), ignored, 0, 0, 0.0,
+                               units_replaced=len(plan.replace), units_unchanged=plan.unchanged,
+                               units_arriving=len(plan.arriving), arriving=[u.uri for u in plan.arriving],
+                               snapshot_id=planned, table=settings.table)
+        if todo:
+            _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits)
+            tbl.refresh()
+            summary.snapshot_id = tbl.metadata.current_snapshot_id
+            removed = remove_orphans(tbl, settings)
+            if removed:
+                progress(f"label: removed {removed} unreferenced data files of killed runs")
+    finally:
+        lease.release()
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _publish(fs, base: str, staging: str, run_id: str, run_date: str) -> tuple[int, int]:
-    """Move the staged files into the run-date partition; return the ok and error row counts."""
-    for stale in fs.glob(join(base, "run_date=*", f"{run_id}-*.parquet")):
-        fs.rm(stale)
-    ok = errors = 0
-    partition = join(base, f"run_date={run_date}")
-    fs.makedirs(partition, exist_ok=True)
-    staged = sorted(fs.glob(join(staging, "*.parquet")))
-    for k, path in enumerate(staged):
-        with fs.open(path, "rb") as f:
-            status = pq.read_table(f, columns=["status"])["status"].to_pylist()
-        ok += status.count("ok")
-        errors += len(status) - status.count("ok")
-        fs.mv(path, join(partition, f"{run_id}-{k:05d}.parquet"))
-    return ok, errors
+def _table_schema(output_schema: pa.Schema) -> pa.Schema:
+    return pa.schema(list(output_schema) + [("run_id", pa.string()), ("run_date", pa.string()),
+                                            ("labelled_at", pa.timestamp("us", tz="UTC"))])
 
 
-def read_labels(output_uri: str, storage_options: StorageOptions = None) -> pa.Table:
-    """Every labelled row under ``output_uri`` (all run dates) as one pyarrow table, plus ``run_date``."""
-    fs, base = filesystem(output_uri, storage_options)
-    fs.invalidate_cache()
-    paths = sorted(fs.glob(join(base, "run_date=*", "*.parquet")))
-    if not paths:
-        raise FileNotFoundError(f"{redact(output_uri)}: no labelled rows")
-    tables = []
-    for path in paths:
-        with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
-        run_date = path.split("/")[-2].removeprefix("run_date=")
-        tables.append(table.append_column("run_date", pa.array([run_date] * table.num_rows, pa.string())))
-    return pa.concat_tables(tables)
+def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, model, tag, batch_size,
+           planned, lease, limits) -> None:
+    import ray
+
+    from raypipe import __version__
+    from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset, read_units
+
+    if not ray.is_initialized():
+        ray.init()
+    scans = read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in todo],
+                       settings.storage_options, limits)
+    rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=settings.storage_options)
+    schema = _table_schema(OUTPUT_SCHEMA)
+    labelled_at = now_utc()
+
+    def add_run_columns(batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        batch = batch.append_column("run_id", pa.array([summary.run_id] * n, pa.string()))
+        batch = batch.append_column("run_date", pa.array([summary.run_date] * n, pa.string()))
+        batch = batch.append_column("labelled_at", pa.array([labelled_at] * n, pa.timestamp("us", tz="UTC")))
+        return batch.select(schema.names).cast(schema)
+
+    from raypipe.pipelines.labels_sink import LabelsSink
+
+    sink = LabelsSink(settings, planned_snapshot=planned, replace_units=[redact(u.uri) for u in plan.replace],
+                     lease=lease, snapshot_properties={
+                         "raypipe.run-id": summary.run_id, "raypipe.version": __version__, "raypipe.model": tag,
+                         "raypipe.input": redact(summary.input_uri), "raypipe.units-new": str(len(plan.new)),
+                         "raypipe.units-replaced": str(len(plan.replace))})
+    rows.map_batches(add_run_columns, batch_format="pyarrow", batch_size=None, num_cpus=0.5).write_datasink(sink)
+    mine = open_table(settings).scan(row_filter=f"run_id == '{summary.run_id}'",
+                                     selected_fields=("status", "error")).to_arrow()
+    status = mine["status"].to_pylist()
+    summary.ok = status.count("ok")
+    summary.errors = len(status) - summary.ok
+    reasons = Counter(_short(e) for s, e in zip(status, mine["error"].to_pylist()) if s != "ok")
+    summary.error_reasons = dict(reasons.most_common(10))
+
+
+def _short(error: str | None) -> str:
+    """An error's reason without the file (for grouping): the text after the last ': '."""
+    text = error or "unknown"
+    return text.rsplit(": ", 1)[-1][:120]

@@ -33,7 +33,11 @@ OUTPUT_SCHEMA = pa.schema([
     ("formula", pa.string()), ("smiles", pa.string()), ("confidence", pa.float64()),
     ("truth_formula", pa.string()), ("truth_smiles", pa.string()),
     ("model", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("error_kind", pa.string()), ("unit", pa.string()), ("unit_fingerprint", pa.string()),
 ])
+# error_kind: "permanent" (a ScanError: the file is what it is) or "transient" (I/O, a time limit, a crash,
+# a bug: worth another try); null for ok rows. unit / unit_fingerprint: the scan unit (file or folder) the
+# row came from and the fingerprint of its files when it was read.
 
 _EMPTY = np.zeros((0, 0, 0), np.float32)
 # CPU stages ask for half a CPU: they are light, two share a core, and a request unlike the inference
@@ -46,31 +50,43 @@ def _reason(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
+def _kind(exc: BaseException) -> str:
+    from raypipe.errors import ScanError
+
+    return "permanent" if isinstance(exc, ScanError) else "transient"
+
+
 def _error(row: dict, exc: BaseException) -> dict:
-    return {**row, "status": "error", "error": _reason(exc)}
+    return {**row, "status": "error", "error": _reason(exc), "error_kind": _kind(exc)}
 
 
-def _expand(unit: dict, storage_options: StorageOptions) -> list[dict]:
+def _expand(unit: dict, storage_options: StorageOptions, limits=None) -> list[dict]:
+    from raypipe.scans.limits import limits_scope, time_limit
     from raypipe.scans.units import ScanUnit, unit_sources
 
-    base = {"unit": unit["uri"], "unit_key": unit["key"]}
+    base = {"unit": unit["uri"], "unit_key": unit["key"], "unit_fingerprint": unit["fingerprint"],
+            "status": "ok", "error": "", "error_kind": ""}
     try:
-        return [{**base, "source": s} for s in unit_sources(ScanUnit(unit["uri"], unit["kind"], unit["fingerprint"]),
-                                                           storage_options)]
+        with limits_scope(limits) as active, time_limit(active.read_seconds, unit["uri"]):
+            sources = unit_sources(ScanUnit(unit["uri"], unit["kind"], unit["fingerprint"]), storage_options)
+        return [{**base, "source": s} for s in sources]
     except Exception as exc:  # a corrupt archive: one error row for the file
         return [_error({**base, "source": unit["uri"]}, exc)]
 
 
-def _load(row: dict, storage_options: StorageOptions) -> dict:
+def _load(row: dict, storage_options: StorageOptions, limits=None) -> dict:
+    from raypipe.scans.limits import limits_scope, time_limit
     from raypipe.scans.units import load_source
 
-    out = {"unit": row["unit"], "unit_key": row["unit_key"], "source": row["source"], "scan_id": "",
-           "format": "", "n_images": 0, "heights": "null", "metadata": "{}", "images": _EMPTY,
-           "status": row.get("status", "ok"), "error": row.get("error", "")}
+    out = {"unit": row["unit"], "unit_key": row["unit_key"], "unit_fingerprint": row["unit_fingerprint"],
+           "source": row["source"], "scan_id": "", "format": "", "n_images": 0, "heights": "null",
+           "metadata": "{}", "images": _EMPTY, "status": row.get("status", "ok"), "error": row.get("error", ""),
+           "error_kind": row.get("error_kind", "")}
     if out["status"] != "ok":
         return out
     try:
-        stack = load_source(row["source"], storage_options)
+        with limits_scope(limits) as active, time_limit(active.read_seconds, row["source"]):
+            stack = load_source(row["source"], storage_options)
     except Exception as exc:
         return _error(out, exc)
     return {**out, "scan_id": stack.scan_id, "format": stack.metadata.get("format", ""), "n_images": stack.n,
@@ -93,11 +109,16 @@ def read_scans(uri: str, *, storage_options: StorageOptions = None) -> ray.data.
                       storage_options)
 
 
-def read_units(units: list[dict], storage_options: StorageOptions = None) -> ray.data.Dataset:
-    """``read_scans`` for units already listed (``label_archive`` lists them to consult its ledger)."""
+def read_units(units: list[dict], storage_options: StorageOptions = None, limits=None) -> ray.data.Dataset:
+    """``read_scans`` for units already listed (``label_archive`` lists them to consult its table).
+
+    ``limits``: a :class:`raypipe.scans.limits.ReadLimits` (default: from the environment). Ray retries a
+    failed read task at most once (out-of-memory kills included, where the cluster was started by raypipe).
+    """
     items = ray.data.from_items(units, override_num_blocks=max(1, min(len(units), 200)))
-    return items.flat_map(_expand, fn_kwargs={"storage_options": storage_options}, **CPU_STAGE).map(
-        _load, fn_kwargs={"storage_options": storage_options}, **CPU_STAGE)
+    kwargs = {"storage_options": storage_options, "limits": limits}
+    return items.flat_map(_expand, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE).map(
+        _load, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE)
 
 
 def _preprocess(batch: dict) -> dict:
@@ -107,6 +128,7 @@ def _preprocess(batch: dict) -> dict:
     from raypipe.scans.stack import ScanStack
 
     inputs, previews, status, error = [], [], list(batch["status"]), list(batch["error"])
+    kind = list(batch["error_kind"])
     for k, images in enumerate(batch["images"]):
         x = np.zeros((10, 128, 128), np.float32)
         preview = b""
@@ -119,12 +141,13 @@ def _preprocess(batch: dict) -> dict:
                 x = preprocess(stack)
                 preview = encode_png(grey_rgb(np.concatenate([x[0], x[-1]], axis=1)))
             except Exception as exc:
-                status[k], error[k] = "error", _reason(exc)
+                status[k], error[k], kind[k] = "error", _reason(exc), _kind(exc)
         inputs.append(x)
         previews.append(preview)
     out = {k: v for k, v in batch.items() if k != "images"}
     return {**out, "input": np.stack(inputs), "input_preview": np.array(previews, dtype=object),
-            "status": np.array(status, dtype=object), "error": np.array(error, dtype=object)}
+            "status": np.array(status, dtype=object), "error": np.array(error, dtype=object),
+            "error_kind": np.array(kind, dtype=object)}
 
 
 class DepictionPredictor:
@@ -164,6 +187,8 @@ def _extract(batch: dict) -> pa.Table:
             "depiction": None, "atoms": None, "bonds": None, "formula": None, "smiles": None, "confidence": None,
             "truth_formula": truth.get("formula"), "truth_smiles": truth.get("smiles"),
             "model": batch["model"][k], "status": batch["status"][k], "error": batch["error"][k] or None,
+            "error_kind": batch["error_kind"][k] or None, "unit": redact(batch["unit"][k]),
+            "unit_fingerprint": batch["unit_fingerprint"][k],
         }
         if row["status"] == "ok":
             try:
@@ -174,7 +199,7 @@ def _extract(batch: dict) -> pa.Table:
                            bonds=[{"i": b["i"], "j": b["j"]} for b in bonds], formula=graph.formula,
                            smiles=graph.smiles, confidence=graph.confidence)
             except Exception as exc:
-                row.update(status="error", error=_reason(exc))
+                row.update(status="error", error=_reason(exc), error_kind=_kind(exc))
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
 

@@ -87,7 +87,7 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
     fs, base = filesystem(output_uri, storage_options)
     config = {"format": "raypipe-sim", "version": 1, "seed": seed, "shard_size": shard_size,
               "parameter_sets": parameter_sets, "max_corrugation": max_corrugation,
-              "settings": asdict(settings), "molecules": len(pairs)}
+              "settings": _settings_record(settings), "molecules": len(pairs)}
     _check_run_config(fs, base, config)
 
     shards = [(f"shard-{k // shard_size:05d}", pairs[k:k + shard_size]) for k in range(0, len(pairs), shard_size)]
@@ -119,6 +119,15 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
     summary = _write_manifest(fs, base, config, [name for name, _ in shards])
     return SimulationSummary(output_uri, len(shards), len(shards) - len(todo), len(written),
                              sum(r["rows"] for r in written), summary["rejects"], seconds)
+
+
+def _settings_record(settings: SimulationSettings) -> dict:
+    """The settings as run.json stores them; fields at their "off" value are left out, so runs made
+    before such a field existed still resume."""
+    record = asdict(settings)
+    if not record["distance_jitter"]:
+        del record["distance_jitter"]
+    return record
 
 
 def _check_run_config(fs, base: str, config: dict) -> None:

@@ -20,10 +20,23 @@ import h5py
 import numpy as np
 
 from raypipe.errors import ScanError
+from raypipe.scans.limits import check_stack, regular_file
 from raypipe.scans.stack import ScanStack
 
 FORMAT = "raypipe-stacks"
 HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def split_source(source: str) -> tuple[str, str] | None:
+    """``archive.h5::scan_id`` -> (archive, scan_id); None for anything else (a folder may be named
+    ``a::b``: only a left part that is an HDF5 file name makes it an archive source)."""
+    file, sep, scan_id = str(source).partition("::")
+    while sep:
+        if file.lower().endswith(HDF5_SUFFIXES) and scan_id:
+            return file, scan_id
+        head, sep, scan_id = scan_id.partition("::")
+        file = f"{file}::{head}"
+    return None
 
 
 def write_archive(path: str | Path, stacks: Iterable[ScanStack]) -> int:
@@ -51,11 +64,13 @@ def write_archive(path: str | Path, stacks: Iterable[ScanStack]) -> int:
 
 def _open(path: Path | str, fileobj: BinaryIO | None = None) -> h5py.File:
     """Open an archive by path, or through ``fileobj`` (e.g. an fsspec S3 file; ``path`` names it)."""
+    if fileobj is None:
+        regular_file(path)
     try:
         f = h5py.File(fileobj if fileobj is not None else path, "r")
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ScanError(path, f"unreadable or truncated HDF5 file ({exc})") from exc
-    if f.attrs.get("format") != FORMAT or "stacks" not in f:
+    if f.attrs.get("format") != FORMAT or not isinstance(f.get("stacks"), h5py.Group):
         f.close()
         raise ScanError(path, f"not a raypipe archive (no format={FORMAT!r} attribute and 'stacks' group)")
     return f
@@ -69,17 +84,25 @@ def list_archive(path: str | Path, fileobj: BinaryIO | None = None) -> list[str]
 
 def read_archive_stack(path: str | Path, scan_id: str, fileobj: BinaryIO | None = None) -> ScanStack:
     """One stack of an archive, by scan id (only that dataset is read)."""
+    name = f"{path}::{scan_id}"
     with _open(path, fileobj) as f:
         if scan_id not in f["stacks"]:
             raise ScanError(path, f"no stack {scan_id!r} in the archive")
         ds = f["stacks"][scan_id]
+        if not isinstance(ds, h5py.Dataset):
+            raise ScanError(name, "not a stack: a group inside 'stacks', where each entry must be a dataset")
+        if len(ds.shape) != 3:
+            raise ScanError(name, f"a stack must be (n, H, W), the dataset is {ds.shape}")
+        check_stack(name, *ds.shape)  # the declared shape, before anything is read
         try:
-            images = ds[()]
-        except OSError as exc:
-            raise ScanError(f"{path}::{scan_id}", f"corrupt dataset ({exc})") from exc
-        heights = np.asarray(ds.attrs["heights"]) if "heights" in ds.attrs else None
-        metadata = json.loads(ds.attrs.get("metadata", "{}"))
-    metadata["source"] = f"{path}::{scan_id}"
+            images = np.asarray(ds[()], dtype=np.float32)
+            heights = np.asarray(ds.attrs["heights"], dtype=np.float64) if "heights" in ds.attrs else None
+            metadata = json.loads(ds.attrs.get("metadata", "{}"))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ScanError(name, f"corrupt dataset ({exc})") from exc
+        if not isinstance(metadata, dict):
+            raise ScanError(name, "the 'metadata' attribute is not a JSON object")
+    metadata["source"] = name
     return ScanStack(images, heights, metadata, scan_id=scan_id)
 
 

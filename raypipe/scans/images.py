@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from raypipe.errors import ScanError
+from raypipe.scans.limits import check_image, check_stack, regular_file
 from raypipe.scans.stack import ScanStack
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -29,16 +30,30 @@ _INDEX = re.compile(r"(\d+)(?!.*\d)")
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a folder by suffix (FIFOs and devices too: the readers refuse them by name)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding; checked against the limits."""
+    regular_file(path)
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ScanError(path, f"unreadable or truncated image ({exc})") from exc
+    check_image(path, width, height)
+    return width, height
 
 
 def read_image(path: Path) -> np.ndarray:
     """One image as a 2D float32 array (grey; colour converted by luminance)."""
+    image_size(path)
     try:
         with Image.open(path) as im:
             im.load()
             array = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ScanError(path, f"unreadable or truncated image ({exc})") from exc
     array = array.astype(np.float32)
     if array.ndim == 3:
@@ -96,6 +111,8 @@ def read_image_folder(folder: Path, closest: str | None = None) -> ScanStack:
     if len(files) < 2:
         raise ScanError(folder, f"an image stack needs at least 2 images, found {len(files)}")
     files, heights, rule = order_files(files, closest)
+    sizes = [image_size(f) for f in files]  # every header checked before any image is decoded
+    check_stack(folder, len(files), max(h for _, h in sizes), max(w for w, _ in sizes))
     images, adjust = crop_common([read_image(f) for f in files])
     metadata = {
         "source": str(folder), "format": "image-folder", "name": folder.name, "fov": None,

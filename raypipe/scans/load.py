@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raypipe.errors import ScanError
-from raypipe.scans.archive import HDF5_SUFFIXES, list_archive, read_archive_stack
+from raypipe.scans.archive import HDF5_SUFFIXES, list_archive, read_archive_stack, split_source
 from raypipe.scans.images import image_files, read_image_folder
 from raypipe.scans.npz import read_npz
 from raypipe.scans.quam import is_quam_folder, read_quam_folder
@@ -22,10 +22,9 @@ def load_stack(path: str | Path, *, closest: str | None = None) -> ScanStack:
     """
     if closest not in (None, "first", "last"):
         raise ValueError(f"closest must be 'first' or 'last', not {closest!r}")
-    text = str(path)
-    if "::" in text:
-        file, scan_id = text.split("::", 1)
-        return read_archive_stack(file, scan_id)
+    archive_source = split_source(str(path))
+    if archive_source:
+        return read_archive_stack(*archive_source)
     path = Path(path)
     if not path.exists():
         raise ScanError(path, "no such file or folder")

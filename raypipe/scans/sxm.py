@@ -18,9 +18,11 @@ import numpy as np
 
 from raypipe.errors import ScanError
 from raypipe.scans.images import crop_common, file_height
+from raypipe.scans.limits import check_image, check_stack, regular_file
 from raypipe.scans.stack import ScanStack
 
 _END = b":SCANIT_END:"
+_MAX_HEADER = 4 * 2**20
 
 
 def parse_header(text: str) -> dict[str, str]:
@@ -38,28 +40,36 @@ def parse_header(text: str) -> dict[str, str]:
 
 def read_sxm(path: Path) -> tuple[np.ndarray, dict[str, str]]:
     """(image (rows, cols) float32 top row first, header) of one .sxm file."""
-    raw = path.read_bytes()
-    end = raw.find(_END)
-    start = raw.find(b"\x1a\x04", end)
-    if end < 0 or start < 0:
-        raise ScanError(path, "not a Nanonis SXM file (no ':SCANIT_END:' header end)")
-    header = parse_header(raw[:end].decode("latin-1"))
-    try:
-        nx, ny = (int(v) for v in header["SCAN_PIXELS"].split())
-        rows = [r.split("\t") for r in header["DATA_INFO"].strip().splitlines()[1:]]
-    except (KeyError, ValueError) as exc:
-        raise ScanError(path, f"SXM header lacks SCAN_PIXELS or DATA_INFO ({exc})") from exc
-    frames = []  # (name, direction) in file order
-    for row in rows:
-        cells = [c.strip() for c in row if c.strip()]
-        name, direction = cells[1], cells[3]
-        frames += [(name, "forward")] + ([(name, "backward")] if direction == "both" else [])
-    data = np.frombuffer(raw, dtype=">f4", offset=start + 2)
-    if data.size < len(frames) * nx * ny:
-        raise ScanError(path, f"truncated SXM data: {data.size} values for {len(frames)} frames of {nx}x{ny}")
-    names = [n for n, _ in frames]
-    pick = next((k for k, n in enumerate(names) if "freq" in n.lower()), 0)
-    image = data[pick * nx * ny:(pick + 1) * nx * ny].reshape(ny, nx).astype(np.float32)
+    regular_file(path)
+    with open(path, "rb") as f:
+        head = f.read(_MAX_HEADER)
+        end = head.find(_END)
+        start = head.find(b"\x1a\x04", end)
+        if end < 0 or start < 0:
+            raise ScanError(path, "not a Nanonis SXM file (no ':SCANIT_END:' header end in its first 4 MB)")
+        header = parse_header(head[:end].decode("latin-1"))
+        try:
+            nx, ny = (int(v) for v in header["SCAN_PIXELS"].split())
+            rows = [r.split("\t") for r in header["DATA_INFO"].strip().splitlines()[1:]]
+        except (KeyError, ValueError) as exc:
+            raise ScanError(path, f"SXM header lacks SCAN_PIXELS or DATA_INFO ({exc})") from exc
+        check_image(path, nx, ny)  # the declared size, before the data is read
+        frames = []  # (name, direction) in file order
+        for row in rows:
+            cells = [c.strip() for c in row if c.strip()]
+            if len(cells) < 4:
+                raise ScanError(path, f"SXM DATA_INFO row {row!r} has fewer than 4 columns")
+            name, direction = cells[1], cells[3]
+            frames += [(name, "forward")] + ([(name, "backward")] if direction == "both" else [])
+        if not frames or len(frames) > 256:
+            raise ScanError(path, f"SXM DATA_INFO lists {len(frames)} frames")
+        names = [n for n, _ in frames]
+        pick = next((k for k, n in enumerate(names) if "freq" in n.lower()), 0)
+        f.seek(start + 2 + pick * nx * ny * 4)
+        data = np.frombuffer(f.read(nx * ny * 4), dtype=">f4")  # only the frame used
+    if data.size < nx * ny:
+        raise ScanError(path, f"truncated SXM data: {data.size} values for a frame of {nx}x{ny}")
+    image = data.reshape(ny, nx).astype(np.float32)
     if header.get("SCAN_DIR", "").strip() == "up":
         image = image[::-1]
     header["_channel"] = names[pick]
@@ -67,10 +77,12 @@ def read_sxm(path: Path) -> tuple[np.ndarray, dict[str, str]]:
 
 
 def read_sxm_folder(folder: Path, closest: str | None = None) -> ScanStack:
-    files = sorted(folder.glob("*.sxm"))
+    files = sorted(p for p in folder.glob("*.sxm") if not p.is_dir())
     if len(files) < 2:
         raise ScanError(folder, f"an SXM stack needs at least 2 .sxm files, found {len(files)}")
+    check_stack(folder, len(files), 1, 1)
     loaded = [read_sxm(f) for f in files]
+    check_stack(folder, len(files), max(im.shape[0] for im, _ in loaded), max(im.shape[1] for im, _ in loaded))
     heights = [file_height(f.name) for f in files]
     rule = "height in file name"
     if any(h is None for h in heights):

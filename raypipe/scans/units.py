@@ -18,11 +18,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from raypipe.scans.archive import HDF5_SUFFIXES, list_archive, read_archive_stack
+from raypipe.scans.archive import HDF5_SUFFIXES, list_archive, read_archive_stack, split_source
 from raypipe.scans.images import IMAGE_SUFFIXES
 from raypipe.scans.load import load_stack
 from raypipe.scans.stack import ScanStack
-from raypipe.storage import StorageOptions, filesystem
+from raypipe.storage import StorageOptions, filesystem, redact
 
 FOLDER_SUFFIXES = IMAGE_SUFFIXES + (".sxm",)
 NOT_SCANS = ("JMOL_IMAGES", "XYZ_FILES")
@@ -33,6 +33,7 @@ class ScanUnit:
     uri: str  # local path or s3://bucket/key of the file or folder
     kind: str  # "hdf5", "npz" or "folder"
     fingerprint: str
+    newest: float = 0.0  # modification time of its newest file (epoch s): a unit still arriving is younger
 
     @property
     def key(self) -> str:
@@ -48,7 +49,7 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
     fs, root = filesystem(uri, storage_options)
     fs.invalidate_cache()
     if not fs.exists(root):
-        raise FileNotFoundError(f"{uri}: no such file, folder or prefix")
+        raise FileNotFoundError(f"{redact(uri)}: no such file, folder or prefix")
     scheme = "s3://" if uri.startswith("s3://") else ""
     files = {root: fs.info(root)} if fs.isfile(root) else fs.find(root, detail=True)
     folders: dict[str, list[dict]] = {}
@@ -59,13 +60,26 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
         if any(p in NOT_SCANS for p in parts[:-1]) or parts[-1].startswith("."):
             ignored += 1
         elif suffix in HDF5_SUFFIXES or suffix == ".npz":
-            units.append(ScanUnit(scheme + path, "hdf5" if suffix in HDF5_SUFFIXES else "npz", _fingerprint([info])))
+            units.append(ScanUnit(scheme + path, "hdf5" if suffix in HDF5_SUFFIXES else "npz", _fingerprint([info]),
+                                  _newest([info])))
         elif suffix in FOLDER_SUFFIXES:
             folders.setdefault(posixpath.dirname(path), []).append(info)
         else:
             ignored += 1
-    units += [ScanUnit(scheme + folder, "folder", _fingerprint(infos)) for folder, infos in folders.items()]
+    units += [ScanUnit(scheme + folder, "folder", _fingerprint(infos), _newest(infos))
+              for folder, infos in folders.items()]
     return sorted(units, key=lambda u: u.uri), ignored
+
+
+def _newest(infos: list[dict]) -> float:
+    times = []
+    for info in infos:
+        value = info.get("mtime") or info.get("LastModified")
+        if hasattr(value, "timestamp"):
+            value = value.timestamp()
+        if value is not None:
+            times.append(float(value))
+    return max(times, default=0.0)
 
 
 def _fingerprint(infos: list[dict]) -> str:
@@ -87,8 +101,9 @@ def load_source(source: str, storage_options: StorageOptions = None) -> ScanStac
     """One stack from a source of :func:`unit_sources` (local or S3; from S3 only what is needed is read)."""
     if not source.startswith("s3://"):
         return load_stack(source)
-    if "::" in source:
-        file, scan_id = source.split("::", 1)
+    archive_source = split_source(source)
+    if archive_source:
+        file, scan_id = archive_source
         fs, path = filesystem(file, storage_options)
         with fs.open(path, "rb") as f:
             stack = read_archive_stack(file, scan_id, f)

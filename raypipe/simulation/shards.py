@@ -11,7 +11,7 @@ corrugation     float32, height spread of all atoms in Å
 split           string, "train" / "val" / "test" (80/10/10 by a hash of the canonical SMILES)
 amplitude       float64, oscillation amplitude in Å (peak to peak)
 stiffness       float64, CO lateral stiffness in N/m
-distance        float64, tip height of the closest image above the top atom in Å
+distance        float64, tip height of the closest image above the top atom in Å (jittered per stack)
 fov             float64, field of view in Å (square window)
 stack           fixed_shape_tensor<float16>[10, 128, 128], frequency shift in Hz, closest first
 target_png      binary, the ball-and-stick depiction (PNG, 128 x 128 RGB)
@@ -91,15 +91,25 @@ def build_shard(molecules: list[tuple[str, str]], spec: ParameterSpec, seed: int
         atoms = [{"element": e, "x": x, "y": y, "z": z, "charge": q}
                  for e, (x, y, z), q in zip(molecule.elements, molecule.positions.tolist(), molecule.charges.tolist())]
         bonds = [{"i": i, "j": j, "order": o} for i, j, o in molecule.bonds]
-        for stack in simulator.simulate(molecule, parameter_sets(spec, molecule_id, seed)):
+        sets = parameter_sets(spec, molecule_id, seed)
+        for stack in simulator.simulate(molecule, sets, distance_offsets(molecule_id, seed, len(sets), simulator)):
             rows.append({
                 "molecule_id": molecule_id, "smiles": molecule.smiles, "formula": molecule.formula,
                 "corrugation": molecule.corrugation, "split": split_of(molecule.smiles),
                 "amplitude": stack.metadata["amplitude"], "stiffness": stack.metadata["stiffness"],
-                "distance": simulator.settings.distance, "fov": simulator.settings.window.fov,
+                "distance": stack.metadata["distance"], "fov": simulator.settings.window.fov,
                 "stack": stack.images.astype(np.float16), "target_png": target, "atoms": atoms, "bonds": bonds,
             })
     return rows_to_table(rows, simulator), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+
+
+def distance_offsets(molecule_id: str, seed: int, n: int, simulator: Simulator) -> list[int]:
+    """Per-stack closest-height offsets (in ``Z_STEP`` steps), deterministic in seed and molecule id."""
+    steps = simulator.settings.jitter_steps
+    if steps == 0:
+        return [0] * n
+    digest = hashlib.sha256(f"{seed}:{molecule_id}:distance".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little")).integers(-steps, steps + 1, n).tolist()
 
 
 def rows_to_table(rows: list[dict], simulator: Simulator) -> pa.Table:

@@ -1,0 +1,372 @@
+"""The labels table: nothing lost, nothing duplicated, no poison file stalls the night (issue 16).
+
+Each test reproduces one fault an operator meets: overlapping runs, a kill followed by new arrivals,
+half-copied input, poison files, secrets in URIs, a bad run date; and the PostgreSQL catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import save_grey, synthetic_stack
+from raypipe.errors import ScanError
+from raypipe.model.config import ModelConfig
+from raypipe.model.inference import save_model
+from raypipe.model.networks import define_G
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> str:
+    config = ModelConfig.preset("small")
+    path = tmp_path_factory.mktemp("model") / "untrained.safetensors"
+    return str(save_model(define_G(config), config, path, name="untrained"))
+
+
+def image_folder(folder: Path, n: int = 10, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(synthetic_stack(n, 48, seed)):
+        save_grey(folder / f"img_{k}.png", image)
+    return folder
+
+
+def rows_of(out: Path, catalog: str | None = None) -> list[dict]:
+    from raypipe.pipelines.table import read_labels
+
+    return read_labels(str(out), catalog=catalog, columns=["unit", "scan_id", "source", "status", "error",
+                                                          "error_kind", "n_images", "run_id"]).to_pylist()
+
+
+def once_each(rows: list[dict]) -> bool:
+    counts = Counter((r["unit"], r["source"]) for r in rows)
+    return all(c == 1 for c in counts.values())
+
+
+# --- poison files: every reader checks before it allocates ------------------------------------------
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that declares width x height and holds a tiny (truncated) image stream."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+                     + chunk(b"IEND", b""))
+
+
+def test_poison_files_are_refused_before_reading(tmp_path):
+    from raypipe import load_stack
+    from raypipe.scans.archive import FORMAT
+
+    bomb = tmp_path / "bomb.h5"  # 7 KB on disk, declares 16 GB
+    with h5py.File(bomb, "w") as f:
+        f.attrs["format"], f.attrs["version"] = FORMAT, 1
+        f.create_group("stacks").create_dataset("huge", shape=(10, 20000, 20000), dtype="f4", chunks=(1, 100, 100))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ScanError, match=r"bomb.h5::huge: declares 20000 x 20000 pixels, over the limit"):
+        load_stack(bomb)
+
+    grouped = tmp_path / "grouped.h5"
+    with h5py.File(grouped, "w") as f:
+        f.attrs["format"], f.attrs["version"] = FORMAT, 1
+        f.create_group("stacks").create_group("sub")
+    with pytest.raises(ScanError, match="grouped.h5::sub: not a stack: a group"):
+        load_stack(grouped)
+
+    big = image_folder(tmp_path / "big_png", 3)
+    _png_header_only(big / "img_1.png", 13000, 13000)
+    with pytest.raises(ScanError, match=r"img_1.png: declares 13000 x 13000 pixels"):
+        load_stack(big)
+
+    fifo_folder = image_folder(tmp_path / "fifo", 3)
+    os.mkfifo(fifo_folder / "img_9.png")
+    with pytest.raises(ScanError, match=r"img_9.png: not a regular file \(a FIFO\)"):
+        load_stack(fifo_folder)
+
+    sxm = tmp_path / "sxm"
+    sxm.mkdir()
+    (sxm / "a_-100pm.sxm").symlink_to("/dev/zero")
+    (sxm / "b_-200pm.sxm").symlink_to("/dev/zero")
+    with pytest.raises(ScanError, match=r"a_-100pm.sxm: not a regular file \(a device, through a symlink\)"):
+        load_stack(sxm)
+
+    negative = tmp_path / "neg"
+    negative.mkdir()
+    for name in ("a_-100pm.sxm", "b_-200pm.sxm"):
+        header = (":SCAN_PIXELS:\n-5 -5\n:DATA_INFO:\n\tChannel\tName\tUnit\tDirection\n"
+                  "\t1\tFrequency_Shift\tHz\tboth\n:SCANIT_END:\n")
+        (negative / name).write_bytes(header.encode() + b"\x1a\x04" + b"\0" * 64)
+    with pytest.raises(ScanError, match=r"a_-100pm.sxm: declares an empty or negative image size"):
+        load_stack(negative)
+
+    npz = tmp_path / "huge.npz"  # a header declaring a huge array, no data
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1, 1), np.float32))
+    header["shape"] = (30000, 30000, 10)
+    import io
+    import zipfile
+    raw = io.BytesIO()
+    np.lib.format.write_array_header_1_0(raw, header)
+    with zipfile.ZipFile(npz, "w") as z:
+        z.writestr("data.npy", raw.getvalue())
+    with pytest.raises(ScanError, match=r"huge.npz: declares 30000 x 30000 pixels, over the limit"):
+        load_stack(npz)
+
+
+def test_pillow_bomb_error_is_a_scan_error(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from raypipe import load_stack
+
+    folder = image_folder(tmp_path / "f", 3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own bomb check fires first
+    with pytest.raises(ScanError, match="img_0.png: unreadable"):
+        load_stack(folder)
+
+
+def test_folder_named_like_an_archive_source_is_read(tmp_path):
+    from raypipe import load_stack
+
+    folder = image_folder(tmp_path / "a::b", 4)
+    assert load_stack(folder).n == 4
+
+
+def test_poisoned_night_labels_the_good_scans(ray_cluster, tmp_path, model_file):
+    from raypipe.pipelines.label import label_archive
+    from raypipe.scans.archive import FORMAT
+
+    src = tmp_path / "src"
+    image_folder(src / "good1")
+    image_folder(src / "good2", seed=1)
+    image_folder(src / "a::b", seed=2)
+    with h5py.File(src / "bomb.h5", "w") as f:
+        f.attrs["format"], f.attrs["version"] = FORMAT, 1
+        f.create_group("stacks").create_dataset("huge", shape=(10, 20000, 20000), dtype="f4", chunks=(1, 100, 100))
+    big = image_folder(src / "big", 3, seed=3)
+    _png_header_only(big / "img_2.png", 13000, 13000)
+    fifo = image_folder(src / "fifo", 3, seed=4)
+    os.mkfifo(fifo / "img_7.png")
+    (src / "zero").mkdir()
+    (src / "zero" / "x_-100pm.sxm").symlink_to("/dev/zero")
+    (src / "zero" / "y_-200pm.sxm").symlink_to("/dev/zero")
+    start = time.time()
+    summary = label_archive(str(src), str(tmp_path / "out"), model=model_file, settle=0)
+    assert time.time() - start < 240
+    rows = rows_of(tmp_path / "out")
+    by_unit = {Path(r["unit"]).name: r for r in rows}
+    assert {k for k, r in by_unit.items() if r["status"] == "ok"} == {"good1", "good2", "a::b"}
+    for name, needle in (("bomb.h5", "declares a stack"), ("big", "13000 x 13000"), ("fifo", "FIFO"),
+                         ("zero", "device")):
+        assert needle in by_unit[name]["error"] and by_unit[name]["error_kind"] == "permanent", by_unit[name]
+    assert (summary.ok, summary.errors) == (3, 4)
+
+
+# --- the table under faults ----------------------------------------------------------------------
+def test_half_copied_folder_is_superseded_and_arrivals_wait(ray_cluster, tmp_path, model_file):
+    from raypipe.pipelines.label import label_archive
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    image_folder(src / "done")
+    partial = src / "partial"
+    partial.mkdir()
+    full = image_folder(tmp_path / "full", 10, seed=5)
+    for k in range(5):
+        shutil.copy(full / f"img_{k}.png", partial)
+    first = label_archive(str(src), str(out), model=model_file, settle=0)
+    assert first.units_new == 2
+    assert {Path(r["unit"]).name: r["n_images"] for r in rows_of(out)} == {"done": 10, "partial": 5}
+
+    for k in range(5, 10):  # the copy completes; the next night replaces the unit's rows
+        shutil.copy(full / f"img_{k}.png", partial)
+    second = label_archive(str(src), str(out), model=model_file, settle=0)
+    assert (second.units_new, second.units_replaced, second.units_unchanged) == (0, 1, 1)
+    rows = rows_of(out)
+    assert {Path(r["unit"]).name: r["n_images"] for r in rows} == {"done": 10, "partial": 10}
+    assert once_each(rows) and len(rows) == 2
+
+    image_folder(src / "arriving", seed=6)  # files younger than --settle wait for the next run
+    third = label_archive(str(src), str(out), model=model_file, settle=3600)
+    assert (third.units_arriving, third.units_new) == (1, 0) and third.arriving[0].endswith("arriving")
+    assert len(rows_of(out)) == 2
+
+
+def test_transient_failures_are_retried_and_replaced(ray_cluster, tmp_path, model_file):
+    from raypipe.pipelines.label import label_archive
+    from raypipe.scans.limits import ReadLimits
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    image_folder(src / "one")
+    image_folder(src / "two", seed=1)
+    # a time limit too short for any read: every unit fails for a reason that may pass
+    first = label_archive(str(src), str(out), model=model_file, settle=0, limits=ReadLimits(read_seconds=1e-6))
+    rows = rows_of(out)
+    assert first.errors == 2 and {r["error_kind"] for r in rows} == {"transient"}
+    assert all("longer than" in r["error"] for r in rows)
+    second = label_archive(str(src), str(out), model=model_file, settle=0)
+    assert second.units_replaced == 2
+    rows = rows_of(out)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and once_each(rows)
+    # --relabel all replaces every unit; rows stay one per stack
+    third = label_archive(str(src), str(out), model=model_file, settle=0, relabel="all")
+    assert third.units_replaced == 2 and len(rows_of(out)) == 2
+    assert {r["run_id"] for r in rows_of(out)} == {third.run_id}
+
+
+def _job(src: Path, out: Path, model: str, run_date: str = "2026-11-24", extra: str = "") -> subprocess.Popen:
+    code = ("import ray, json; ray.init(address='auto', log_to_driver=False); "
+            "from raypipe.pipelines.label import label_archive; "
+            f"s = label_archive({str(src)!r}, {str(out)!r}, model={model!r}, run_date={run_date!r}, settle=0{extra}); "
+            "print('SUMMARY', json.dumps(s.as_dict()))")
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, cwd=ROOT)
+
+
+def test_two_jobs_at_once_label_every_stack_once(ray_cluster, tmp_path, model_file):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for k in range(6):
+        image_folder(src / f"scan{k}", seed=k)
+    jobs = [_job(src, out, model_file), _job(src, out, model_file)]
+    outputs = [j.communicate(timeout=400)[0] for j in jobs]
+    assert [j.returncode for j in jobs] == [0, 0], outputs
+    summaries = [json.loads(o.split("SUMMARY ", 1)[1]) for o in outputs]
+    assert sorted(s["units_new"] for s in summaries) == [0, 6]  # the second waited, then found nothing new
+    rows = rows_of(out)
+    assert len(rows) == 6 and once_each(rows)
+
+
+def test_kill_after_commit_then_new_arrival(ray_cluster, tmp_path, model_file):
+    """Killed the moment its rows became visible, then a new folder arrives: every stack once."""
+    import signal
+
+    from raypipe.pipelines.label import label_archive
+    from raypipe.pipelines.table import TableSettings, open_table
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    for k in range(4):
+        image_folder(src / f"scan{k}", seed=k)
+    job = _job(src, out, model_file)
+    settings = TableSettings(str(out))
+    deadline = time.time() + 300
+    while time.time() < deadline and job.poll() is None:
+        try:
+            if open_table(settings).current_snapshot() is not None:
+                break
+        except Exception:  # noqa: BLE001 - the table may not exist yet
+            pass
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate()
+    image_folder(src / "late", seed=9)
+    label_archive(str(src), str(out), model=model_file, settle=0, lease_wait=300)
+    rows = rows_of(out)
+    assert len(rows) == 5 and once_each(rows)
+
+
+def test_writer_lease(tmp_path):
+    from raypipe.pipelines.table import LeaseBusy, LeaseLost, WriterLease
+
+    url = f"sqlite:///{tmp_path}/lease.db"
+    first = WriterLease(url, "t", ttl=60).acquire(0)
+    second = WriterLease(url, "t", ttl=60)
+    with pytest.raises(LeaseBusy, match="another raypipe job is writing t"):
+        second.acquire(0.5)
+    first.release()
+    second.acquire(0)
+    # a lease whose holder died on this host is taken over at once
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import sqlalchemy as sa
+    with second.engine.begin() as conn:
+        conn.execute(sa.update(second.rows).values(pid=int(dead.stdout), holder="dead-holder"))
+    with pytest.raises(LeaseLost):
+        second.renew()
+    third = WriterLease(url, "t", ttl=60).acquire(0)
+    third.release()
+    second.release()
+
+
+# --- the command line -------------------------------------------------------------------------------
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "raypipe.cli", *args], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def test_cli_refuses_a_bad_run_date_and_hides_uri_credentials(tmp_path):
+    bad = _cli("label", str(tmp_path), "--out", str(tmp_path / "out"), "--run-date", "../../../x")
+    assert bad.returncode == 1 and "is not a date" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    secret = _cli("label", "s3://AKIAEXAMPLEKEY:TopSecretValue99@nobucket/scans", "--out", str(tmp_path / "o2"),
+                  "--s3-endpoint", "http://127.0.0.1:9")
+    assert secret.returncode == 1
+    text = secret.stdout + secret.stderr
+    assert "TopSecretValue99" not in text and "AKIAEXAMPLEKEY" not in text and "Traceback" not in text
+
+
+# --- a real PostgreSQL catalog ------------------------------------------------------------------------
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's postgresql, installed by .ci/run)."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb) on this machine: apt-get install postgresql")
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
+            pytest.skip("running as root without a 'postgres' user to run the server as")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    data = Path(f"/tmp/raypipe-pg-{os.getpid()}")
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir()
+    if run_as:
+        shutil.chown(data, "postgres")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "raypipe"],
+                   check=True, capture_output=True)
+    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data / "db"), "-w", "-l", str(data / "log"), "-o",
+                             f"-p {port} -c listen_addresses=127.0.0.1 -k {data}", "start"], check=True,
+                   capture_output=True)
+    subprocess.run(run_as + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "raypipe", "labels"],
+                   check=True, capture_output=True)
+    yield f"postgresql+psycopg2://raypipe@127.0.0.1:{port}/labels"
+    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+                   capture_output=True)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def test_postgres_catalog(ray_cluster, postgres, tmp_path, model_file):
+    from raypipe.pipelines.label import label_archive
+    from raypipe.pipelines.table import export_labels, read_labels
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    image_folder(src / "one")
+    first = label_archive(str(src), str(out), model=model_file, settle=0, catalog=postgres)
+    assert first.ok == 1 and not (out / "catalog.db").exists()
+    image_folder(src / "two", seed=1)
+    second = label_archive(str(src), str(out), model=model_file, settle=0, catalog=postgres)
+    assert (second.units_new, second.units_unchanged) == (1, 1)
+    assert read_labels(str(out), catalog=postgres).num_rows == 2
+    assert read_labels(str(out), catalog=postgres, as_of=first.snapshot_id).num_rows == 1
+    assert export_labels(str(out), str(tmp_path / "all.parquet"), catalog=postgres) == 2
+    import pyarrow.parquet as pq
+    assert pq.read_table(tmp_path / "all.parquet").num_rows == 2
