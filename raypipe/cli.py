@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-workers", type=int, default=None, help="override the config's num_workers")
     train.add_argument("--storage-path", default=None, help="override the config's storage_path")
     train.add_argument("--data-uri", default=None, help="override the config's data_uri")
+    train.add_argument("--init-from", default=None, help="start from this model file's weights (continue a model)")
+    train.add_argument("--local", action="store_true",
+                       help="the plain torch loop in this process (CPU or one GPU, no Ray): long runs on small "
+                            "machines, or a lent GPU machine")
     train.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
 
     evaluate = commands.add_parser("evaluate", help="score a model on a split of simulated shards")
@@ -167,13 +171,20 @@ def _run(args) -> int:
         if args.export_h5:
             print(f"exported {export_archive(args.out, args.export_h5)} stacks to {args.export_h5}")
     elif args.command == "train":
-        import ray
-
-        from raypipe.pipelines.train import TrainConfig, train
+        from raypipe.model.run import TrainConfig
 
         cfg = TrainConfig.from_file(args.config, run_name=args.run_name, steps=args.steps,
                                     num_workers=args.num_workers, storage_path=args.storage_path,
-                                    data_uri=args.data_uri)
+                                    data_uri=args.data_uri, init_from=args.init_from)
+        if args.local:
+            from raypipe.model.loop import train_local
+
+            print(json.dumps(train_local(cfg), indent=2, default=str))
+            return 0
+        import ray
+
+        from raypipe.pipelines.train import train
+
         ray.init(address=args.address, ignore_reinit_error=True)
         result = train(cfg)
         print(json.dumps({"run": cfg.run_name, "metrics": result.metrics, "error": str(result.error or "")},

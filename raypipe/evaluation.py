@@ -46,6 +46,34 @@ def score_rows(depictions: np.ndarray, rows: list[dict]) -> dict:
     return result
 
 
+def pixel_error(depictions: np.ndarray, rows: list[dict]) -> float:
+    """Fraction of the molecule's pixels (true or predicted foreground) whose colour is wrong."""
+    wrong = fg = 0
+    for depiction, row in zip(depictions, rows):
+        truth = decode_png(row["target_png"])
+        mask = truth.any(axis=-1) | depiction.any(axis=-1)
+        fg += int(mask.sum())
+        wrong += int((np.abs(depiction.astype(int) - truth.astype(int)).sum(axis=-1)[mask] > 60).sum())
+    return wrong / fg if fg else 0.0
+
+
+def validate(generator, config, rows: list[dict]) -> dict:
+    """Validation of a generator being trained, through the model's own predict path: ``val_total``,
+    ``val_structure``, ``val_composition``, ``val_precision``, ``val_recall`` and ``val_loss`` (the
+    fraction of molecule pixels coloured wrong, :func:`pixel_error`)."""
+    model = Model.from_generator(generator, config)
+    was_training = model.generator.training
+    model.generator.eval()
+    try:
+        depictions = predict_rows(model, rows)
+    finally:
+        model.generator.train(was_training)
+    result = score_rows(depictions, rows)
+    return {"val_total": result["total"], "val_structure": result["structure"],
+            "val_composition": result["composition"], "val_precision": result["precision"],
+            "val_recall": result["recall"], "val_loss": pixel_error(depictions, rows)}
+
+
 def gallery(rows: list[dict], depictions: np.ndarray, path: str | Path, n: int = 12) -> Path:
     """A PNG sheet: per row, the closest and farthest slices, the prediction and the truth."""
     tiles = []

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from raypipe.cli import main
 from raypipe.model.inference import SHIPPED_MODEL, load_model
+from raypipe.pipelines.table import read_labels
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -27,13 +26,15 @@ def test_label_command_on_the_bundled_scans(ray_cluster, tmp_path, capsys):
     scans = tmp_path / "scans"
     shutil.copytree(EXAMPLES / "scans", scans)
     out = tmp_path / "labels"
-    assert main(["label", str(scans), "--out", str(out), "--run-date", "2026-11-24"]) == 0
+    assert main(["label", str(scans), "--out", str(out), "--run-date", "2026-11-24", "--settle", "0"]) == 0
     printed = capsys.readouterr().out
     assert '"ok": 16' in printed and '"errors": 0' in printed
-    rows = pq.read_table(next((out / "run_date=2026-11-24").glob("*.parquet"))).num_rows
-    assert rows > 0
-    page = (out / "gallery.html").read_text()
-    assert page.count("class='card'") == 16 and "raypipe-small@" in page
+    rows = read_labels(str(out), columns=["run_date", "status", "model"]).to_pylist()
+    assert len(rows) == 16 and {r["run_date"] for r in rows} == {"2026-11-24"}
+    page = (tmp_path / "labels-gallery.html").read_text()  # beside the table's folder, not inside it
+    assert page.count("class='card'") == 16 and rows[0]["model"].split("@")[0] in page
+    assert main(["label", str(scans), "--out", str(out), "--settle", "0"]) == 0  # nothing new: nothing added
+    assert '"units_new": 0' in capsys.readouterr().out and read_labels(str(out)).num_rows == 16
 
 
 def test_evaluate_command(tmp_path, capsys):

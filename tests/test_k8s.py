@@ -175,3 +175,20 @@ def test_image_matches_the_project_pins():
         version = spec.get("rayVersion") or spec.get("rayClusterSpec", {}).get("rayVersion")
         if version:
             assert version == ray_pin
+
+
+def test_labelling_pods_reach_the_catalog():
+    """An s3:// labels table needs a catalog every pod reaches: the Secret's URL names the Postgres Service."""
+    docs = manifests()
+    cluster = next(d for _, d in docs if d["kind"] == "RayCluster")
+    groups = [cluster["spec"]["headGroupSpec"]] + cluster["spec"]["workerGroupSpecs"]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["RAYPIPE_CATALOG"]["valueFrom"]["secretKeyRef"] == {"name": "raypipe-catalog",
+                                                                          "key": "RAYPIPE_CATALOG"}
+    service = next(d for _, d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "raypipe-catalog")
+    statefulset = next(d for _, d in docs if d["kind"] == "StatefulSet")
+    assert service["spec"]["selector"] == statefulset["spec"]["template"]["metadata"]["labels"]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert "postgres.yaml" in kustomization["resources"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from raypipe.model.config import ModelConfig
 from raypipe.model.inference import load_model, save_model
 from raypipe.model.networks import count_parameters, define_D, define_G, flops_per_sample
 from raypipe.model.pix2pix import Pix2Pix
+
+SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim-sample"
 
 TINY = ModelConfig(size=64, ngf=8, ndf=8, conv3d_channels=4, lr=2e-3)
 
@@ -125,3 +128,169 @@ def test_foreground_weighted_l1_counts_molecule_pixels_more():
     assert torch.isclose(plain, torch.tensor(2.0 / 16 * 3 / 3))
     assert weighted > 4 * plain
     assert torch.isclose(Pix2Pix(replace(TINY, l1_foreground_weight=10.0)).l1(target, target), torch.tensor(0.0))
+
+
+# --- the palette head, config fields, augmentation for experiments, the plain loop -----------------------
+PALETTE_TINY = ModelConfig(size=64, ngf=8, ndf=8, conv3d_channels=4, lr=2e-3, head="palette", input_dropout=0.0)
+
+
+def _sample_depictions(n: int = 4) -> torch.Tensor:
+    """(n, 3, 64, 64) real depictions in [-1, 1] (the bundled sample's targets, cropped to 64 px)."""
+    from raypipe.model.data import decode_targets, list_shards, read_shard
+    from raypipe.storage import filesystem
+
+    fs, _ = filesystem(str(SAMPLE))
+    rows = read_shard(fs, list_shards(str(SAMPLE))[0], None, ["target_png"])
+    return torch.as_tensor(decode_targets(rows["target_png"][:n]))[:, :, 32:96, 32:96]
+
+
+def test_palette_head_is_crisp_and_decodes_depictions_exactly():
+    from raypipe.chem.elements import palette
+    from raypipe.model.heads import classes_of
+
+    target = _sample_depictions()
+    classes = classes_of(target)
+    assert set(classes.unique().tolist()) >= {0, 1, 2}  # background, H and C present
+    rebuilt = palette()[classes.numpy()].astype(np.uint8)
+    original = ((target + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(rebuilt, original)
+
+    G = define_G(PALETTE_TINY).eval()
+    with torch.no_grad():
+        out = G(torch.randn(2, 10, 64, 64))
+    assert out.shape == (2, 11, 64, 64)
+    picture = G.head.depiction(out)
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert colours <= {tuple(int(v) for v in c) for c in palette()}  # only palette colours: always crisp
+    margin = G.head.margin(out)
+    assert margin.shape == (2, 64, 64) and float(margin.min()) >= 0 and float(margin.max()) <= 1
+
+
+def test_palette_training_step_learns_a_fixed_batch():
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    target = _sample_depictions()
+    stack = torch.randn(4, 10, 64, 64)
+    for config in (PALETTE_TINY, replace(PALETTE_TINY, lambda_adv=0.0, lambda_dice=1.0, focal_gamma=2.0)):
+        model = Pix2Pix(config)
+        first = model.train_step(stack, target)
+        assert ("loss_D" in first) == (config.lambda_adv > 0) and ("loss_G_dice" in first) == bool(config.lambda_dice)
+        for _ in range(40):
+            last = model.train_step(stack, target)
+        assert last["loss_G_CE"] < 0.5 * first["loss_G_CE"]
+
+
+def test_both_heads_save_load_and_predict(tmp_path):
+    for config in (TINY, PALETTE_TINY):
+        G = define_G(config).eval()
+        model = load_model(save_model(G, config, tmp_path / f"{config.head}.safetensors", name=config.head),
+                           device="cpu")
+        assert model.config.head == config.head and model.input_shape == (10, 64, 64)
+        depictions, margin = model.predict(np.zeros((1, 10, 64, 64), np.float32), with_margin=True)
+        assert depictions.shape == (1, 64, 64, 3) and depictions.dtype == np.uint8 and margin.shape == (1, 64, 64)
+
+
+def test_model_files_that_do_not_fit_are_refused_clearly(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(define_G(TINY), TINY, tmp_path / "m.safetensors", name="m")
+    state = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        header = dict(f.metadata())
+    wrong = dict(header, config=json.dumps({**json.loads(header["config"]), "ngf": 16}))
+    save_file(state, str(tmp_path / "edited.safetensors"), metadata=wrong)
+    with pytest.raises(ValueError, match="do not match the model's own config"):
+        load_model(tmp_path / "edited.safetensors")
+    save_file(state, str(tmp_path / "future.safetensors"), metadata=dict(header, format_version="99"))
+    with pytest.raises(ValueError, match="newer than this raypipe reads"):
+        load_model(tmp_path / "future.safetensors")
+    # a file of the first format (no version, no head in its config) is read as the RGB head
+    old = {k: v for k, v in header.items() if k != "format_version"}
+    old["config"] = json.dumps({k: v for k, v in json.loads(header["config"]).items()
+                                if k not in ("head", "fov", "lambda_adv", "lambda_ce")})
+    save_file(state, str(tmp_path / "v1.safetensors"), metadata=old)
+    assert load_model(tmp_path / "v1.safetensors").config.head == "rgb"
+
+
+def test_config_fields_schedule_and_checks():
+    from dataclasses import replace
+
+    cosine = replace(TINY, lr=1e-3, lr_schedule="cosine", lr_warmup=10, lr_min_ratio=0.1)
+    assert cosine.learning_rate(0, 110) == pytest.approx(1e-4)  # warm-up from lr / 10
+    assert cosine.learning_rate(10, 110) == pytest.approx(1e-3)
+    assert cosine.learning_rate(110, 110) == pytest.approx(1e-4)
+    linear = replace(TINY, lr=1e-3, lr_schedule="linear", lr_min_ratio=0.0)
+    assert linear.learning_rate(40, 100) == pytest.approx(1e-3) and linear.learning_rate(75, 100) == pytest.approx(5e-4)
+    assert TINY.learning_rate(99, 100) == TINY.lr
+    with pytest.raises(ValueError, match="unknown head"):
+        replace(TINY, head="mask")
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        replace(TINY, lr_schedule="step")
+    assert ModelConfig.preset("small-palette").head == "palette" and TINY.window.pixel == pytest.approx(18 / 64)
+
+
+def test_median_filter_matches_preprocessing():
+    from scipy import ndimage
+
+    from raypipe.model.augment import finish, median_filter
+    from raypipe.scans.preprocess import normalise
+
+    x = torch.randn(2, 10, 32, 32)
+    assert torch.equal(median_filter(x), torch.as_tensor(ndimage.median_filter(x.numpy(), size=(1, 1, 3, 3))))
+    assert np.allclose(finish(x)[0].numpy(), normalise(x[0].numpy()), atol=1e-5)  # training == inference
+
+
+def test_experimental_augmentation_keeps_alignment_and_colours():
+    from raypipe.model.augment import few_slices
+    from raypipe.model.heads import classes_of
+
+    # fewer images: both ends kept, the rest linear in between
+    ramp = torch.arange(10, dtype=torch.float32).view(1, 10, 1, 1).expand(1, 10, 4, 4)
+    rebuilt = few_slices(ramp, torch.tensor([4]))
+    assert torch.allclose(rebuilt[0, :, 0, 0], torch.linspace(0, 9, 10), atol=1e-5)
+    steps = few_slices(torch.arange(10.0).pow(2).view(1, 10, 1, 1), torch.tensor([3]))[0, :, 0, 0]
+    assert steps[0] == 0 and steps[-1] == 81 and not torch.allclose(steps, torch.arange(10.0).pow(2))
+
+    target = _sample_depictions()
+    stack = (target[:, 1:2] > 0).float().repeat(1, 10, 1, 1)  # the molecule's white H balls as a stack
+    cfg = AugmentConfig.experimental()
+    s, t = augment(stack, target, cfg, torch.Generator().manual_seed(0))
+    assert set(classes_of(t).unique().tolist()) <= set(range(11))
+    assert torch.allclose(t, torch.as_tensor(np.round((t.numpy() + 1) * 127.5) / 127.5 - 1), atol=1e-5)
+    assert s.shape == stack.shape and abs(float(s.mean())) < 1e-4  # finished: z-scored per stack
+    with pytest.raises(ValueError, match="unknown augment keys"):
+        AugmentConfig.from_dict({"noice": 0.1})
+    assert AugmentConfig.from_dict({"preset": "experimental", "noise": 0.0}).few_slices_p == cfg.few_slices_p
+
+
+def test_plain_loop_checkpoints_resumes_and_inits_from(tmp_path):
+    import json
+
+    from raypipe.model.loop import train_local
+    from raypipe.model.run import TrainConfig
+
+    cfg = TrainConfig(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="loop", model="small-palette",
+                      augment={"preset": "experimental"}, batch_size=2, steps=4, checkpoint_every=2, val_every=2,
+                      val_samples=3, log_every=1)
+    result = train_local(cfg, progress=lambda *_: None)
+    run = tmp_path / "loop"
+    assert result["step"] == 4 and (run / "checkpoints" / "LATEST").read_text() == "step-0000004"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["LATEST", "step-0000004"]  # older removed
+    model = load_model(run / "model.safetensors", device="cpu")
+    assert model.config.head == "palette" and model.notes["step"] in (2, 4)
+    cfg.steps = 6
+    train_local(cfg, progress=lambda *_: None)
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 4, "event": "resumed from checkpoint at step 4"} in log and log[-1]["step"] == 6
+
+    fresh = TrainConfig(**{**cfg.__dict__, "run_name": "continued", "init_from": str(run / "model.safetensors"),
+                           "steps": 1, "val_every": 1, "checkpoint_every": 1})
+    train_local(fresh, progress=lambda *_: None)
+    first = json.loads((tmp_path / "continued" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["event"].startswith("initialised from")
+    with pytest.raises(ValueError, match="differs from this run's"):
+        TrainConfig(**{**fresh.__dict__, "model": "small"}).validate()

@@ -1,8 +1,10 @@
 """Model files and inference: safetensors weights with the JSON config in the file's header; no pickle.
 
 A model file holds the generator's weights (fp16 or fp32) and, in the safetensors metadata,
-``config`` (the :class:`ModelConfig` as JSON), ``name`` and training notes. ``load_model()`` with no
-path loads the model shipped inside the package (``raypipe/models/``).
+``format`` = ``raypipe-model``, ``format_version`` (2: the config carries the grid and the head; files
+without it are version 1, read as the RGB head on the 18 Å / 128 px window), ``config`` (the
+:class:`ModelConfig` as JSON), ``name`` and training notes. ``load_model()`` with no path loads the
+model shipped inside the package (``raypipe/models/``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from raypipe.model.config import ModelConfig
+from raypipe.model.heads import to_uint8  # noqa: F401 - re-exported (older callers import it from here)
 from raypipe.model.networks import Generator, define_G
+
+FORMAT_VERSION = 2
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "raypipe-small.safetensors"
 
@@ -30,8 +35,8 @@ def save_model(generator: torch.nn.Module, config: ModelConfig, path: str | Path
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
              for k, v in getattr(generator, "module", generator).state_dict().items()}
-    metadata = {"format": "raypipe-model", "config": json.dumps(config.to_dict()), "name": name,
-                "notes": json.dumps(notes or {})}
+    metadata = {"format": "raypipe-model", "format_version": str(FORMAT_VERSION),
+                "config": json.dumps(config.to_dict()), "name": name, "notes": json.dumps(notes or {})}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata=metadata)
     tmp.replace(path)
@@ -54,20 +59,31 @@ class Model:
         """``name@hash12``: what the output rows record."""
         return f"{self.name}@{self.sha256[:12]}"
 
+    @classmethod
+    def from_generator(cls, generator: torch.nn.Module, config: ModelConfig, name: str = "training") -> "Model":
+        """A generator being trained, used through the same predict path as a loaded model."""
+        bare = getattr(generator, "module", generator)
+        device = next(bare.parameters()).device
+        return cls(bare, config, name, "0" * 64, {}, device)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(n_slices, S, S): what :func:`raypipe.preprocess` must produce for this model."""
+        return (self.config.n_slices, self.config.size, self.config.size)
+
     @torch.no_grad()
-    def predict(self, stacks: np.ndarray | torch.Tensor) -> np.ndarray:
-        """(B, n_slices, S, S) preprocessed stacks -> (B, S, S, 3) uint8 depictions."""
+    def predict(self, stacks: np.ndarray | torch.Tensor, *, with_margin: bool = False):
+        """(B, n_slices, S, S) preprocessed stacks -> (B, S, S, 3) uint8 depictions; with ``with_margin``
+        also (B, S, S) float32 per-pixel certainty in [0, 1] (the head's margin)."""
         x = torch.as_tensor(stacks, dtype=torch.float32, device=self.device)
-        if x.ndim != 4 or tuple(x.shape[1:]) != (self.config.n_slices, self.config.size, self.config.size):
-            raise ValueError(f"expected stacks of shape (B, {self.config.n_slices}, {self.config.size}, "
-                             f"{self.config.size}), got {tuple(x.shape)}")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected stacks of shape (B, {', '.join(map(str, self.input_shape))}), "
+                             f"got {tuple(x.shape)}")
         y = self.generator(x)
-        return to_uint8(y)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        depictions = self.generator.head.depiction(y)
+        if with_margin:
+            return depictions, self.generator.head.margin(y).float().cpu().numpy()
+        return depictions
 
 
 def model_tag(path: str | Path | None = None) -> str:
@@ -75,6 +91,12 @@ def model_tag(path: str | Path | None = None) -> str:
     path = Path(path) if path is not None else SHIPPED_MODEL
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
+    metadata = read_header(path)
+    return f"{metadata.get('name', path.stem)}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+def read_header(path: str | Path) -> dict:
+    """A model file's safetensors header (metadata), checked: a raypipe model of a known format version."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -82,23 +104,39 @@ def model_tag(path: str | Path | None = None) -> str:
         raise ValueError(f"{path}: not a safetensors model file ({exc})") from exc
     if metadata.get("format") != "raypipe-model":
         raise ValueError(f"{path}: not a raypipe model file (no format=raypipe-model in its header)")
-    return f"{metadata.get('name', path.stem)}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    version = int(metadata.get("format_version", "1"))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: model format version {version} is newer than this raypipe reads "
+                         f"({FORMAT_VERSION}); upgrade raypipe")
+    return metadata
+
+
+def model_config(path: str | Path | None = None) -> ModelConfig:
+    """A model file's config (its grid: ``n_slices``, ``size``, ``fov``; its head) without loading weights."""
+    path = Path(path) if path is not None else SHIPPED_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    return ModelConfig.from_dict(json.loads(read_header(path)["config"]))
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device | None = None) -> Model:
-    """Load a model file (default: the shipped model) onto ``device`` (default: CUDA when present)."""
+    """Load a model file (default: the shipped model) onto ``device`` (default: CUDA when present).
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a raypipe model,
+    is of a newer format, or whose weights do not match its own config (a damaged or edited file)."""
     path = Path(path) if path is not None else SHIPPED_MODEL
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    if metadata.get("format") != "raypipe-model":
-        raise ValueError(f"{path}: not a raypipe model file (no format=raypipe-model in its header)")
+    metadata = read_header(path)
     config = ModelConfig.from_dict(json.loads(metadata["config"]))
     generator = define_G(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    generator.load_state_dict(state)
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+        raise ValueError(f"{path}: the weights do not match the model's own config ({first[0].strip()})") from None
     generator.to(device).eval()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Model(generator, config, metadata.get("name", path.stem), digest, json.loads(metadata.get("notes", "{}")),

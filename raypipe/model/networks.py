@@ -6,7 +6,8 @@ LeakyReLU; then a U-Net. The stride-2 3D convolution is the U-Net's outermost do
 px); six 2D blocks (4x4 conv stride 2, batch norm, LeakyReLU 0.2; channels 2, 4, 8, 8, 8, 8 x ngf)
 take it to 1 x 1, so the encoder downsamples 7 times. The decoder mirrors it with transposed
 convolutions, batch norm, ReLU and dropout on its first three blocks, concatenating the skip
-connections, and ends in a transposed convolution to RGB at full size with tanh.
+connections, and ends in a transposed convolution at full size into the output head
+(:mod:`raypipe.model.heads`): 3 channels with tanh (``rgb``, as published) or 11 palette logits.
 
 Discriminator (``define_D``): PatchGAN on the stack concatenated with the depiction: 4x4 stride-2
 convolutions of 1, 2, 4, 8, 8 x ndf channels with batch norm (not on the first) and LeakyReLU 0.2, then a
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from raypipe.model.config import ModelConfig
+from raypipe.model.heads import make_head
 
 ENCODER_MULTS = (2, 4, 8, 8, 8, 8)
 
@@ -44,13 +46,16 @@ class Up(nn.Sequential):
 
 
 class Generator(nn.Module):
-    """(B, n_slices, S, S) normalised stack -> (B, 3, S, S) depiction in [-1, 1]."""
+    """(B, n_slices, S, S) normalised stack -> (B, C, S, S) head output: an RGB depiction in [-1, 1]
+    (``rgb`` head) or per-pixel palette logits (``palette``). ``self.head`` turns it into depictions."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         n_blocks = int(math.log2(config.size)) - 1  # 2D blocks from S/2 down to 1 x 1
         if 2 ** (n_blocks + 1) != config.size or n_blocks < 2:
             raise ValueError(f"size must be a power of two >= 8, got {config.size}")
+        self.config = config
+        self.head = make_head(config)
         c3 = config.conv3d_channels
         self.input_dropout = nn.Dropout(config.input_dropout)
         self.conv3d = nn.Sequential(
@@ -69,7 +74,8 @@ class Generator(nn.Module):
             ups.append(Up(c_in, widths[i] if i > 0 else config.ngf,
                           config.decoder_dropout if i >= n_blocks - 3 else 0.0))
         self.up = nn.ModuleList(ups)
-        self.out = nn.Sequential(nn.ConvTranspose2d(config.ngf + c_stem, 3, 4, 2, 1), nn.Tanh())
+        self.out = nn.Sequential(nn.ConvTranspose2d(config.ngf + c_stem, self.head.channels, 4, 2, 1),
+                                 self.head.activation())
 
     def forward(self, stack: torch.Tensor) -> torch.Tensor:
         x = self.conv3d(self.input_dropout(stack).unsqueeze(1))  # (B, C, D/2, S/2, S/2)

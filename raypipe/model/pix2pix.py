@@ -41,42 +41,56 @@ class Pix2Pix:
         """The bare generator (unwrapped from DDP)."""
         return getattr(self.G, "module", self.G)
 
-    def train_step(self, stack: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        """One optimisation step of D then G on a batch; returns the losses."""
-        self.G.train(), self.D.train()
-        fake = self.G(stack)
+    @property
+    def head(self):
+        return self.generator.head
 
-        self.opt_D.zero_grad(set_to_none=True)
-        logits = self.D(torch.cat([stack, stack]), torch.cat([target, fake.detach()]))
-        real_logits, fake_logits = logits.chunk(2)
-        loss_D = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                        + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-        loss_D.backward()
-        self.opt_D.step()
+    def set_learning_rate(self, step: int, total: int) -> float:
+        """Apply the config's schedule (``lr_schedule``, ``lr_warmup``) for ``step`` of ``total``."""
+        lr = self.config.learning_rate(step, total)
+        for opt in (self.opt_G, self.opt_D):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+
+    def train_step(self, stack: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """One optimisation step of D then G on a batch ((B, n_slices, S, S) stacks, (B, 3, S, S) target
+        depictions in [-1, 1]); returns the losses. With ``lambda_adv`` 0 the discriminator is skipped."""
+        self.G.train(), self.D.train()
+        output = self.G(stack)
+        fake = self.head.image(output)
+        losses: dict[str, float] = {}
+        adversarial = self.config.lambda_adv > 0
+
+        if adversarial:
+            self.opt_D.zero_grad(set_to_none=True)
+            logits = self.D(torch.cat([stack, stack]), torch.cat([target, fake.detach()]))
+            real_logits, fake_logits = logits.chunk(2)
+            loss_D = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+            loss_D.backward()
+            self.opt_D.step()
+            losses["loss_D"] = loss_D.item()
 
         self.opt_G.zero_grad(set_to_none=True)
         # D's parameter gradients from this pass are discarded (zeroed before D's next step): skip their
         # all-reduce, so DDP does not wait for them
         with getattr(self.D, "no_sync", contextlib.nullcontext)():
-            fooled = self.D(stack, fake)
-            loss_adv = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-            loss_l1 = self.l1(fake, target)
-            loss_G = loss_adv + self.config.lambda_l1 * loss_l1
+            loss_G, parts = self.head.loss(output, target)
+            if adversarial:
+                fooled = self.D(stack, fake)
+                loss_adv = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+                loss_G = loss_G + self.config.lambda_adv * loss_adv
+                losses["loss_G_adv"] = loss_adv.item()
             loss_G.backward()
         self.opt_G.step()
-        return {"loss_D": loss_D.item(), "loss_G_adv": loss_adv.item(), "loss_G_L1": loss_l1.item()}
+        return {**losses, **parts}
 
     def l1(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """L1 loss; molecule pixels (target not black) weighted by ``l1_foreground_weight``.
+        """The RGB head's L1 term (without ``lambda_l1``); see :class:`raypipe.model.heads.RGBHead`."""
+        from raypipe.model.heads import RGBHead
 
-        Depictions are ~90 % black background: with a plain L1 a small model trained briefly learns to
-        paint everything black. The weighted mean keeps the loss on the plain L1's scale.
-        """
-        weight = self.config.l1_foreground_weight
-        if weight == 1.0:
-            return F.l1_loss(fake, target)
-        w = 1.0 + (weight - 1.0) * (target > -0.9).any(dim=1, keepdim=True).float()
-        return ((fake - target).abs() * w).mean() / w.mean()
+        return RGBHead(self.config).loss(fake, target)[0] / self.config.lambda_l1
 
     def state_dict(self) -> dict:
         """Both networks, both optimisers (plain tensors and numbers: loadable with weights_only=True)."""

@@ -121,16 +121,19 @@ def read_units(units: list[dict], storage_options: StorageOptions = None, limits
         _load, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE)
 
 
-def _preprocess(batch: dict) -> dict:
+def _preprocess(batch: dict, n_slices: int, size: int, fov: float) -> dict:
     from raypipe.chem.depiction import encode_png
     from raypipe.reports import grey_rgb
     from raypipe.scans.preprocess import preprocess
     from raypipe.scans.stack import ScanStack
 
+    from raypipe.window import Window
+
+    window = Window(size=size, fov=fov)  # the model's grid
     inputs, previews, status, error = [], [], list(batch["status"]), list(batch["error"])
     kind = list(batch["error_kind"])
     for k, images in enumerate(batch["images"]):
-        x = np.zeros((10, 128, 128), np.float32)
+        x = np.zeros((n_slices, size, size), np.float32)
         preview = b""
         if status[k] == "ok":
             try:
@@ -138,7 +141,7 @@ def _preprocess(batch: dict) -> dict:
                 heights = json.loads(batch["heights"][k])
                 stack = ScanStack(np.asarray(images), None if heights is None else np.asarray(heights), metadata,
                                   scan_id=batch["scan_id"][k])
-                x = preprocess(stack)
+                x = preprocess(stack, n_slices=n_slices, window=window)
                 preview = encode_png(grey_rgb(np.concatenate([x[0], x[-1]], axis=1)))
             except Exception as exc:
                 status[k], error[k], kind[k] = "error", _reason(exc), _kind(exc)
@@ -170,9 +173,12 @@ class DepictionPredictor:
         return {**out, "depiction": depictions, "model": np.array([self.model.tag] * len(ok), dtype=object)}
 
 
-def _extract(batch: dict) -> pa.Table:
+def _extract(batch: dict, size: int = 128, fov: float = 18.0) -> pa.Table:
     from raypipe.chem.depiction import encode_png
     from raypipe.chem.graph import extract_graph
+    from raypipe.window import Window
+
+    window = Window(size=size, fov=fov)
 
     rows = []
     for k in range(len(batch["status"])):
@@ -193,7 +199,7 @@ def _extract(batch: dict) -> pa.Table:
         if row["status"] == "ok":
             try:
                 depiction = batch["depiction"][k]
-                graph = extract_graph(depiction)
+                graph = extract_graph(depiction, window)
                 atoms, bonds = graph.to_rows()
                 row.update(depiction=encode_png(depiction), atoms=atoms,
                            bonds=[{"i": b["i"], "j": b["j"]} for b in bonds], formula=graph.formula,
@@ -220,15 +226,20 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
     model file; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA``
     (documented in the README). Starts a local Ray when none is running.
     """
+    from raypipe.model.inference import model_config
+
+    config = model_config(model)  # the grid comes from the model (checked before Ray starts work)
     if not ray.is_initialized():
         ray.init()
     scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options)
     resources, size = inference_pool()
+    grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
     return (
-        scans.map_batches(_preprocess, batch_size=batch_size, **CPU_STAGE)
+        scans.map_batches(_preprocess, batch_size=batch_size, fn_kwargs=grid, **CPU_STAGE)
         .map_batches(DepictionPredictor, batch_size=batch_size, **resources,
                      compute=ray.data.ActorPoolStrategy(size=size),
                      fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"])})
-        .map_batches(_extract, batch_size=batch_size, **CPU_STAGE)
+        .map_batches(_extract, batch_size=batch_size, fn_kwargs={"size": config.size, "fov": config.fov},
+                     **CPU_STAGE)
     )
 

@@ -1,0 +1,154 @@
+"""Training batches from simulation shards with plain pyarrow (no Ray): the data side of the plain
+training loop (:mod:`raypipe.model.loop`), on a CPU machine or a lent GPU.
+
+:class:`ShardStream` reads the shards of one split a few at a time into a shuffle buffer (prefetched by a
+thread while the model trains), so memory is bounded by ``buffer_shards`` shards whatever the dataset's
+size. Every pass lists the shard folder again, so a training run started while ``raypipe simulate`` is
+still writing shards takes up the new ones on its next pass.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from raypipe.storage import StorageOptions, filesystem, join
+
+
+def decode_targets(pngs) -> np.ndarray:
+    """PNG depictions -> (N, 3, S, S) float32 in [-1, 1]."""
+    from raypipe.chem.depiction import decode_png
+
+    return np.stack([decode_png(p).transpose(2, 0, 1) for p in pngs]).astype(np.float32) / 127.5 - 1.0
+
+
+def zscore_stacks(stacks: np.ndarray) -> np.ndarray:
+    """(N, D, S, S) raw stacks -> per-stack z-scored float32 (no median: augmentation ends with it)."""
+    x = stacks.astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    std = x.std(axis=(1, 2, 3), keepdims=True)
+    return np.where(std > 0, (x - mean) / np.maximum(std, 1e-12), 0.0).astype(np.float32)
+
+
+def list_shards(data_uri: str, storage_options: StorageOptions = None) -> list[str]:
+    fs, base = filesystem(data_uri, storage_options)
+    fs.invalidate_cache()
+    return sorted(fs.glob(join(base, "shards", "shard-*.parquet")))
+
+
+def read_shard(fs, path: str, split: str | None, columns: list[str]) -> dict[str, np.ndarray | list]:
+    """One shard's rows of ``split`` (None: all): ``stack`` as (N, D, S, S) float16, others as lists."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    with fs.open(path, "rb") as f:
+        table = pq.read_table(f, columns=sorted(set(columns) | {"split"}))
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    out: dict = {}
+    for name in columns:
+        if name == "stack":
+            out[name] = table["stack"].combine_chunks().to_numpy_ndarray() if table.num_rows else \
+                np.zeros((0,) + tuple(table.schema.field("stack").type.shape), np.float16)
+        else:
+            out[name] = table[name].to_pylist()
+    return out
+
+
+class ShardStream:
+    """Endless random batches ``(stack, target)`` of one split: raw z-scored stacks (B, D, S, S) float32
+    and target depictions (B, 3, S, S) in [-1, 1] (module docs)."""
+
+    def __init__(self, data_uri: str, split: str = "train", *, batch_size: int = 16, seed: int = 0,
+                 buffer_shards: int = 8, storage_options: StorageOptions = None) -> None:
+        self.data_uri, self.split, self.batch_size = data_uri, split, batch_size
+        self.buffer_shards = buffer_shards
+        self.storage_options = storage_options
+        self.rng = np.random.default_rng(seed)
+        self.passes = 0
+        self.shards_seen = 0
+
+    def _groups(self) -> Iterator[list[str]]:
+        while True:
+            shards = list_shards(self.data_uri, self.storage_options)
+            if not shards:
+                raise FileNotFoundError(f"{self.data_uri}: no simulation shards (shards/shard-*.parquet)")
+            self.shards_seen = len(shards)
+            order = self.rng.permutation(len(shards))
+            for k in range(0, len(order), self.buffer_shards):
+                yield [shards[i] for i in order[k:k + self.buffer_shards]]
+            self.passes += 1
+
+    def _load(self, group: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        fs, _ = filesystem(self.data_uri, self.storage_options)
+        stacks, targets = [], []
+        for path in group:
+            rows = read_shard(fs, path, self.split, ["stack", "target_png"])
+            if len(rows["target_png"]):
+                stacks.append(zscore_stacks(rows["stack"]).astype(np.float16))  # half the buffer's memory
+                targets.append(decode_targets(rows["target_png"]).astype(np.float16))  # colours within 3e-4
+        if not stacks:
+            return np.zeros((0,)), np.zeros((0,))
+        return np.concatenate(stacks), np.concatenate(targets)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        loaded: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def producer() -> None:
+            try:
+                for group in self._groups():
+                    item = self._load(group)
+                    while not stop.is_set():
+                        try:
+                            loaded.put(item, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                loaded.put(exc)
+
+        thread = threading.Thread(target=producer, name="raypipe-shards", daemon=True)
+        thread.start()
+        carry_s, carry_t = None, None
+        try:
+            while True:
+                item = loaded.get()
+                if isinstance(item, BaseException):
+                    raise item
+                stacks, targets = item
+                if len(stacks) == 0:
+                    continue
+                if carry_s is not None:
+                    stacks, targets = np.concatenate([carry_s, stacks]), np.concatenate([carry_t, targets])
+                order = self.rng.permutation(len(stacks))
+                full = len(order) // self.batch_size * self.batch_size
+                for k in range(0, full, self.batch_size):
+                    idx = order[k:k + self.batch_size]
+                    yield stacks[idx].astype(np.float32), targets[idx].astype(np.float32)
+                rest = order[full:]
+                carry_s, carry_t = stacks[rest], targets[rest]
+        finally:
+            stop.set()
+
+
+def fixed_rows(data_uri: str, split: str, n: int, storage_options: StorageOptions = None) -> list[dict]:
+    """The first ``n`` rows of ``split`` in shard-name order, with their truth (raw ``stack``,
+    ``target_png``, ``atoms``, ``bonds``, ``corrugation``, ``smiles``...): the same rows every time once
+    those shards exist (the validation set)."""
+    fs, _ = filesystem(data_uri, storage_options)
+    shards = list_shards(data_uri, storage_options)
+    rows: list[dict] = []
+    columns = ["stack", "target_png", "atoms", "bonds", "corrugation", "smiles", "amplitude", "stiffness"]
+    for path in shards:
+        part = read_shard(fs, path, split, columns)
+        for k in range(len(part["smiles"])):
+            rows.append({c: (part[c][k]) for c in columns})
+            if len(rows) >= n:
+                return rows
+    return rows

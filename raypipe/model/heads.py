@@ -1,0 +1,137 @@
+"""Generator output heads: what the generator's last layer predicts, how it becomes a depiction, and the
+loss that trains it. A new head is one class here and one entry in ``HEADS``.
+
+- ``rgb`` (the paper's): 3 channels through tanh, an RGB depiction in [-1, 1]; trained with
+  ``lambda_l1`` x L1 (molecule pixels optionally weighted by ``l1_foreground_weight``).
+- ``palette``: 11 logits per pixel, background + ``raypipe.chem.elements.ELEMENTS``; the depiction is the
+  palette colour of the argmax, so it is always crisp (every pixel exactly one element colour or black).
+  Trained with class-weighted cross-entropy (``lambda_ce``; every element class weighted
+  ``ce_foreground_weight`` against the background's 1, depictions being ~90 % background), optionally
+  focal (``focal_gamma``) and a soft Dice term (``lambda_dice``). The discriminator sees the
+  softmax-weighted palette image, as pix2pix's sees the generator's RGB.
+
+Every head gives ``image`` (a differentiable RGB in [-1, 1], what the discriminator judges),
+``depiction`` (uint8 RGB for extraction) and ``margin`` (per-pixel certainty in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raypipe.chem.elements import palette
+from raypipe.model.config import ModelConfig
+
+PALETTE = torch.as_tensor(palette() / 127.5 - 1.0)  # (11, 3) in [-1, 1]; index 0 is the black background
+
+
+def classes_of(target: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) depictions in [-1, 1] -> (B, S, S) class indices (nearest palette colour)."""
+    pal = PALETTE.to(target.device, target.dtype)
+    distance = ((target.unsqueeze(1) - pal[None, :, :, None, None]) ** 2).sum(dim=2)  # (B, 11, S, S)
+    return distance.argmin(dim=1)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class RGBHead:
+    name = "rgb"
+    channels = 3
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    def activation(self) -> nn.Module:
+        return nn.Tanh()
+
+    def image(self, output: torch.Tensor) -> torch.Tensor:
+        return output
+
+    def depiction(self, output: torch.Tensor) -> np.ndarray:
+        return to_uint8(output)
+
+    def margin(self, output: torch.Tensor) -> torch.Tensor:
+        """How far each pixel's colour is from the second-nearest palette colour, relative to the nearest."""
+        pal = PALETTE.to(output.device, output.dtype)
+        distance = ((output.unsqueeze(1) - pal[None, :, :, None, None]) ** 2).sum(dim=2).sqrt()
+        two = distance.topk(2, dim=1, largest=False).values
+        return ((two[:, 1] - two[:, 0]) / two[:, 1].clamp_min(1e-6)).clamp(0, 1)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """``lambda_l1`` x L1; molecule pixels (target not black) weighted by ``l1_foreground_weight``.
+
+        Depictions are ~90 % black background: with a plain L1 a small model trained briefly learns to
+        paint everything black. The weighted mean keeps the loss on the plain L1's scale.
+        """
+        weight = self.config.l1_foreground_weight
+        if weight == 1.0:
+            l1 = F.l1_loss(output, target)
+        else:
+            w = 1.0 + (weight - 1.0) * (target > -0.9).any(dim=1, keepdim=True).float()
+            l1 = ((output - target).abs() * w).mean() / w.mean()
+        return self.config.lambda_l1 * l1, {"loss_G_L1": l1.item()}
+
+
+class PaletteHead:
+    name = "palette"
+    channels = len(PALETTE)
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+    def activation(self) -> nn.Module:
+        return nn.Identity()
+
+    def image(self, output: torch.Tensor) -> torch.Tensor:
+        """The softmax-weighted palette colour of each pixel, (B, 3, S, S) in [-1, 1]."""
+        return torch.einsum("bkhw,kc->bchw", output.softmax(dim=1), PALETTE.to(output.device, output.dtype))
+
+    def depiction(self, output: torch.Tensor) -> np.ndarray:
+        pal = (palette()).astype(np.uint8)
+        return pal[output.argmax(dim=1).cpu().numpy()]
+
+    def margin(self, output: torch.Tensor) -> torch.Tensor:
+        """Per pixel: top-1 minus top-2 class probability."""
+        two = output.softmax(dim=1).topk(2, dim=1).values
+        return two[:, 0] - two[:, 1]
+
+    def class_weights(self, device, dtype) -> torch.Tensor:
+        w = torch.full((self.channels,), float(self.config.ce_foreground_weight), device=device, dtype=dtype)
+        w[0] = 1.0
+        return w
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        classes = classes_of(target)
+        weights = self.class_weights(output.device, output.dtype)
+        log_p = F.log_softmax(output, dim=1)
+        nll = F.nll_loss(log_p, classes, reduction="none")  # (B, S, S), unweighted
+        w = weights[classes]
+        if cfg.focal_gamma:
+            p_true = log_p.gather(1, classes.unsqueeze(1)).squeeze(1).exp()
+            w = w * (1 - p_true).pow(cfg.focal_gamma)
+        ce = (w * nll).sum() / weights[classes].sum()
+        total = cfg.lambda_ce * ce
+        parts = {"loss_G_CE": ce.item()}
+        if cfg.lambda_dice:
+            probs = log_p.exp()[:, 1:]
+            onehot = F.one_hot(classes, self.channels).permute(0, 3, 1, 2)[:, 1:].to(probs.dtype)
+            inter = (probs * onehot).sum(dim=(0, 2, 3))
+            union = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+            present = onehot.sum(dim=(0, 2, 3)) > 0
+            dice = 1 - ((2 * inter + 1) / (union + 1))[present].mean()
+            total = total + cfg.lambda_dice * dice
+            parts["loss_G_dice"] = dice.item()
+        return total, parts
+
+
+HEADS = {"rgb": RGBHead, "palette": PaletteHead}
+
+
+def make_head(config: ModelConfig):
+    return HEADS[config.head](config)
