@@ -1,25 +1,61 @@
-"""The ``raypipe`` command line: one subcommand per job (``jobs/*.py`` are thin wrappers)."""
+"""The raypipe command line: one subcommand per job (jobs/*.py are thin wrappers).
+
+Exit status: 0 done (bad scans become error rows, they do not fail a run); 1 the job failed (a missing
+input or model, unreachable storage or catalog; one line on stderr says what and where); 2 a wrong
+command line; 3 another job holds the labels table's writer lease; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
 from raypipe.storage import redact
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 3, 130
+DESCRIPTION = ("raypipe identifies molecules in HR-AFM scans: stacks of constant-height images -> ball-and-stick "
+               "depictions -> molecular graphs, on Ray.")
+EPILOG = ("exit status: 0 done (bad scans are error rows, not failures); 1 the job failed (one line says why); "
+          "2 wrong command line; 3 another job holds the labels table's lease; 130 interrupted")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _version() -> str:
+    from raypipe import __version__
+
+    return f"raypipe {__version__}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raypipe", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also show Ray's own log lines")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only the summary and errors, no progress")
+    parser = argparse.ArgumentParser(prog="raypipe", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=_Formatter, parents=[common])
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add = commands.add_parser
+
+    def add_parser(name, **kwargs):
+        return _add(name, formatter_class=_Formatter, parents=[common], epilog=EPILOG, **kwargs)
+
+    commands.add_parser = add_parser  # every subcommand: defaults shown, -v/-q, the exit codes
 
     depict = commands.add_parser("depict", help="depict molecules, extract their graphs back, score them")
     depict.add_argument("--smiles", type=Path, default=EXAMPLES / "molecules.smi",
                         help="a .smi file (SMILES [name] per line); default: the bundled examples")
-    depict.add_argument("--out", type=Path, default=Path("out/depictions"), help="output folder (replaced whole)")
+    depict.add_argument("--out", type=Path, default=Path("out/depictions"),
+                        help="output folder: created, or replaced when raypipe wrote it; a folder holding "
+                             "anything else is refused")
 
     sim = commands.add_parser("simulate", help="simulate training shards with ppafm on Ray")
     sim.add_argument("--molecules", default=None,
@@ -28,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--parameter-sets", default="quam24", help="quam24, random:K or A,K;A,K (Å, N/m)")
     sim.add_argument("--limit", type=int, default=None, help="only the first N molecules")
     sim.add_argument("--shard-size", type=int, default=8, help="molecules per shard")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--seed", type=int, default=0, help="seed of conformers, parameter sets and distances")
     sim.add_argument("--distance", type=float, default=6.0, help="closest tip height above the top atom (Å)")
     sim.add_argument("--distance-jitter", type=float, default=0.0,
                      help="each stack's closest height varies by up to ± this (Å, multiple of 0.1)")
@@ -53,11 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a model on a split of simulated shards")
     evaluate.add_argument("--data", required=True, help="simulated dataset (folder or s3:// prefix)")
     evaluate.add_argument("--model", default=None, help="model file (default: the shipped model)")
-    evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--limit", type=int, default=None)
+    evaluate.add_argument("--split", default="test",
+                          help="train, val, test, or all (every row: a dataset simulated for a check)")
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N rows")
     evaluate.add_argument("--gallery", type=Path, default=None, help="write a gallery PNG here")
-    label = commands.add_parser("label", help="label the new scans of an archive into the labels table (nightly job)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    label = commands.add_parser("label", help="label the new scans of an archive into the labels table (nightly job)")
     label.add_argument("input", nargs="?", default=str(EXAMPLES / "scans"),
                        help="folder, file or s3:// prefix of scans; default: the bundled sample scans")
     label.add_argument("--out", default="out/labels", help="where the labels table's data lives (folder or s3://)")
@@ -79,8 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     label.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
 
-    export = commands.add_parser("export", help="write the labels table's current rows to one Parquet file",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    label.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    export = commands.add_parser("export", help="write the labels table's current rows to one Parquet file")
     export.add_argument("out", help="the labels table's --out (folder or s3://)")
     export.add_argument("destination", help="Parquet file to write (local path or s3:// URI)")
     export.add_argument("--catalog", default=None, help="as for label")
@@ -91,59 +127,88 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _label(args) -> int:
+    import sys
+
+    from raypipe.pipelines.cluster import configure
     from raypipe.pipelines.label import label_archive, parse_run_date
-    from raypipe.pipelines.table import read_labels
-    from raypipe.reports import label_gallery
 
     parse_run_date(args.run_date)  # checked before anything starts
     options = {"endpoint_url": args.s3_endpoint} if args.s3_endpoint else None
-    if args.address:
-        import ray
-
-        ray.init(address=args.address, ignore_reinit_error=True)
-    else:
-        _start_local_ray_if_needed()
+    configure(address=args.address)  # Ray starts only when there is something to label
+    quiet = getattr(args, "quiet", False)
+    say = (lambda *_: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     summary = label_archive(args.input, args.out, model=args.model, run_date=args.run_date, storage_options=options,
                             catalog=args.catalog, table=args.table, settle=args.settle, relabel=args.relabel,
-                            retry_errors=args.retry_errors, lease_wait=args.lease_wait)
-    print(json.dumps(summary.as_dict(), indent=2))
+                            retry_errors=args.retry_errors, lease_wait=args.lease_wait, progress=say,
+                            show_progress=not quiet)
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
     gallery = args.gallery or (None if args.out.startswith("s3://") else
                                Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery.html")
     if gallery is not None and summary.ok + summary.errors:
+        from raypipe.pipelines.table import read_labels
+        from raypipe.reports import label_gallery
+
         rows = read_labels(args.out, options, catalog=args.catalog, table=args.table,
                            row_filter=f"run_id == '{summary.run_id}'").to_pylist()
         print(f"gallery of this run's {len(rows)} rows: {label_gallery(rows, gallery)}")
     return 0
 
 
-def _start_local_ray_if_needed() -> None:
-    """Connect to the job's cluster when there is one (RAY_ADDRESS, ``ray job submit``); otherwise start a
-    local Ray in which an out-of-memory kill is retried once, not forever."""
-    import os
-
-    import ray
-
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(ignore_reinit_error=True)
-    else:
-        os.environ.setdefault("RAY_task_oom_retries", "1")
-        ray.init(ignore_reinit_error=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand. Any failure is one line on stderr (credentials redacted) and exit status 1;
-    a wrong command line is exit status 2 (argparse)."""
+    """Run one subcommand. Any failure is one line on stderr (credentials redacted) with the exit status
+    of the module docs; a traceback only with ``-v``."""
     import sys
 
-    args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a wrong command line (2)
+        return int(exc.code or 0)
+    from raypipe.pipelines.cluster import set_verbose
+
+    verbose = getattr(args, "verbose", False)
+    set_verbose(verbose)
+    try:
+        if verbose:
+            return _run(args)
+        import tempfile
+
+        from raypipe.pipelines.cluster import native_stderr_to
+
+        log = Path(tempfile.gettempdir()) / f"raypipe-{args.command}-native.log"
+        with native_stderr_to(log):  # Ray's C++ log lines: to a file, not the console
+            return _run(args)
     except KeyboardInterrupt:
         print("raypipe: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not crash
-        print(f"raypipe {args.command}: error: {redact(str(exc) or type(exc).__name__)}", file=sys.stderr)
-        return 1
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        from raypipe.pipelines.table import LeaseBusy
+
+        print(f"raypipe {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BUSY if isinstance(exc, LeaseBusy) else EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    """What went wrong on one line, credentials redacted; a library's own exception keeps its type."""
+    text = redact(str(exc)).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if not isinstance(exc, (FileNotFoundError, FileExistsError, ValueError, RuntimeError, PermissionError)):
+        first = f"{type(exc).__name__}: {first}"
+    return first if len(first) <= 400 else first[:397] + "..."
+
+
+def _finite(value):
+    """JSON has no NaN: an undefined figure (e.g. a corrugation bin without molecules) is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _run(args) -> int:
@@ -154,14 +219,13 @@ def _run(args) -> int:
         summary = write_depictions([(s, i) for i, s in read_molecule_list(args.smiles)], args.out)
         print(json.dumps(summary, indent=2))
     elif args.command == "simulate":
-        import ray
-
+        from raypipe.pipelines.cluster import configure
         from raypipe.pipelines.simulate import simulate_dataset
         from raypipe.simulation.export import export_archive
         from raypipe.simulation.params import parse_parameter_sets
         from raypipe.simulation.ppm import SimulationSettings
 
-        ray.init(address=args.address, ignore_reinit_error=True)
+        configure(address=args.address)
         summary = simulate_dataset(args.molecules, args.out, parameter_sets=parse_parameter_sets(args.parameter_sets),
                                    seed=args.seed, shard_size=args.shard_size, limit=args.limit,
                                    settings=SimulationSettings(distance=args.distance, pix_per_angstrom=args.grid_density,
@@ -181,11 +245,12 @@ def _run(args) -> int:
 
             print(json.dumps(train_local(cfg), indent=2, default=str))
             return 0
-        import ray
-
+        from raypipe.pipelines.cluster import configure, ensure_ray
         from raypipe.pipelines.train import train
 
-        ray.init(address=args.address, ignore_reinit_error=True)
+        cfg.validate()  # before Ray starts: a typo is one line, not a retried worker failure
+        configure(address=args.address)
+        ensure_ray()
         result = train(cfg)
         print(json.dumps({"run": cfg.run_name, "metrics": result.metrics, "error": str(result.error or "")},
                          indent=2, default=str))
@@ -193,8 +258,9 @@ def _run(args) -> int:
     elif args.command == "evaluate":
         from raypipe.evaluation import evaluate as run_evaluation
 
-        print(json.dumps(run_evaluation(args.data, args.model, split=args.split, limit=args.limit,
-                                        gallery_path=args.gallery), indent=2))
+        result = run_evaluation(args.data, args.model, split=None if args.split == "all" else args.split,
+                                limit=args.limit, gallery_path=args.gallery)
+        print(json.dumps(_finite(result), indent=2, allow_nan=False))
     elif args.command == "label":
         return _label(args)
     elif args.command == "export":

@@ -87,6 +87,20 @@ def gallery(rows: list[dict], depictions: np.ndarray, path: str | Path, n: int =
     return path
 
 
+def _splits(dataset_uri: str, storage_options: StorageOptions) -> str:
+    import pyarrow.parquet as pq
+
+    from raypipe.model.data import list_shards
+    from raypipe.storage import filesystem
+
+    fs, _ = filesystem(dataset_uri, storage_options)
+    counts: Counter = Counter()
+    for path in list_shards(dataset_uri, storage_options):
+        with fs.open(path, "rb") as f:
+            counts.update(pq.read_table(f, columns=["split"])["split"].to_pylist())
+    return ", ".join(f"{k} ({v} rows)" for k, v in sorted(counts.items())) or "no rows"
+
+
 def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split: str = "test",
              limit: int | None = None, gallery_path: str | Path | None = None,
              storage_options: StorageOptions = None) -> dict:
@@ -100,7 +114,8 @@ def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split
     model = model if isinstance(model, Model) else load_model(model)
     rows = list(read_shard_rows(dataset_uri, split=split, limit=limit, storage_options=storage_options))
     if not rows:
-        raise ValueError(f"{dataset_uri}: no rows in split {split!r}")
+        raise ValueError(f"{dataset_uri}: no rows in split {split!r}; it holds {_splits(dataset_uri, storage_options)} "
+                         "(--split all evaluates every row)")
     depictions = predict_rows(model, rows)
     result = {"model": model.tag, "split": split, **score_rows(depictions, rows)}
     if gallery_path is not None:

@@ -1,7 +1,8 @@
 """Depictions and extracted graphs of molecules written to a folder a person opens.
 
 The folder appears whole or not at all: it is built under a temporary name beside the target and
-renamed into place, replacing an earlier run's.
+renamed into place. It replaces only a folder raypipe wrote (marked by a ``.raypipe-depictions`` file) or
+an empty one; a folder holding anything else is refused, never deleted.
 """
 
 from __future__ import annotations
@@ -25,9 +26,22 @@ from raypipe.errors import MoleculeError
 from raypipe.window import DEFAULT_WINDOW, Window
 
 
+MARKER = ".raypipe-depictions"
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir}: exists and is not a folder; choose another --out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).is_file():
+        raise FileExistsError(f"{out_dir}: a folder raypipe did not write (no {MARKER}) and not empty; "
+                              "choose another --out, nothing was changed")
+
+
 def write_depictions(molecules: list[tuple[str, str]], out_dir: str | Path) -> dict:
-    """Depict, extract and score each (smiles, name); write PNGs, graphs.jsonl and sheet.png."""
+    """Depict, extract and score each (smiles, name); write PNGs, graphs.jsonl and sheet.png into
+    ``out_dir`` (see the module docs: a folder raypipe did not write is refused with FileExistsError)."""
     out_dir = Path(out_dir)
+    _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     rows, tiles = [], []
@@ -53,9 +67,15 @@ def write_depictions(molecules: list[tuple[str, str]], out_dir: str | Path) -> d
                 f.write(json.dumps(row) + "\n")
         if tiles:
             contact_sheet(tiles).save(tmp / "sheet.png")
+        (tmp / MARKER).write_text("written by raypipe depict; this folder is replaced by the next run\n")
+        _check_replaceable(out_dir)  # again, just before: nothing of a user's may have appeared meanwhile
         if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+            old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name[-8:]}")
+            out_dir.rename(old)  # the swap: old aside, new in place, then the old removed
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ok = [r for r in rows if r["status"] == "ok"]

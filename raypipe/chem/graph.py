@@ -65,6 +65,7 @@ class MolGraph:
     bonds: list[tuple[int, int]]
     bond_confidence: list[float] = field(default_factory=list)
     smiles: str | None = None
+    bond_orders: list[float] = field(default_factory=list)  # 1, 1.5 (aromatic), 2, 3 where perceived; else empty
 
     @property
     def formula(self) -> str:
@@ -99,7 +100,9 @@ class MolGraph:
     def to_rows(self) -> tuple[list[dict], list[dict]]:
         """Atoms and bonds as plain dicts (for Parquet/JSON)."""
         atoms = [{"element": a.element, "x": a.x, "y": a.y, "confidence": a.confidence} for a in self.atoms]
-        bonds = [{"i": i, "j": j, "confidence": c} for (i, j), c in zip(self.bonds, self.bond_confidence)]
+        orders = self.bond_orders if len(self.bond_orders) == len(self.bonds) else [None] * len(self.bonds)
+        bonds = [{"i": i, "j": j, "order": o, "confidence": c}
+                 for (i, j), c, o in zip(self.bonds, self.bond_confidence, orders)]
         return atoms, bonds
 
 
@@ -396,8 +399,10 @@ def _with_hidden_hydrogens(seen: MolGraph) -> MolGraph:
                        for charge in (0, 1)), key=lambda t: t[0])
     for _cost, charge, chosen in readings:
         graph = _add_hydrogens(seen, [options[k] for k in chosen])
-        graph.smiles = graph_smiles(graph, charges=(charge,))
-        if graph.smiles is not None:
+        mol = _perceive(graph, charge)
+        if mol is not None:
+            graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
+            graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
             return graph
     return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
 

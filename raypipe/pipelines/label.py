@@ -66,12 +66,34 @@ class LabelSummary:
     units_arriving: int = 0
     arriving: list[str] = field(default_factory=list)
     error_reasons: dict[str, int] = field(default_factory=dict)
+    error_examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> the first few units
     snapshot_id: int | None = None
     table: str = DEFAULT_TABLE
 
     @property
     def stacks_per_second(self) -> float:
         return (self.ok + self.errors) / self.seconds if self.seconds else 0.0
+
+    def report(self) -> str:
+        """The run for a person (and a cron log): a few lines, error reasons with their first files."""
+        lines = []
+        if not self.units_found:
+            lines.append(f"label: no scans under {redact(self.input_uri)} ({self.ignored_files} other files "
+                         "ignored): nothing to label")
+        elif self.ok + self.errors:
+            lines.append(f"label: {self.ok + self.errors} stacks labelled in {self.seconds:.1f} s "
+                         f"({self.stacks_per_second:.1f}/s): {self.ok} ok, {self.errors} errors; run {self.run_id}, "
+                         f"table {self.table} snapshot {self.snapshot_id}")
+        else:
+            lines.append(f"label: nothing new to label ({self.units_unchanged} units unchanged"
+                         + (f", {self.units_arriving} still arriving)" if self.units_arriving else ")"))
+        for reason, n in self.error_reasons.items():
+            files = ", ".join(redact(u) for u in self.error_examples.get(reason, []))
+            lines.append(f"  {n} x {reason}" + (f"  e.g. {files}" if files else ""))
+        if self.arriving:
+            lines.append("  still arriving: " + ", ".join(redact(a) for a in self.arriving[:5])
+                         + (" ..." if len(self.arriving) > 5 else ""))
+        return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "input_uri": redact(self.input_uri), "output_uri": redact(self.output_uri),
@@ -118,12 +140,14 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                   batch_size: int = 16, storage_options: StorageOptions = None, catalog: str | None = None,
                   table: str = DEFAULT_TABLE, settle: float = 60.0, relabel: str | None = None,
                   retry_errors: bool = False, lease_wait: float = 900.0, lease_ttl: float = 120.0,
-                  limits=None, progress=print) -> LabelSummary:
+                  limits=None, progress=print, show_progress: bool = False) -> LabelSummary:
     """Label the new and changed scans under ``uri`` into the labels table at ``output_uri`` (module docs).
 
     Raises FileNotFoundError for a missing input, ``ValueError`` for a bad ``run_date`` or ``relabel``,
     :class:`raypipe.pipelines.table.TableError` when the table cannot be used (catalog, busy lease, a
-    conflicting commit). Bad scans never raise: they become error rows.
+    conflicting commit). Bad scans never raise: they become error rows. ``progress`` receives raypipe's
+    one-line messages; ``show_progress`` adds a progress bar (terminal) or periodic "N of M" lines.
+    Ray is started (or joined) only when there is something to label.
     """
     start = time.perf_counter()
     run_date = parse_run_date(run_date)
@@ -135,6 +159,9 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
 
     tag = _model_tag(model)
     units, ignored = find_units(uri, storage_options)
+    if not units:  # nothing to plan: no table, no lease, no Ray
+        return LabelSummary(uri, output_uri, "", run_date, 0, 0, ignored, 0, 0, time.perf_counter() - start,
+                            table=settings.table)
     tbl = open_table(settings, _table_schema(OUTPUT_SCHEMA), create=True)
     lease = WriterLease(settings.lease_url(), f"{settings.table}@{settings.location}", ttl=lease_ttl)
     lease.acquire(lease_wait, progress=progress)
@@ -153,7 +180,7 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                                units_arriving=len(plan.arriving), arriving=[u.uri for u in plan.arriving],
                                snapshot_id=planned, table=settings.table)
         if todo:
-            _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits)
+            _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits, show_progress)
             tbl.refresh()
             summary.snapshot_id = tbl.metadata.current_snapshot_id
             removed = remove_orphans(tbl, settings)
@@ -166,27 +193,32 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
 
 
 def _table_schema(output_schema: pa.Schema) -> pa.Schema:
-    return pa.schema(list(output_schema) + [("run_id", pa.string()), ("run_date", pa.string()),
-                                            ("labelled_at", pa.timestamp("us", tz="UTC"))])
+    def doc(name, kind, text):
+        return pa.field(name, kind, metadata={b"doc": text.encode()})
+
+    return pa.schema(list(output_schema) + [
+        doc("run_id", pa.string(), "the labelling run that wrote the row"),
+        doc("run_date", pa.string(), "that run's date (YYYY-MM-DD)"),
+        doc("labelled_at", pa.timestamp("us", tz="UTC"), "when that run labelled it (UTC)")])
 
 
 def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, model, tag, batch_size,
-           planned, lease, limits) -> None:
-    import ray
-
+           planned, lease, limits, show_progress: bool) -> None:
     from raypipe import __version__
+    from raypipe.pipelines.cluster import ensure_ray
     from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset, read_units
+    from raypipe.progress import Progress, count
 
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     scans = read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in todo],
                        settings.storage_options, limits)
     rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=settings.storage_options)
     schema = _table_schema(OUTPUT_SCHEMA)
     labelled_at = now_utc()
 
-    def add_run_columns(batch: pa.Table) -> pa.Table:
+    def add_run_columns(batch: pa.Table, counter=None) -> pa.Table:
         n = batch.num_rows
+        count(counter, n)
         batch = batch.append_column("run_id", pa.array([summary.run_id] * n, pa.string()))
         batch = batch.append_column("run_date", pa.array([summary.run_date] * n, pa.string()))
         batch = batch.append_column("labelled_at", pa.array([labelled_at] * n, pa.timestamp("us", tz="UTC")))
@@ -199,14 +231,38 @@ def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, 
                          "raypipe.run-id": summary.run_id, "raypipe.version": __version__, "raypipe.model": tag,
                          "raypipe.input": redact(summary.input_uri), "raypipe.units-new": str(len(plan.new)),
                          "raypipe.units-replaced": str(len(plan.replace))})
-    rows.map_batches(add_run_columns, batch_format="pyarrow", batch_size=None, num_cpus=0.5).write_datasink(sink)
+    with Progress(_expected_stacks(todo), what="stacks", label="label", enabled=show_progress) as bar:
+        rows.map_batches(add_run_columns, batch_format="pyarrow", batch_size=None, num_cpus=0.5,
+                         fn_kwargs={"counter": bar.counter}).write_datasink(sink)
     mine = open_table(settings).scan(row_filter=f"run_id == '{summary.run_id}'",
-                                     selected_fields=("status", "error")).to_arrow()
+                                     selected_fields=("status", "error", "unit")).to_arrow()
     status = mine["status"].to_pylist()
     summary.ok = status.count("ok")
     summary.errors = len(status) - summary.ok
-    reasons = Counter(_short(e) for s, e in zip(status, mine["error"].to_pylist()) if s != "ok")
+    failed = [(_short(e), u) for s, e, u in zip(status, mine["error"].to_pylist(), mine["unit"].to_pylist()) if s != "ok"]
+    reasons = Counter(reason for reason, _ in failed)
     summary.error_reasons = dict(reasons.most_common(10))
+    for reason, unit in failed:
+        if reason in summary.error_reasons and len(summary.error_examples.setdefault(reason, [])) < 3:
+            summary.error_examples[reason].append(unit)
+
+
+def _expected_stacks(units) -> int | None:
+    """How many stacks the units hold: one per folder or NPZ; an archive's index where it is local."""
+    from raypipe.scans.archive import list_archive
+
+    total = 0
+    for unit in units:
+        if unit.kind != "hdf5":
+            total += 1
+        elif unit.uri.startswith("s3://"):
+            return None
+        else:
+            try:
+                total += len(list_archive(unit.uri))
+            except Exception:  # noqa: BLE001 - a bad archive becomes one error row
+                total += 1
+    return total
 
 
 def _short(error: str | None) -> str:

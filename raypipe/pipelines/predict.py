@@ -16,6 +16,7 @@ the stacks beside it are unaffected.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -23,21 +24,55 @@ import ray
 
 from raypipe.storage import StorageOptions, redact
 
-OUTPUT_SCHEMA = pa.schema([
-    ("scan_id", pa.string()), ("source", pa.string()), ("format", pa.string()), ("n_images", pa.int32()),
-    ("heights", pa.list_(pa.float64())), ("amplitude", pa.float64()), ("stiffness", pa.float64()),
-    ("mode", pa.string()), ("input_preview", pa.binary()), ("depiction", pa.binary()),
-    ("atoms", pa.list_(pa.struct([("element", pa.string()), ("x", pa.float64()), ("y", pa.float64()),
-                                  ("confidence", pa.float64())]))),
-    ("bonds", pa.list_(pa.struct([("i", pa.int32()), ("j", pa.int32())]))),
-    ("formula", pa.string()), ("smiles", pa.string()), ("confidence", pa.float64()),
-    ("truth_formula", pa.string()), ("truth_smiles", pa.string()),
-    ("model", pa.string()), ("status", pa.string()), ("error", pa.string()),
-    ("error_kind", pa.string()), ("unit", pa.string()), ("unit_fingerprint", pa.string()),
+def _field(name: str, kind: pa.DataType, doc: str, unit: str | None = None) -> pa.Field:
+    """A column with its description (and unit) in the Arrow field metadata: ``doc`` is what PyIceberg
+    writes as the Iceberg column's doc, so every reader of the table sees it."""
+    text = f"{doc} [{unit}]" if unit else doc
+    metadata = {b"doc": text.encode()} | ({b"unit": unit.encode()} if unit else {})
+    return pa.field(name, kind, metadata=metadata)
+
+
+ATOM_STRUCT = pa.struct([
+    _field("element", pa.string(), "element symbol (H C N O F S P Cl Br I)"),
+    _field("x", pa.float64(), "position in the scan window, left to right", "Å"),
+    _field("y", pa.float64(), "position in the scan window, bottom to top", "Å"),
+    _field("confidence", pa.float64(), "how fully the atom's ball is drawn in the depiction (0-1)"),
 ])
-# error_kind: "permanent" (a ScanError: the file is what it is) or "transient" (I/O, a time limit, a crash,
-# a bug: worth another try); null for ok rows. unit / unit_fingerprint: the scan unit (file or folder) the
-# row came from and the fingerprint of its files when it was read.
+BOND_STRUCT = pa.struct([
+    _field("i", pa.int32(), "index of the first atom in atoms"),
+    _field("j", pa.int32(), "index of the second atom in atoms"),
+    _field("order", pa.float64(), "bond order perceived by RDKit: 1, 1.5 (aromatic), 2, 3; null when the graph "
+                                  "is no valid molecule"),
+    _field("confidence", pa.float64(), "how continuous the stick is in the depiction (0-1)"),
+])
+OUTPUT_SCHEMA = pa.schema([
+    _field("scan_id", pa.string(), "the stack's id: its name plus a hash of its values"),
+    _field("source", pa.string(), "where the stack came from: file.h5::id, a folder, a file, an s3:// URI"),
+    _field("format", pa.string(), "the reader that read it: raypipe-hdf5, image-folder, nanonis-sxm, npz, "
+                                  "quam-afm"),
+    _field("n_images", pa.int32(), "images in the stack as read (before resampling to the model's slices)"),
+    _field("heights", pa.list_(pa.float64()), "relative tip heights of the images, closest first; null when "
+                                              "unknown", "Å"),
+    _field("amplitude", pa.float64(), "oscillation amplitude (peak to peak) where the format records it", "Å"),
+    _field("stiffness", pa.float64(), "CO tip lateral stiffness where the format records it", "N/m"),
+    _field("mode", pa.string(), "acquisition mode where known (FM df, AM ...)"),
+    _field("input_preview", pa.binary(), "PNG: the closest and farthest preprocessed slices side by side"),
+    _field("depiction", pa.binary(), "PNG: the predicted ball-and-stick depiction on the model's window"),
+    _field("atoms", pa.list_(ATOM_STRUCT), "atoms read back from the depiction"),
+    _field("bonds", pa.list_(BOND_STRUCT), "bonds read back from the depiction"),
+    _field("formula", pa.string(), "Hill formula of the read-back graph, hydrogens included"),
+    _field("smiles", pa.string(), "canonical SMILES when the graph is a valid molecule, else null"),
+    _field("confidence", pa.float64(), "the weakest atom or bond drawing score of the graph (0-1)"),
+    _field("truth_formula", pa.string(), "the true formula where the scan's metadata holds it (simulations)"),
+    _field("truth_smiles", pa.string(), "the true SMILES where the scan's metadata holds it (simulations)"),
+    _field("model", pa.string(), "the model that labelled the row: name@first 12 hex of its file's SHA-256"),
+    _field("status", pa.string(), "ok or error"),
+    _field("error", pa.string(), "for an error row: the file and the reason"),
+    _field("error_kind", pa.string(), "permanent (a ScanError: the file is what it is) or transient (I/O, a time "
+                                      "limit, a crash: retried by the next run); null for ok rows"),
+    _field("unit", pa.string(), "the scan unit (file or folder) the row came from"),
+    _field("unit_fingerprint", pa.string(), "fingerprint of the unit's files (names, sizes, times) when read"),
+])
 
 _EMPTY = np.zeros((0, 0, 0), np.float32)
 # CPU stages ask for half a CPU: they are light, two share a core, and a request unlike the inference
@@ -117,8 +152,10 @@ def read_units(units: list[dict], storage_options: StorageOptions = None, limits
     """
     items = ray.data.from_items(units, override_num_blocks=max(1, min(len(units), 200)))
     kwargs = {"storage_options": storage_options, "limits": limits}
-    return items.flat_map(_expand, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE).map(
-        _load, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE)
+    with warnings.catch_warnings():  # max_retries has no named parameter in Ray 2.60 (pinned)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        return items.flat_map(_expand, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE).map(
+            _load, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE)
 
 
 def _preprocess(batch: dict, n_slices: int, size: int, fov: float) -> dict:
@@ -201,8 +238,7 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0) -> pa.Table:
                 depiction = batch["depiction"][k]
                 graph = extract_graph(depiction, window)
                 atoms, bonds = graph.to_rows()
-                row.update(depiction=encode_png(depiction), atoms=atoms,
-                           bonds=[{"i": b["i"], "j": b["j"]} for b in bonds], formula=graph.formula,
+                row.update(depiction=encode_png(depiction), atoms=atoms, bonds=bonds, formula=graph.formula,
                            smiles=graph.smiles, confidence=graph.confidence)
             except Exception as exc:
                 row.update(status="error", error=_reason(exc), error_kind=_kind(exc))
@@ -228,9 +264,10 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
     """
     from raypipe.model.inference import model_config
 
+    from raypipe.pipelines.cluster import ensure_ray
+
     config = model_config(model)  # the grid comes from the model (checked before Ray starts work)
-    if not ray.is_initialized():
-        ray.init()
+    ensure_ray()
     scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options)
     resources, size = inference_pool()
     grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}

@@ -99,8 +99,9 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
     start = time.perf_counter()
     written = []
     if todo:
-        if not ray.is_initialized():
-            ray.init()
+        from raypipe.pipelines.cluster import ensure_ray
+
+        ensure_ray()
         cpus = int(ray.cluster_resources().get("CPU", 1))
         size = num_actors or max(1, min(len(todo), cpus // threads_per_actor))
         items = [{"shard": name, "molecules": json.dumps(mols)} for name, mols in todo]

@@ -103,6 +103,9 @@ def read_archive_stack(path: str | Path, scan_id: str, fileobj: BinaryIO | None 
         if not isinstance(metadata, dict):
             raise ScanError(name, "the 'metadata' attribute is not a JSON object")
     metadata["source"] = name
+    if "format" in metadata and metadata["format"] != "raypipe-hdf5":
+        metadata["origin_format"] = metadata["format"]  # how the stack was made (e.g. ppafm), before archiving
+    metadata["format"] = "raypipe-hdf5"  # the reader that read it
     return ScanStack(images, heights, metadata, scan_id=scan_id)
 
 

@@ -1,0 +1,76 @@
+"""Connecting to Ray: the job's cluster (``RAY_ADDRESS``, ``ray job submit``, ``--address``) or a local Ray
+started on first use, quiet unless asked.
+
+Quiet means: Ray's own log lines (the driver's C++ core worker, Ray Data's execution reports, the
+dashboard and token banners) are kept off the console, so a cron log shows raypipe's progress and
+summary. ``verbose=True`` (the command line's ``-v``) leaves Ray's logging as Ray sets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+_VERBOSE = False
+_ADDRESS: str | None = None
+
+
+def configure(address: str | None = None) -> None:
+    """The Ray address the next :func:`ensure_ray` connects to (None: the job's cluster or a local Ray)."""
+    global _ADDRESS
+    _ADDRESS = address
+
+
+def set_verbose(verbose: bool) -> None:
+    """Before Ray starts: keep Ray's own logs (``True``) or silence them (``False``, the default)."""
+    global _VERBOSE
+    _VERBOSE = verbose
+    if not verbose:
+        for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: str | os.PathLike):
+    """Send what C/C++ code writes to file descriptor 2 (Ray's core worker, raylet messages) to ``path``
+    while Python's ``sys.stderr`` (raypipe's messages, progress, errors) stays on the console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    console = os.fdopen(os.dup(saved), "w", buffering=1)
+    previous = sys.stderr
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(target, 2)
+    os.close(target)
+    sys.stderr = console
+    try:
+        yield
+    finally:
+        sys.stderr = previous
+        console.close()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect to (or start) Ray once. A local Ray retries an out-of-memory kill once, not forever."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or _ADDRESS
+    quiet = {} if _VERBOSE else {"logging_level": logging.ERROR, "log_to_driver": False}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **quiet)
+    else:
+        os.environ.setdefault("RAY_task_oom_retries", "1")
+        ray.init(include_dashboard=False, **quiet)
+    if not _VERBOSE:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+            logging.getLogger(name).setLevel(logging.ERROR)
