@@ -47,3 +47,83 @@ def test_evaluate_command(tmp_path, capsys):
     assert result["n"] == 6 and 0 <= result["total"] <= result["composition"] <= 1
     assert set(result["by_corrugation"]) == {"0-50 pm", "50-100 pm", "100-150 pm", ">150 pm"}
     assert sum(sum(c.values()) for c in result["confusion"].values()) >= 6 and gallery.stat().st_size > 1000
+
+
+# --- a scientist's first hour (issue 17) ---------------------------------------------------------------
+def _raypipe(*args: str, timeout: float = 300) -> "subprocess.CompletedProcess":
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, "-m", "raypipe.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=EXAMPLES.parent)
+
+
+def test_missing_and_empty_inputs_are_one_line_without_ray(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    missing = _raypipe("label", str(tmp_path / "nope"), "--out", str(tmp_path / "o1"))
+    (tmp_path / "empty").mkdir()
+    empty = _raypipe("label", str(tmp_path / "empty"), "--out", str(tmp_path / "o2"))
+    model = _raypipe("label", str(EXAMPLES / "scans"), "--out", str(tmp_path / "o3"), "--model", str(tmp_path / "m"))
+    assert time.perf_counter() - start < 45  # three commands, none starting Ray
+    assert missing.returncode == 1 and missing.stderr.strip() == f"raypipe label: error: {tmp_path / 'nope'}: no such file, folder or prefix"
+    assert empty.returncode == 0 and "nothing to label" in empty.stdout and not (tmp_path / "o2").exists()
+    assert model.returncode == 1 and len(model.stderr.strip().splitlines()) == 1 and "no such model file" in model.stderr
+    for done in (missing, empty, model):
+        assert "Traceback" not in done.stderr and "Ray instance" not in done.stdout + done.stderr
+
+
+def test_version_help_and_usage_errors():
+    from raypipe import __version__
+
+    assert _raypipe("--version").stdout.strip() == f"raypipe {__version__}"
+    helptext = _raypipe("label", "--help").stdout
+    assert "(default: out/labels)" in helptext and "exit status" in helptext and ":class:" not in helptext
+    assert "(default: test)" in _raypipe("evaluate", "--help").stdout
+    assert _raypipe("label", "--frobnicate").returncode == 2
+
+
+def test_label_run_is_quiet_and_short(tmp_path):
+    done = _raypipe("label", str(EXAMPLES / "scans"), "--out", str(tmp_path / "labels"), "--settle", "0")
+    assert done.returncode == 0, done.stderr
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) <= 40 and any("16 ok, 0 errors" in line for line in lines), lines
+    for noise in ("core_worker.cc", "INFO", "WARNING", "Deprecat", "Started a local Ray"):
+        assert not any(noise in line for line in lines), (noise, lines)
+
+
+def test_depict_never_deletes_a_users_folder(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "important.txt").write_text("keep me")
+    refused = _raypipe("depict", "--out", str(folder))
+    assert refused.returncode == 1 and "raypipe did not write" in refused.stderr
+    assert (folder / "important.txt").read_text() == "keep me" and len(list(folder.iterdir())) == 1
+    out = tmp_path / "depictions"
+    assert _raypipe("depict", "--out", str(out)).returncode == 0 and (out / "graphs.jsonl").exists()
+    assert _raypipe("depict", "--out", str(out)).returncode == 0  # its own folder: replaced
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+
+
+def test_evaluate_names_the_splits_and_writes_json_without_nan(tmp_path):
+    import json
+
+    absent = _raypipe("evaluate", "--data", str(EXAMPLES / "sim-sample"))
+    assert absent.returncode == 1 and "it holds train (12 rows), val (3 rows)" in absent.stderr
+    done = _raypipe("evaluate", "--data", str(EXAMPLES / "sim-sample"), "--split", "all")
+    result = json.loads(done.stdout)  # strict JSON: NaN would not parse with allow_nan off below
+    json.dumps(result, allow_nan=False)
+    assert result["n"] == 15 and result["by_corrugation"]["50-100 pm"]["n"] == 0
+
+
+def test_output_columns_are_described_with_units():
+    from raypipe.pipelines.predict import OUTPUT_SCHEMA
+
+    docs = {f.name: (f.metadata or {}).get(b"doc", b"").decode() for f in OUTPUT_SCHEMA}
+    assert all(docs.values()), [k for k, v in docs.items() if not v]
+    assert docs["amplitude"].endswith("[Å]") and docs["stiffness"].endswith("[N/m]")
+    bond = OUTPUT_SCHEMA.field("bonds").type.value_type
+    assert {bond.field(k).name for k in range(bond.num_fields)} == {"i", "j", "order", "confidence"}
