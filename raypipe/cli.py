@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Iceberg catalog: sqlite:///file.db, postgresql+psycopg2://user:pass@host/db or an "
                             "http(s):// REST catalog (default: RAYPIPE_CATALOG, else sqlite <out>/catalog.db)")
     label.add_argument("--table", default="raypipe.labels", help="namespace.table in the catalog")
-    label.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    label.add_argument("--model", default=None,
+                       help="model file, a path or s3:// URI (default or empty: the shipped model)")
     label.add_argument("--run-date", default=None, help="the run's date, YYYY-MM-DD (default: today)")
     label.add_argument("--settle", type=float, default=60.0,
                        help="seconds a unit's newest file must be old before it is labelled (still arriving)")
@@ -137,7 +138,7 @@ def _label(args) -> int:
     configure(address=args.address)  # Ray starts only when there is something to label
     quiet = getattr(args, "quiet", False)
     say = (lambda *_: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    summary = label_archive(args.input, args.out, model=args.model, run_date=args.run_date, storage_options=options,
+    summary = label_archive(args.input, args.out, model=args.model or None, run_date=args.run_date, storage_options=options,
                             catalog=args.catalog, table=args.table, settle=args.settle, relabel=args.relabel,
                             retry_errors=args.retry_errors, lease_wait=args.lease_wait, progress=say,
                             show_progress=not quiet)

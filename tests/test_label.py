@@ -168,3 +168,35 @@ def test_storage_redacts_credentials_but_not_paths(monkeypatch):
     uri, key, secret = split_userinfo("s3://AKIAKEY1:VerySecret42@bucket/scans")
     assert (uri, key, secret) == ("s3://bucket/scans", "AKIAKEY1", "VerySecret42")
     assert redact("s3://AKIAKEY1:VerySecret42@bucket/x and VerySecret42") == "s3://***@bucket/x and ***"
+
+
+def test_a_model_on_another_grid_labels_on_its_own_grid(ray_cluster, tmp_path):
+    """The grid comes from the model: a 64-pixel model labels (it used to abort the whole job)."""
+    from raypipe.pipelines.predict import predict_dataset
+
+    config = ModelConfig(size=64, fov=18.0, ngf=8, ndf=8, conv3d_channels=4, head="palette")
+    path = save_model(define_G(config), config, tmp_path / "m64.safetensors", name="grid64")
+    rows = predict_dataset(str(Path(__file__).resolve().parents[1] / "examples" / "scans"),
+                           model=str(path)).take_all()
+    assert len(rows) == 16 and {r["status"] for r in rows} == {"ok"}, {r["error"] for r in rows}
+    from raypipe.chem.depiction import decode_png
+
+    assert decode_png(rows[0]["depiction"]).shape == (64, 64, 3)
+
+
+def test_model_files_in_object_storage(s3_server, tmp_path):
+    """A model written to s3:// (as the training RayJob does) is loaded from there by its URI."""
+    from raypipe.model.inference import load_model, model_config, model_tag
+
+    config = ModelConfig(size=64, ngf=8, ndf=8, conv3d_channels=4)
+    G = define_G(config).eval()
+    uri = "s3://raypipe-test/models/tiny.safetensors"
+    assert G.save(uri, name="tiny", storage_options=s3_server) == uri
+    local = G.save(tmp_path / "tiny.safetensors", name="tiny")
+    model = load_model(uri, device="cpu", storage_options=s3_server)
+    assert model.tag == model_tag(uri, s3_server) and model.tag.startswith("tiny@")
+    assert model_config(uri, s3_server).size == 64
+    x = np.random.default_rng(0).normal(size=(1, 10, 64, 64)).astype(np.float32)
+    assert np.array_equal(model.predict(x), load_model(local, device="cpu").predict(x))
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        load_model("s3://raypipe-test/models/absent.safetensors", storage_options=s3_server)

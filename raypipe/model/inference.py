@@ -5,23 +5,30 @@ A model file holds the generator's weights (fp16 or fp32) and, in the safetensor
 without it are version 1, read as the RGB head on the 18 Å / 128 px window), ``config`` (the
 :class:`ModelConfig` as JSON), ``name`` and training notes. ``load_model()`` with no path loads the
 model shipped inside the package (``raypipe/models/``).
+
+Model files may live anywhere :mod:`raypipe.storage` reaches (a path or ``s3://``): ``save_model`` writes
+them atomically there, and ``load_model`` / ``model_tag`` / ``model_config`` read them from there (an
+``s3://`` file is fetched once into a local cache keyed by its ETag/size/time), so a model written to S3 by
+the training RayJob is used by the labelling RayJob (``--model s3://...``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from raypipe.model.config import ModelConfig
 from raypipe.model.heads import to_uint8  # noqa: F401 - re-exported (older callers import it from here)
 from raypipe.model.networks import Generator, define_G
+from raypipe.storage import StorageOptions, filesystem, redact, write_bytes_atomic
 
 FORMAT_VERSION = 2
 
@@ -29,18 +36,44 @@ SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "raypipe-sma
 
 
 def save_model(generator: torch.nn.Module, config: ModelConfig, path: str | Path, *, name: str,
-               notes: dict | None = None, half: bool = True) -> Path:
-    """Write the generator to ``path`` (.safetensors), fp16 by default (integer buffers kept)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+               notes: dict | None = None, half: bool = True, storage_options: StorageOptions = None):
+    """Write the generator to ``path`` (.safetensors, a local path or ``s3://`` URI), fp16 by default
+    (integer buffers kept), atomically. Returns the path (a Path when local)."""
+    from safetensors.torch import save as to_bytes
+
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
              for k, v in getattr(generator, "module", generator).state_dict().items()}
     metadata = {"format": "raypipe-model", "format_version": str(FORMAT_VERSION),
                 "config": json.dumps(config.to_dict()), "name": name, "notes": json.dumps(notes or {})}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    tmp.replace(path)
-    return path
+    data = to_bytes(state, metadata=metadata)
+    fs, where = filesystem(str(path), storage_options)
+    write_bytes_atomic(fs, where, data)
+    return path if str(path).startswith("s3://") else Path(where)
+
+
+def local_model_file(path: str | Path | None, storage_options: StorageOptions = None) -> Path:
+    """A local file holding the model at ``path`` (None: the shipped model); an ``s3://`` model is fetched
+    into ``$TMPDIR/raypipe-models/`` once per version of the object. FileNotFoundError when absent."""
+    if path is None or str(path) == "":
+        return SHIPPED_MODEL
+    if not str(path).startswith("s3://"):
+        local = Path(path)
+        if not local.is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        return local
+    fs, where = filesystem(str(path), storage_options)
+    try:
+        info = fs.info(where)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{redact(str(path))}: no such model file") from None
+    version = f"{info.get('ETag', '')}{info.get('size', '')}{info.get('LastModified', '')}"
+    key = hashlib.sha256(f"{path}|{version}".encode()).hexdigest()[:24]
+    cache = Path(tempfile.gettempdir()) / "raypipe-models" / f"{key}.safetensors"
+    if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        local_fs, local_path = filesystem(str(cache))
+        write_bytes_atomic(local_fs, local_path, fs.cat_file(where))
+    return cache
 
 
 @dataclass
@@ -86,11 +119,9 @@ class Model:
         return depictions
 
 
-def model_tag(path: str | Path | None = None) -> str:
+def model_tag(path: str | Path | None = None, storage_options: StorageOptions = None) -> str:
     """``name@hash12`` of a model file (default: the shipped model) without loading its weights."""
-    path = Path(path) if path is not None else SHIPPED_MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
+    path = local_model_file(path, storage_options)
     metadata = read_header(path)
     return f"{metadata.get('name', path.stem)}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
@@ -111,22 +142,20 @@ def read_header(path: str | Path) -> dict:
     return metadata
 
 
-def model_config(path: str | Path | None = None) -> ModelConfig:
+def model_config(path: str | Path | None = None, storage_options: StorageOptions = None) -> ModelConfig:
     """A model file's config (its grid: ``n_slices``, ``size``, ``fov``; its head) without loading weights."""
-    path = Path(path) if path is not None else SHIPPED_MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
+    path = local_model_file(path, storage_options)
     return ModelConfig.from_dict(json.loads(read_header(path)["config"]))
 
 
-def load_model(path: str | Path | None = None, device: str | torch.device | None = None) -> Model:
-    """Load a model file (default: the shipped model) onto ``device`` (default: CUDA when present).
+def load_model(path: str | Path | None = None, device: str | torch.device | None = None, *,
+               storage_options: StorageOptions = None) -> Model:
+    """Load a model file (default: the shipped model; a path or ``s3://`` URI) onto ``device`` (default:
+    CUDA when present).
 
     Raises FileNotFoundError for a missing file and ValueError for a file that is not a raypipe model,
     is of a newer format, or whose weights do not match its own config (a damaged or edited file)."""
-    path = Path(path) if path is not None else SHIPPED_MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
+    path = local_model_file(path, storage_options)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     metadata = read_header(path)
     config = ModelConfig.from_dict(json.loads(metadata["config"]))

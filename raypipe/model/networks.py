@@ -77,6 +77,20 @@ class Generator(nn.Module):
         self.out = nn.Sequential(nn.ConvTranspose2d(config.ngf + c_stem, self.head.channels, 4, 2, 1),
                                  self.head.activation())
 
+    def save(self, path, *, name: str, notes: dict | None = None, half: bool = True, storage_options=None):
+        """Write this generator with its config to a model file (a path or ``s3://``; see
+        :func:`raypipe.model.inference.save_model`)."""
+        from raypipe.model.inference import save_model
+
+        return save_model(self, self.config, path, name=name, notes=notes, half=half, storage_options=storage_options)
+
+    @classmethod
+    def from_file(cls, path=None, *, device=None, storage_options=None) -> "Generator":
+        """The generator of a model file (default: the shipped model), its config read from the file."""
+        from raypipe.model.inference import load_model
+
+        return load_model(path, device, storage_options=storage_options).generator
+
     def forward(self, stack: torch.Tensor) -> torch.Tensor:
         x = self.conv3d(self.input_dropout(stack).unsqueeze(1))  # (B, C, D/2, S/2, S/2)
         x = nn.functional.leaky_relu(x.flatten(1, 2), 0.2)  # (B, C * D/2, S/2, S/2)

@@ -111,10 +111,10 @@ def parse_run_date(text: str | None) -> str:
         raise ValueError(f"run date {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def _model_tag(model: str | None) -> str:
+def _model_tag(model: str | None, storage_options: StorageOptions = None) -> str:
     from raypipe.model.inference import model_tag
 
-    return model_tag(model)
+    return model_tag(model, storage_options)
 
 
 def plan_run(units, done: dict[str, dict], *, settle: float, relabel: str | None, retry_errors: bool,
@@ -157,7 +157,7 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
     storage_options = settings.storage_options
     from raypipe.pipelines.predict import OUTPUT_SCHEMA
 
-    tag = _model_tag(model)
+    tag = _model_tag(model, storage_options)
     units, ignored = find_units(uri, storage_options)
     if not units:  # nothing to plan: no table, no lease, no Ray
         return LabelSummary(uri, output_uri, "", run_date, 0, 0, ignored, 0, 0, time.perf_counter() - start,

@@ -193,13 +193,13 @@ def _preprocess(batch: dict, n_slices: int, size: int, fov: float) -> dict:
 class DepictionPredictor:
     """Inference actor: loads the model once, predicts depictions for the rows that are ok."""
 
-    def __init__(self, model_path: str | None, threads: int) -> None:
+    def __init__(self, model_path: str | None, threads: int, storage_options: StorageOptions = None) -> None:
         import torch
 
         from raypipe.model.inference import load_model
 
         torch.set_num_threads(max(1, threads))
-        self.model = load_model(model_path)
+        self.model = load_model(model_path, storage_options=storage_options)
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([s == "ok" for s in batch["status"]])
@@ -266,7 +266,7 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
 
     from raypipe.pipelines.cluster import ensure_ray
 
-    config = model_config(model)  # the grid comes from the model (checked before Ray starts work)
+    config = model_config(model, storage_options)  # the grid comes from the model (checked before Ray starts)
     ensure_ray()
     scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options)
     resources, size = inference_pool()
@@ -275,7 +275,8 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
         scans.map_batches(_preprocess, batch_size=batch_size, fn_kwargs=grid, **CPU_STAGE)
         .map_batches(DepictionPredictor, batch_size=batch_size, **resources,
                      compute=ray.data.ActorPoolStrategy(size=size),
-                     fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"])})
+                     fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
+                                            "storage_options": storage_options})
         .map_batches(_extract, batch_size=batch_size, fn_kwargs={"size": config.size, "fov": config.fov},
                      **CPU_STAGE)
     )
