@@ -1,6 +1,9 @@
 """raypipe: identify molecules in HR-AFM scans (stacks -> ball-and-stick depictions -> graphs).
 
 Data flows one way: file -> ScanStack -> tensor -> depiction -> graph -> row.
+
+Every public name loads its module on first use, so ``import raypipe`` is cheap and the parts that need
+neither RDKit nor Ray (the model, its training loop) import on a machine that has only torch.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
@@ -10,24 +13,23 @@ try:
 except PackageNotFoundError:  # a source tree that was not installed
     __version__ = "0+unknown"
 
-from raypipe.chem.depiction import decode_png, encode_png, render_depiction
-from raypipe.chem.graph import GraphAtom, MolGraph, extract_graph
-from raypipe.chem.molecule import Molecule
-from raypipe.chem.scoring import Score, aggregate, score
-from raypipe.errors import MoleculeError, ScanError
-from raypipe.scans.archive import list_archive, read_archive, write_archive
-from raypipe.scans.load import load_stack
-from raypipe.scans.preprocess import preprocess
-from raypipe.scans.stack import ScanStack
-from raypipe.window import DEFAULT_WINDOW, Window
-
-# Ray, torch and ppafm load only when one of these is first used
 _LAZY = {
+    # scans and formats
+    "ScanStack": "raypipe.scans.stack", "load_stack": "raypipe.scans.formats", "preprocess": "raypipe.scans.preprocess",
+    "list_archive": "raypipe.scans.archive", "read_archive": "raypipe.scans.archive",
+    "write_archive": "raypipe.scans.archive", "ScanError": "raypipe.errors", "MoleculeError": "raypipe.errors",
+    "DEFAULT_WINDOW": "raypipe.window", "Window": "raypipe.window",
+    # molecules, depictions, graphs
+    "Molecule": "raypipe.chem.molecule", "render_depiction": "raypipe.chem.depiction",
+    "decode_png": "raypipe.chem.depiction", "encode_png": "raypipe.chem.depiction",
+    "extract_graph": "raypipe.chem.graph", "GraphAtom": "raypipe.chem.graph", "MolGraph": "raypipe.chem.graph",
+    "score": "raypipe.chem.scoring", "aggregate": "raypipe.chem.scoring", "Score": "raypipe.chem.scoring",
+    # pipelines (Ray), model, evaluation
     "read_scans": "raypipe.pipelines.predict", "predict_dataset": "raypipe.pipelines.predict",
     "label_archive": "raypipe.pipelines.label", "read_labels": "raypipe.pipelines.table",
     "export_labels": "raypipe.pipelines.table",
     "simulate_dataset": "raypipe.pipelines.simulate", "train": "raypipe.pipelines.train",
-    "TrainConfig": "raypipe.pipelines.train", "evaluate": "raypipe.evaluation",
+    "TrainConfig": "raypipe.model.run", "evaluate": "raypipe.evaluation",
     "load_model": "raypipe.model.inference", "ModelConfig": "raypipe.model.config",
 }
 
@@ -40,8 +42,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'raypipe' has no attribute {name!r}")
 
 
-__all__ = [*_LAZY,
-    "DEFAULT_WINDOW", "GraphAtom", "MolGraph", "Molecule", "MoleculeError", "ScanError", "ScanStack",
-    "Score", "Window", "aggregate", "decode_png", "encode_png", "extract_graph", "list_archive",
-    "load_stack", "preprocess", "read_archive", "render_depiction", "score", "write_archive",
-]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = sorted(_LAZY)

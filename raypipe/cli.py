@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from raypipe.storage import redact
+from raypipe.storage import is_remote, redact
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -143,7 +143,7 @@ def _label(args) -> int:
                             retry_errors=args.retry_errors, lease_wait=args.lease_wait, progress=say,
                             show_progress=not quiet)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
-    gallery = args.gallery or (None if args.out.startswith("s3://") else
+    gallery = args.gallery or (None if is_remote(args.out) else
                                Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery.html")
     if gallery is not None and summary.ok + summary.errors:
         from raypipe.pipelines.table import read_labels

@@ -41,6 +41,11 @@ def filesystem(uri: str, storage_options: StorageOptions = None) -> tuple[fsspec
     return fsspec.filesystem("file"), os.path.abspath(path)
 
 
+def is_remote(uri: str | os.PathLike) -> bool:
+    """Whether ``uri`` names object storage (``s3://``) rather than a local path."""
+    return str(uri).startswith("s3://")
+
+
 def arrow_filesystem(fs: fsspec.AbstractFileSystem) -> pafs.FileSystem:
     """The same filesystem for pyarrow and Ray Data readers/writers."""
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))

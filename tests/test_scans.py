@@ -176,3 +176,25 @@ def test_real_experimental_stacks(experimental: Path) -> None:
         x = raypipe.preprocess(stack)
         assert x.shape == (10, 128, 128)
         assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
+
+
+def test_a_new_format_is_one_entry_in_the_table(tmp_path, monkeypatch):
+    """load_stack, find_units and load_source all read a format added to the table, and nothing else."""
+    import numpy as np
+
+    from raypipe.scans import formats
+    from raypipe.scans.stack import ScanStack
+    from raypipe.scans.units import find_units, load_source, unit_sources
+
+    def read_txt(path, closest=None):
+        images = np.loadtxt(path, dtype=np.float32).reshape(-1, 16, 16)
+        return ScanStack(images, None, {"source": str(path), "format": "txt-stack", "fov": None})
+
+    table = formats.formats() + [formats.ScanFormat("txt-stack", "file", (".stk",), read=read_txt)]
+    monkeypatch.setattr(formats, "_CACHE", table)
+    np.savetxt(tmp_path / "a.stk", np.arange(768, dtype=np.float32).reshape(3, 256))
+    (tmp_path / "notes.txt").write_text("not a scan")
+    assert formats.load_stack(tmp_path / "a.stk").n == 3
+    units, ignored = find_units(str(tmp_path))
+    assert [(u.kind, ignored) for u in units] == [("txt-stack", 1)]
+    assert load_source(unit_sources(units[0])[0]).metadata["format"] == "txt-stack"

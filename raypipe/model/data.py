@@ -19,10 +19,13 @@ from raypipe.storage import StorageOptions, filesystem, join
 
 
 def decode_targets(pngs) -> np.ndarray:
-    """PNG depictions -> (N, 3, S, S) float32 in [-1, 1]."""
-    from raypipe.chem.depiction import decode_png
+    """PNG depictions -> (N, 3, S, S) float32 in [-1, 1] (Pillow only: no RDKit needed here)."""
+    import io
 
-    return np.stack([decode_png(p).transpose(2, 0, 1) for p in pngs]).astype(np.float32) / 127.5 - 1.0
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")).transpose(2, 0, 1)
+                     for p in pngs]).astype(np.float32) / 127.5 - 1.0
 
 
 def zscore_stacks(stacks: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from raypipe.model.config import ModelConfig
 from raypipe.model.heads import to_uint8  # noqa: F401 - re-exported (older callers import it from here)
 from raypipe.model.networks import Generator, define_G
-from raypipe.storage import StorageOptions, filesystem, redact, write_bytes_atomic
+from raypipe.storage import StorageOptions, filesystem, is_remote, redact, write_bytes_atomic
 
 FORMAT_VERSION = 2
 
@@ -48,7 +48,7 @@ def save_model(generator: torch.nn.Module, config: ModelConfig, path: str | Path
     data = to_bytes(state, metadata=metadata)
     fs, where = filesystem(str(path), storage_options)
     write_bytes_atomic(fs, where, data)
-    return path if str(path).startswith("s3://") else Path(where)
+    return path if is_remote(path) else Path(where)
 
 
 def local_model_file(path: str | Path | None, storage_options: StorageOptions = None) -> Path:
@@ -56,7 +56,7 @@ def local_model_file(path: str | Path | None, storage_options: StorageOptions = 
     into ``$TMPDIR/raypipe-models/`` once per version of the object. FileNotFoundError when absent."""
     if path is None or str(path) == "":
         return SHIPPED_MODEL
-    if not str(path).startswith("s3://"):
+    if not is_remote(path):
         local = Path(path)
         if not local.is_file():
             raise FileNotFoundError(f"{path}: no such model file")

@@ -249,17 +249,18 @@ def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, 
 
 def _expected_stacks(units) -> int | None:
     """How many stacks the units hold: one per folder or NPZ; an archive's index where it is local."""
-    from raypipe.scans.archive import list_archive
+    from raypipe.scans.formats import multi_format
+    from raypipe.storage import is_remote
 
     total = 0
     for unit in units:
-        if unit.kind != "hdf5":
+        if not unit.multi:
             total += 1
-        elif unit.uri.startswith("s3://"):
+        elif is_remote(unit.uri):
             return None
         else:
             try:
-                total += len(list_archive(unit.uri))
+                total += len(multi_format(unit.uri).list_ids(unit.uri, None))
             except Exception:  # noqa: BLE001 - a bad archive becomes one error row
                 total += 1
     return total

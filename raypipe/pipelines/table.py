@@ -35,7 +35,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from raypipe.storage import StorageOptions, filesystem, redact, register_secret, split_userinfo
+from raypipe.storage import StorageOptions, filesystem, is_remote, redact, register_secret, split_userinfo
 
 DEFAULT_TABLE = "raypipe.labels"
 
@@ -74,7 +74,7 @@ class TableSettings:
 
     @property
     def is_s3(self) -> bool:
-        return self.output_uri.startswith("s3://")
+        return is_remote(self.output_uri)
 
     def _default_catalog(self) -> str:
         if self.is_s3:

@@ -23,7 +23,7 @@ import numpy as np
 
 from raypipe.model.config import ModelConfig
 from raypipe.model.run import RunState, TrainConfig, init_generator, plot_metrics
-from raypipe.storage import StorageOptions, arrow_filesystem, filesystem, join, write_bytes_atomic
+from raypipe.storage import StorageOptions, arrow_filesystem, filesystem, is_remote, join, write_bytes_atomic
 
 __all__ = ["TrainConfig", "decode_batch", "train", "train_func", "plot_metrics"]
 
@@ -168,11 +168,11 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
 
 
 def _storage_root(storage_path: str) -> str:
-    return storage_path.removeprefix("s3://") if storage_path.startswith("s3://") else os.path.abspath(storage_path)
+    return storage_path.removeprefix("s3://") if is_remote(storage_path) else os.path.abspath(storage_path)
 
 
 def _storage_fs(storage_path: str, storage_options: StorageOptions):
-    if not storage_path.startswith("s3://"):
+    if not is_remote(storage_path):
         return None
     return arrow_filesystem(filesystem(storage_path, storage_options)[0])
 

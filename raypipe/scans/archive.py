@@ -27,18 +27,6 @@ FORMAT = "raypipe-stacks"
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
-def split_source(source: str) -> tuple[str, str] | None:
-    """``archive.h5::scan_id`` -> (archive, scan_id); None for anything else (a folder may be named
-    ``a::b``: only a left part that is an HDF5 file name makes it an archive source)."""
-    file, sep, scan_id = str(source).partition("::")
-    while sep:
-        if file.lower().endswith(HDF5_SUFFIXES) and scan_id:
-            return file, scan_id
-        head, sep, scan_id = scan_id.partition("::")
-        file = f"{file}::{head}"
-    return None
-
-
 def write_archive(path: str | Path, stacks: Iterable[ScanStack]) -> int:
     """Write ``stacks`` to a new archive at ``path`` (replacing it atomically); return how many."""
     path = Path(path)
@@ -107,6 +95,14 @@ def read_archive_stack(path: str | Path, scan_id: str, fileobj: BinaryIO | None 
         metadata["origin_format"] = metadata["format"]  # how the stack was made (e.g. ppafm), before archiving
     metadata["format"] = "raypipe-hdf5"  # the reader that read it
     return ScanStack(images, heights, metadata, scan_id=scan_id)
+
+
+def read_single_stack(path: str | Path, closest: str | None = None) -> ScanStack:
+    """The stack of an archive that holds exactly one (``load_stack("file.h5")``)."""
+    ids = list_archive(path)
+    if len(ids) != 1:
+        raise ScanError(path, f"archive holds {len(ids)} stacks: name one as '{path}::<scan_id>'")
+    return read_archive_stack(path, ids[0])
 
 
 def read_archive(path: str | Path) -> Iterator[ScanStack]:

@@ -1,10 +1,12 @@
 """Scan units under a folder or ``s3://`` prefix: what batch labelling reads, and how.
 
-A unit is one file or folder that holds one or more stacks:
-- an HDF5 archive (``.h5``/``.hdf5``): many stacks, listed without reading their images;
-- an NPZ file: one stack;
-- a folder holding images (.jpg .jpeg .png .tif .tiff .bmp) or ``.sxm`` files: one stack (QUAM-AFM
-  stack folders included); QUAM-AFM's truth folders ``JMOL_IMAGES`` and ``XYZ_FILES`` are not scans.
+A unit is one file or folder that holds one or more stacks, by the format table of
+:mod:`raypipe.scans.formats`:
+- a file of a file format: an HDF5 archive (``.h5``/``.hdf5``, many stacks, listed without reading their
+  images) or an NPZ file (one stack);
+- a folder holding member files of a folder format (images .jpg .jpeg .png .tif .tiff .bmp, or ``.sxm``):
+  one stack (QUAM-AFM stack folders included); QUAM-AFM's truth folders ``JMOL_IMAGES`` and ``XYZ_FILES``
+  are not scans.
 Other files are ignored and counted. Each unit has a fingerprint (sizes and modification times or
 ETags of its files), so a changed unit is labelled again.
 """
@@ -18,20 +20,17 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from raypipe.scans.archive import HDF5_SUFFIXES, list_archive, read_archive_stack, split_source
-from raypipe.scans.images import IMAGE_SUFFIXES
-from raypipe.scans.load import load_stack
+from raypipe.scans.formats import file_format, load_stack, member_suffixes, multi_format, split_source
 from raypipe.scans.stack import ScanStack
-from raypipe.storage import StorageOptions, filesystem, redact
+from raypipe.storage import StorageOptions, filesystem, is_remote, redact
 
-FOLDER_SUFFIXES = IMAGE_SUFFIXES + (".sxm",)
 NOT_SCANS = ("JMOL_IMAGES", "XYZ_FILES")
 
 
 @dataclass(frozen=True)
 class ScanUnit:
     uri: str  # local path or s3://bucket/key of the file or folder
-    kind: str  # "hdf5", "npz" or "folder"
+    kind: str  # a file format's name ("raypipe-hdf5", "npz") or "folder"
     fingerprint: str
     newest: float = 0.0  # modification time of its newest file (epoch s): a unit still arriving is younger
 
@@ -39,6 +38,12 @@ class ScanUnit:
     def key(self) -> str:
         """What the ledger records: the unit and its fingerprint."""
         return f"{self.uri}#{self.fingerprint}"
+
+    @property
+    def multi(self) -> bool:
+        """Whether the unit is a file of several stacks (its sources are ``file::scan_id``)."""
+        found = file_format(self.uri) if self.kind != "folder" else None
+        return bool(found and found.multi)
 
 
 def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[ScanUnit], int]:
@@ -50,19 +55,20 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
     fs.invalidate_cache()
     if not fs.exists(root):
         raise FileNotFoundError(f"{redact(uri)}: no such file, folder or prefix")
-    scheme = "s3://" if uri.startswith("s3://") else ""
+    scheme = "s3://" if is_remote(uri) else ""
     files = {root: fs.info(root)} if fs.isfile(root) else fs.find(root, detail=True)
     folders: dict[str, list[dict]] = {}
     units, ignored = [], 0
+    members = member_suffixes()
     for path, info in sorted(files.items()):
         suffix = posixpath.splitext(path)[1].lower()
         parts = path.split("/")
+        found = file_format(parts[-1])
         if any(p in NOT_SCANS for p in parts[:-1]) or parts[-1].startswith("."):
             ignored += 1
-        elif suffix in HDF5_SUFFIXES or suffix == ".npz":
-            units.append(ScanUnit(scheme + path, "hdf5" if suffix in HDF5_SUFFIXES else "npz", _fingerprint([info]),
-                                  _newest([info])))
-        elif suffix in FOLDER_SUFFIXES:
+        elif found is not None:
+            units.append(ScanUnit(scheme + path, found.name, _fingerprint([info]), _newest([info])))
+        elif suffix in members:
             folders.setdefault(posixpath.dirname(path), []).append(info)
         else:
             ignored += 1
@@ -90,23 +96,23 @@ def _fingerprint(infos: list[dict]) -> str:
 
 def unit_sources(unit: ScanUnit, storage_options: StorageOptions = None) -> list[str]:
     """The stacks of a unit as sources for :func:`load_source`: ``file.h5::scan_id`` or the unit itself."""
-    if unit.kind != "hdf5":
+    if not unit.multi:
         return [unit.uri]
     fs, path = filesystem(unit.uri, storage_options)
     with fs.open(path, "rb") as f:
-        return [f"{unit.uri}::{scan_id}" for scan_id in list_archive(unit.uri, f)]
+        return [f"{unit.uri}::{scan_id}" for scan_id in multi_format(unit.uri).list_ids(unit.uri, f)]
 
 
 def load_source(source: str, storage_options: StorageOptions = None) -> ScanStack:
     """One stack from a source of :func:`unit_sources` (local or S3; from S3 only what is needed is read)."""
-    if not source.startswith("s3://"):
+    if not is_remote(source):
         return load_stack(source)
     archive_source = split_source(source)
     if archive_source:
         file, scan_id = archive_source
         fs, path = filesystem(file, storage_options)
         with fs.open(path, "rb") as f:
-            stack = read_archive_stack(file, scan_id, f)
+            stack = multi_format(file).read_id(file, scan_id, f)
     else:
         fs, path = filesystem(source, storage_options)
         tmp = Path(tempfile.mkdtemp(prefix="raypipe-scan-"))
