@@ -13,9 +13,13 @@ import io
 import numpy as np
 from PIL import Image
 
+from typing import TYPE_CHECKING
+
 from raypipe.chem.elements import COLORS, STICK_RADIUS, ball_radius
-from raypipe.chem.molecule import Molecule
 from raypipe.window import DEFAULT_WINDOW, Window
+
+if TYPE_CHECKING:
+    from raypipe.chem.molecule import Molecule
 
 
 def render_depiction(molecule: Molecule, window: Window | None = None) -> np.ndarray:

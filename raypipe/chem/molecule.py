@@ -1,4 +1,9 @@
-"""3D molecules for simulation and depiction, built with RDKit and laid flat under the tip."""
+"""3D molecules for simulation and depiction, built with RDKit and laid flat under the tip.
+
+RDKit is needed to *build* a molecule (from SMILES or a file); a built molecule is plain data
+(:meth:`Molecule.to_record` / :meth:`Molecule.from_record`), so simulation and depiction also run where
+RDKit is not installed (a lent GPU machine) on molecules prepared elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,24 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from rdkit import Chem, RDLogger
-from rdkit.Chem import AllChem, rdDetermineBonds
 
 from raypipe.chem.elements import ELEMENTS
 from raypipe.errors import MoleculeError
 
-RDLogger.DisableLog("rdApp.*")
+if TYPE_CHECKING:
+    from rdkit import Chem
+
+
+def _rdkit():
+    """RDKit's modules, imported on first use (its log silenced)."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import AllChem, rdDetermineBonds
+
+    RDLogger.DisableLog("rdApp.*")
+    return Chem, AllChem, rdDetermineBonds
 
 
 def hill_formula(elements: list[str]) -> str:
@@ -46,6 +61,7 @@ class Molecule:
     @classmethod
     def from_smiles(cls, smiles: str, seed: int = 0, name: str = "") -> "Molecule":
         """Embed a SMILES with RDKit ETKDG (given seed) and relax it with MMFF94."""
+        Chem, AllChem, _ = _rdkit()
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
             raise MoleculeError(f"RDKit cannot parse SMILES {smiles!r}")
@@ -64,6 +80,7 @@ class Molecule:
     @classmethod
     def from_file(cls, path: str | Path) -> "Molecule":
         """Read an XYZ (bonds perceived by RDKit), SDF or MOL file (first record)."""
+        Chem, _, rdDetermineBonds = _rdkit()
         path = Path(path)
         if not path.is_file():
             raise MoleculeError(f"{path}: no such file")
@@ -90,6 +107,7 @@ class Molecule:
     @classmethod
     def from_rdkit(cls, mol: Chem.Mol, name: str = "") -> "Molecule":
         """Wrap an RDKit molecule that has explicit hydrogens and a 3D conformer."""
+        Chem, _, _ = _rdkit()
         elements = tuple(a.GetSymbol() for a in mol.GetAtoms())
         positions = _orient(mol.GetConformer().GetPositions())
         bonds = tuple(
@@ -108,10 +126,19 @@ class Molecule:
     def formula(self) -> str:
         return hill_formula(list(self.elements))
 
-    @property
-    def extent(self) -> float:
-        """Largest x or y extent of the atom centres in Å."""
-        return float(np.ptp(self.positions[:, :2], axis=0).max())
+    def to_record(self) -> dict:
+        """The molecule as plain JSON-able data (elements, positions, charges, bonds, smiles, name)."""
+        return {"elements": list(self.elements), "positions": np.round(self.positions, 5).tolist(),
+                "charges": np.round(self.charges, 5).tolist(), "bonds": [list(b) for b in self.bonds],
+                "smiles": self.smiles, "name": self.name}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Molecule":
+        """A molecule from :meth:`to_record`'s data (no RDKit needed)."""
+        return cls(tuple(record["elements"]), np.asarray(record["positions"], dtype=np.float64),
+                   np.asarray(record["charges"], dtype=np.float64),
+                   tuple((int(i), int(j), float(o)) for i, j, o in record["bonds"]), record["smiles"],
+                   record.get("name", ""))
 
     def to_xyz(self) -> str:
         """The molecule as XYZ text (name on the comment line)."""
@@ -122,6 +149,7 @@ class Molecule:
 
 def _check(mol: Chem.Mol, source: str) -> None:
     """Reject multi-fragment input and elements outside the QUAM-AFM set."""
+    Chem, _, _ = _rdkit()
     if len(Chem.GetMolFrags(mol)) > 1:
         raise MoleculeError(f"{source}: several fragments (salt or mixture); give one molecule")
     bad = sorted({a.GetSymbol() for a in mol.GetAtoms()} - set(ELEMENTS))
@@ -147,6 +175,7 @@ def _orient(xyz: np.ndarray) -> np.ndarray:
 
 
 def _charges(mol: Chem.Mol) -> np.ndarray:
+    _, AllChem, _ = _rdkit()
     props = AllChem.MMFFGetMoleculeProperties(mol)
     if props is not None:
         return np.array([props.GetMMFFPartialCharge(i) for i in range(mol.GetNumAtoms())])

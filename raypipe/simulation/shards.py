@@ -87,20 +87,28 @@ def build_shard(molecules: list[tuple[str, str]], spec: ParameterSpec, seed: int
         except MoleculeError as exc:
             rejects.append({"molecule_id": molecule_id, "smiles": smiles, "reason": str(exc)})
             continue
-        target = encode_png(render_depiction(molecule, simulator.settings.window))
-        atoms = [{"element": e, "x": x, "y": y, "z": z, "charge": q}
-                 for e, (x, y, z), q in zip(molecule.elements, molecule.positions.tolist(), molecule.charges.tolist())]
-        bonds = [{"i": i, "j": j, "order": o} for i, j, o in molecule.bonds]
-        sets = parameter_sets(spec, molecule_id, seed)
-        for stack in simulator.simulate(molecule, sets, distance_offsets(molecule_id, seed, len(sets), simulator)):
-            rows.append({
-                "molecule_id": molecule_id, "smiles": molecule.smiles, "formula": molecule.formula,
-                "corrugation": molecule.corrugation, "split": split_of(molecule.smiles),
-                "amplitude": stack.metadata["amplitude"], "stiffness": stack.metadata["stiffness"],
-                "distance": stack.metadata["distance"], "fov": simulator.settings.window.fov,
-                "stack": stack.images.astype(np.float16), "target_png": target, "atoms": atoms, "bonds": bonds,
-            })
+        rows += molecule_rows(molecule, molecule_id, spec, seed, simulator)
     return rows_to_table(rows, simulator), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+
+
+def molecule_rows(molecule: Molecule, molecule_id: str, spec: ParameterSpec, seed: int,
+                  simulator: Simulator) -> list[dict]:
+    """The shard rows of one prepared molecule: one per parameter set (no RDKit needed here)."""
+    target = encode_png(render_depiction(molecule, simulator.settings.window))
+    atoms = [{"element": e, "x": x, "y": y, "z": z, "charge": q}
+             for e, (x, y, z), q in zip(molecule.elements, molecule.positions.tolist(), molecule.charges.tolist())]
+    bonds = [{"i": i, "j": j, "order": o} for i, j, o in molecule.bonds]
+    sets = parameter_sets(spec, molecule_id, seed)
+    rows = []
+    for stack in simulator.simulate(molecule, sets, distance_offsets(molecule_id, seed, len(sets), simulator)):
+        rows.append({
+            "molecule_id": molecule_id, "smiles": molecule.smiles, "formula": molecule.formula,
+            "corrugation": molecule.corrugation, "split": split_of(molecule.smiles),
+            "amplitude": stack.metadata["amplitude"], "stiffness": stack.metadata["stiffness"],
+            "distance": stack.metadata["distance"], "fov": simulator.settings.window.fov,
+            "stack": stack.images.astype(np.float16), "target_png": target, "atoms": atoms, "bonds": bonds,
+        })
+    return rows
 
 
 def distance_offsets(molecule_id: str, seed: int, n: int, simulator: Simulator) -> list[int]:
