@@ -104,6 +104,8 @@ class ShardStream:
         def producer() -> None:
             try:
                 for group in self._groups():
+                    if stop.is_set():
+                        return
                     item = self._load(group)
                     while not stop.is_set():
                         try:
@@ -138,6 +140,7 @@ class ShardStream:
                 carry_s, carry_t = stacks[rest], targets[rest]
         finally:
             stop.set()
+            thread.join(timeout=60)  # never leave it reading while the interpreter shuts down
 
 
 def fixed_rows(data_uri: str, split: str, n: int, storage_options: StorageOptions = None) -> list[dict]:

@@ -91,7 +91,6 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
     """
     import torch
 
-    from raypipe.model.augment import augment
     from raypipe.model.data import ShardStream, fixed_rows
     from raypipe.model.pix2pix import Pix2Pix
 
@@ -126,9 +125,24 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
                                                            seed=cfg.seed + state.step)
     progress(f"train: {cfg.run_name} on {device}, {cfg.steps} steps of {cfg.batch_size}, "
              f"{len(rows_val)} validation rows, head {model_config.head}")
-    window_start, window_samples, losses = time.perf_counter(), 0, []
-    metrics: dict = {}
     batches = iter(stream)
+    try:
+        _loop(cfg, state, model, batches, augment_config, model_config, generator, rows_val, validate, run)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # stops and joins the shard reader thread
+    return {"run": str(run), **(state.log[-1] if state.log else {}), "best": state.best}
+
+
+def _loop(cfg, state, model, batches, augment_config, model_config, generator, rows_val, validate, run) -> None:
+    import torch
+
+    from raypipe.model.augment import augment
+
+    device = model.device
+    started = time.perf_counter()
+    window_start, window_samples, losses = started, 0, []
     while state.step < cfg.steps:
         stack_np, target_np = next(batches)
         stack = torch.as_tensor(stack_np, device=device)
@@ -139,20 +153,22 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
         state.step += 1
         window_samples += stack.shape[0]
         metrics = {"step": state.step}
-        if state.step % cfg.log_every == 0 or state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+        last = state.step == cfg.steps or bool(cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds)
+        if state.step % cfg.log_every == 0 or state.step % cfg.checkpoint_every == 0 or last:
             elapsed = time.perf_counter() - window_start
             metrics.update({k: float(np.mean([l[k] for l in losses if k in l])) for k in losses[0]})
             metrics.update({"lr": lr, "samples_per_s": window_samples / elapsed})
             window_start, window_samples, losses = time.perf_counter(), 0, []
-        if (state.step % cfg.val_every == 0 or state.step == cfg.steps) and rows_val:
+        if (state.step % cfg.val_every == 0 or last) and rows_val:
             metrics.update(validate(model.generator, model_config, rows_val))
             state.consider(metrics, model.generator, model_config, cfg.run_name)
             window_start = time.perf_counter()  # validation time is not training throughput
         if len(metrics) > 1:
             state.record(metrics)
-        if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
+        if state.step % cfg.checkpoint_every == 0 or last:
             _checkpoint(run, state, model)
-    return {"run": str(run), **metrics, "best": state.best}
+        if last:
+            break
 
 
 def _checkpoint(run: Path, state: RunState, model) -> None:

@@ -46,6 +46,7 @@ class TrainConfig:
     cache_data: bool = False  # keep the decoded train split in Ray's object store (small datasets, many epochs)
     device: str = "auto"  # plain loop only: "auto" (CUDA when present), "cpu", "cuda"
     threads: int = 0  # plain loop only: torch CPU threads (0 = torch's default)
+    max_seconds: float = 0.0  # plain loop only: validate, checkpoint and stop after this long (0: no limit)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":

@@ -37,6 +37,7 @@ from raypipe.chem.molecule import Molecule
 from raypipe.errors import MoleculeError
 from raypipe.simulation.params import ParameterSpec, parameter_sets
 from raypipe.simulation.ppm import Simulator
+from raypipe.window import Window
 
 MAX_CORRUGATION = 1.8
 
@@ -64,13 +65,12 @@ def split_of(smiles: str) -> str:
     return "train" if u < 0.8 else "val" if u < 0.9 else "test"
 
 
-def prepare_molecule(molecule_id: str, smiles: str, seed: int, simulator: Simulator,
+def prepare_molecule(molecule_id: str, smiles: str, seed: int, window: Window,
                      max_corrugation: float = MAX_CORRUGATION) -> Molecule:
     """Conformer and filters; raises MoleculeError with the reason a molecule is rejected."""
     molecule = Molecule.from_smiles(smiles, seed=seed, name=molecule_id)
     if molecule.corrugation > max_corrugation:
         raise MoleculeError(f"not quasi-planar: corrugation {molecule.corrugation:.2f} Å > {max_corrugation} Å")
-    window = simulator.settings.window
     reach = np.abs(molecule.positions[:, :2]).max() + max(ball_radius(e) for e in molecule.elements)
     if reach > window.fov / 2:
         raise MoleculeError(f"too large: reaches {reach:.1f} Å from the centre, window half-width {window.fov / 2} Å")
@@ -83,7 +83,7 @@ def build_shard(molecules: list[tuple[str, str]], spec: ParameterSpec, seed: int
     rows, rejects = [], []
     for molecule_id, smiles in molecules:
         try:
-            molecule = prepare_molecule(molecule_id, smiles, seed, simulator, max_corrugation)
+            molecule = prepare_molecule(molecule_id, smiles, seed, simulator.settings.window, max_corrugation)
         except MoleculeError as exc:
             rejects.append({"molecule_id": molecule_id, "smiles": smiles, "reason": str(exc)})
             continue
