@@ -64,3 +64,31 @@ def test_config_validation(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data_uri: d\nstorage_path: s\nrun_name: r\nsteps: 5\n")
     assert TrainConfig.from_file(path, steps=7).steps == 7
+
+
+def test_gpu_recipe_dry_run_on_this_machine(tmp_path):
+    """jobs/gpu: conformers prepared with RDKit here, then simulation (ppafm, PoCL) and the plain loop in
+    one budgeted command without Ray, RDKit or Ray's imports — what a lent GPU machine runs."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    prep = subprocess.run([sys.executable, "jobs/gpu/prepare.py", "--limit", "12", "--no-wheels", "--out",
+                           str(tmp_path / "gpu")], cwd=root, capture_output=True, text=True, timeout=300)
+    assert prep.returncode == 0, prep.stderr
+    blocker = tmp_path / "sitecustomize.py"  # the device has neither RDKit nor Ray: make sure nothing needs them
+    blocker.write_text("import builtins\n_real = builtins.__import__\n"
+                       "def _guard(name, *a, **k):\n"
+                       "    if name.split('.')[0] in ('rdkit', 'ray'):\n"
+                       "        raise ImportError('not on the device: ' + name)\n"
+                       "    return _real(name, *a, **k)\n"
+                       "builtins.__import__ = _guard\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{root}"}
+    run = subprocess.run([sys.executable, "jobs/gpu/run.py", "--molecules", str(tmp_path / "gpu" / "molecules.jsonl.gz"),
+                          "--device", "cpu", "--opencl", "pocl", "--seconds", "45", "--limit", "3", "--workers", "1",
+                          "--min-stacks", "4", "--init-from", "", "--work", str(tmp_path / "work"),
+                          "--out", str(tmp_path / "out")], cwd=root, capture_output=True, text=True, timeout=400, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu-run.json").read_text())
+    assert report["stacks_simulated"] >= 4 and report["steps"] >= 1 and "Portable Computing Language" in report["opencl"]
+    assert load_model(tmp_path / "out" / "last.safetensors", device="cpu").config.head == "palette"
