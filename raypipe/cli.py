@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--lease-wait", type=float, default=900.0,
                        help="seconds to wait for another job that is writing the same table")
     label.add_argument("--gallery", type=Path, default=None,
-                       help="HTML gallery of this run's rows (default: <out>-gallery.html beside a local --out)")
+                       help="folder of HTML gallery pages, one per run plus index.html (default: <out>-gallery/ "
+                            "beside a local --out; none for s3://)")
     label.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     label.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
 
@@ -144,14 +145,16 @@ def _label(args) -> int:
                             show_progress=not quiet)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
     gallery = args.gallery or (None if is_remote(args.out) else
-                               Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery.html")
+                               Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery")
     if gallery is not None and summary.ok + summary.errors:
+        from raypipe.model.inference import model_config
         from raypipe.pipelines.table import read_labels
-        from raypipe.reports import label_gallery
+        from raypipe.reports import run_gallery
 
         rows = read_labels(args.out, options, catalog=args.catalog, table=args.table,
                            row_filter=f"run_id == '{summary.run_id}'").to_pylist()
-        print(f"gallery of this run's {len(rows)} rows: {label_gallery(rows, gallery)}")
+        page = run_gallery(rows, gallery, summary.run_id, window=model_config(args.model or None, options).window)
+        print(f"gallery of this run's {len(rows)} rows: {page} (all runs: {Path(gallery) / 'index.html'})")
     return 0
 
 

@@ -31,7 +31,7 @@ def test_label_command_on_the_bundled_scans(ray_cluster, tmp_path, capsys):
     assert '"ok": 16' in printed and '"errors": 0' in printed
     rows = read_labels(str(out), columns=["run_date", "status", "model"]).to_pylist()
     assert len(rows) == 16 and {r["run_date"] for r in rows} == {"2026-11-24"}
-    page = (tmp_path / "labels-gallery.html").read_text()  # beside the table's folder, not inside it
+    page = next((tmp_path / "labels-gallery").glob("run-*.html")).read_text()  # beside the table, not inside
     assert page.count("class='card'") == 16 and rows[0]["model"].split("@")[0] in page
     assert main(["label", str(scans), "--out", str(out), "--settle", "0"]) == 0  # nothing new: nothing added
     assert '"units_new": 0' in capsys.readouterr().out and read_labels(str(out)).num_rows == 16
@@ -127,3 +127,47 @@ def test_output_columns_are_described_with_units():
     assert docs["amplitude"].endswith("[Å]") and docs["stiffness"].endswith("[N/m]")
     bond = OUTPUT_SCHEMA.field("bonds").type.value_type
     assert {bond.field(k).name for k in range(bond.num_fields)} == {"i", "j", "order", "confidence"}
+
+
+def _chromium() -> str | None:
+    import shutil as sh
+
+    return sh.which("chromium") or sh.which("chromium-browser") or sh.which("google-chrome")
+
+
+def test_gallery_in_a_real_browser(ray_cluster, tmp_path):
+    """The run's gallery as a person sees it: headless Chromium loads it, runs its script, shows one card
+    per row, filters by status and truth, and every image has a visible caption and a scale bar in Å."""
+    import re
+    import subprocess
+
+    import pytest
+
+    from raypipe.pipelines.label import label_archive
+    from raypipe.reports import run_gallery
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run installs it)")
+    out = tmp_path / "labels"
+    summary = label_archive(str(EXAMPLES / "scans"), str(out), settle=0)
+    rows = read_labels(str(out), row_filter=f"run_id == '{summary.run_id}'").to_pylist()
+    page = run_gallery(rows, tmp_path / "gallery", summary.run_id, page_size=10)
+
+    def dom(url: str) -> str:
+        done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    first = dom(page.as_uri())
+    assert re.search(r'data-shown="10"', first) and first.count('class="card') == 10  # bounded: 16 rows, 2 pages
+    second = dom((page.parent / page.name.replace(".html", "-p2.html")).as_uri())
+    assert second.count('class="card') == 6
+    assert "closest | farthest slice" in first and "predicted depiction" in first and ">truth<" in first
+    assert "elements:" in first and "formula right on" in first and "5 Å" not in first  # the bar is in the images
+    wrong = dom(page.as_uri() + "?truth=right")
+    assert re.search(r'data-shown="(\d+)"', wrong).group(1) == str(sum(
+        r["formula"] == r["truth_formula"] for r in rows[:10] if r["truth_formula"]))
+    index = dom((page.parent / "index.html").as_uri())
+    assert summary.run_id in index

@@ -56,6 +56,9 @@ OUTPUT_SCHEMA = pa.schema([
     _field("amplitude", pa.float64(), "oscillation amplitude (peak to peak) where the format records it", "Å"),
     _field("stiffness", pa.float64(), "CO tip lateral stiffness where the format records it", "N/m"),
     _field("mode", pa.string(), "acquisition mode where known (FM df, AM ...)"),
+    _field("fov", pa.list_(pa.float64()), "field of view (x, y) of the scan as used; null when unknown (the "
+                                          "image is then padded to a square and fitted to the model's window)", "Å"),
+    _field("fov_source", pa.string(), "where the field of view came from: file (the format records it), unknown"),
     _field("input_preview", pa.binary(), "PNG: the closest and farthest preprocessed slices side by side"),
     _field("depiction", pa.binary(), "PNG: the predicted ball-and-stick depiction on the model's window"),
     _field("atoms", pa.list_(ATOM_STRUCT), "atoms read back from the depiction"),
@@ -65,6 +68,8 @@ OUTPUT_SCHEMA = pa.schema([
     _field("confidence", pa.float64(), "the weakest atom or bond drawing score of the graph (0-1)"),
     _field("truth_formula", pa.string(), "the true formula where the scan's metadata holds it (simulations)"),
     _field("truth_smiles", pa.string(), "the true SMILES where the scan's metadata holds it (simulations)"),
+    _field("truth_depiction", pa.binary(), "PNG: the true molecule's depiction on the model's window, where the "
+                                           "scan's metadata holds its atoms (simulations)"),
     _field("model", pa.string(), "the model that labelled the row: name@first 12 hex of its file's SHA-256"),
     _field("status", pa.string(), "ok or error"),
     _field("error", pa.string(), "for an error row: the file and the reason"),
@@ -226,9 +231,11 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0) -> pa.Table:
             "n_images": int(batch["n_images"][k]),
             "heights": json.loads(batch["heights"][k]),
             "amplitude": metadata.get("amplitude"), "stiffness": metadata.get("stiffness"),
-            "mode": metadata.get("mode"), "input_preview": batch["input_preview"][k] or None,
+            "mode": metadata.get("mode"), "fov": _fov(metadata), "fov_source": "file" if _fov(metadata) else "unknown",
+            "input_preview": batch["input_preview"][k] or None,
             "depiction": None, "atoms": None, "bonds": None, "formula": None, "smiles": None, "confidence": None,
             "truth_formula": truth.get("formula"), "truth_smiles": truth.get("smiles"),
+            "truth_depiction": _truth_depiction(truth, window),
             "model": batch["model"][k], "status": batch["status"][k], "error": batch["error"][k] or None,
             "error_kind": batch["error_kind"][k] or None, "unit": redact(batch["unit"][k]),
             "unit_fingerprint": batch["unit_fingerprint"][k],
@@ -244,6 +251,31 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0) -> pa.Table:
                 row.update(status="error", error=_reason(exc), error_kind=_kind(exc))
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+
+
+def _fov(metadata: dict) -> list[float] | None:
+    fov = metadata.get("fov")
+    if not fov:
+        return None
+    return [float(v) for v in (fov if isinstance(fov, (list, tuple)) else (fov, fov))]
+
+
+def _truth_depiction(truth: dict, window) -> bytes | None:
+    """The true molecule drawn on the model's window, from the atoms a simulated scan carries."""
+    atoms = truth.get("atoms")
+    if not atoms:
+        return None
+    from raypipe.chem.depiction import encode_png, render_depiction
+    from raypipe.chem.molecule import Molecule
+
+    try:
+        molecule = Molecule(tuple(a["element"] for a in atoms),
+                            np.array([[a["x"], a["y"], a["z"]] for a in atoms], dtype=np.float64),
+                            np.zeros(len(atoms)), tuple((b["i"], b["j"], b.get("order", 1.0)) for b in truth.get("bonds", [])),
+                            truth.get("smiles") or "")
+        return encode_png(render_depiction(molecule, window))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def inference_pool() -> tuple[dict, int]:
