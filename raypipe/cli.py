@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="train, val, test, or all (every row: a dataset simulated for a check)")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N rows")
     evaluate.add_argument("--gallery", type=Path, default=None, help="write a gallery PNG here")
+    evaluate.add_argument("--reliability", type=Path, default=None,
+                          help="write the reliability diagram of the model's confidence (PNG) here")
+    calibrate = commands.add_parser("calibrate", help="fit a model's confidence (P(formula right)) on simulated "
+                                                      "stacks with known truth; writes a calibrated copy")
+    calibrate.add_argument("--data", required=True, help="simulated dataset (folder or s3:// prefix)")
+    calibrate.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    calibrate.add_argument("--split", default="val", help="the split to fit on (never the test split)")
+    calibrate.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    calibrate.add_argument("--out", required=True, help="the calibrated model file to write")
     label = commands.add_parser("label", help="label the new scans of an archive into the labels table (nightly job)")
     label.add_argument("input", nargs="?", default=str(EXAMPLES / "scans"),
                        help="folder, file or s3:// prefix of scans; default: the bundled sample scans")
@@ -263,8 +272,15 @@ def _run(args) -> int:
         from raypipe.evaluation import evaluate as run_evaluation
 
         result = run_evaluation(args.data, args.model, split=None if args.split == "all" else args.split,
-                                limit=args.limit, gallery_path=args.gallery)
+                                limit=args.limit, gallery_path=args.gallery, reliability_path=args.reliability)
         print(json.dumps(_finite(result), indent=2, allow_nan=False))
+    elif args.command == "calibrate":
+        from raypipe.evaluation import calibrate
+
+        if args.split == "test":
+            raise ValueError("calibrate on the val split (or another that is not used to report figures), not test")
+        print(json.dumps(_finite(calibrate(args.data, args.model, args.out, split=args.split, limit=args.limit)),
+                         indent=2))
     elif args.command == "label":
         return _label(args)
     elif args.command == "export":

@@ -23,20 +23,28 @@ from raypipe.scans.preprocess import normalise
 from raypipe.storage import StorageOptions
 
 
-def predict_rows(model: Model, rows: list[dict], batch_size: int = 16) -> np.ndarray:
-    """(N, S, S, 3) predicted depictions of simulated rows (each with a raw ``stack``)."""
-    out = []
+def predict_rows(model: Model, rows: list[dict], batch_size: int = 16, *, with_margin: bool = False):
+    """(N, S, S, 3) predicted depictions of simulated rows (each with a raw ``stack``); with ``with_margin``
+    also the (N, S, S) per-pixel margins of the model's head."""
+    out, margins = [], []
     for k in range(0, len(rows), batch_size):
         batch = np.stack([normalise(r["stack"].astype(np.float32)) for r in rows[k:k + batch_size]])
-        out.append(model.predict(batch))
-    return np.concatenate(out) if out else np.zeros((0, model.config.size, model.config.size, 3), np.uint8)
+        depictions, margin = model.predict(batch, with_margin=True)
+        out.append(depictions)
+        margins.append(margin)
+    size = model.config.size
+    depictions = np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+    if with_margin:
+        return depictions, (np.concatenate(margins) if margins else np.zeros((0, size, size), np.float32))
+    return depictions
 
 
-def score_rows(depictions: np.ndarray, rows: list[dict]) -> dict:
-    """Scores of predicted depictions against the rows' truth: the figures described above."""
+def score_rows(depictions: np.ndarray, rows: list[dict], graphs: list[MolGraph] | None = None) -> dict:
+    """Scores of predicted depictions (or their read-back ``graphs``) against the rows' truth: the figures
+    described above."""
     scores, confusion = [], defaultdict(Counter)
-    for depiction, row in zip(depictions, rows):
-        predicted = extract_graph(depiction)
+    for k, (depiction, row) in enumerate(zip(depictions, rows)):
+        predicted = graphs[k] if graphs is not None else extract_graph(depiction)
         truth = MolGraph.from_rows(row["atoms"], row["bonds"])
         scores.append(score(predicted, truth))
         for true_el, pred_el in element_pairs(predicted, truth):
@@ -101,24 +109,72 @@ def _splits(dataset_uri: str, storage_options: StorageOptions) -> str:
     return ", ".join(f"{k} ({v} rows)" for k, v in sorted(counts.items())) or "no rows"
 
 
-def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split: str = "test",
-             limit: int | None = None, gallery_path: str | Path | None = None,
-             storage_options: StorageOptions = None) -> dict:
-    """Evaluate ``model`` (default: the shipped one) on one split of a simulated dataset.
+def _predictions(model: Model, rows: list[dict]) -> tuple[np.ndarray, list[MolGraph], list[dict], list[bool]]:
+    """Depictions, read-back graphs, calibration features and formula-right flags of simulated rows."""
+    from raypipe.model.calibration import features, margin_stats
 
-    Returns ``n``, ``total``, ``structure``, ``composition`` (fractions), ``precision``/``recall``,
-    ``by_corrugation`` and ``confusion``; with ``gallery_path`` also writes the gallery PNG there.
-    """
+    depictions, margins = predict_rows(model, rows, with_margin=True)
+    graphs = [extract_graph(d, model.config.window) for d in depictions]
+    feats = [features(g, *margin_stats(m, d)) for g, m, d in zip(graphs, margins, depictions)]
+    right = [g.formula == r["formula"] for g, r in zip(graphs, rows)]
+    return depictions, graphs, feats, right
+
+
+def _rows(dataset_uri: str, split: str | None, limit: int | None, storage_options: StorageOptions) -> list[dict]:
     from raypipe.simulation.export import read_shard_rows
 
-    model = model if isinstance(model, Model) else load_model(model)
     rows = list(read_shard_rows(dataset_uri, split=split, limit=limit, storage_options=storage_options))
     if not rows:
         raise ValueError(f"{dataset_uri}: no rows in split {split!r}; it holds {_splits(dataset_uri, storage_options)} "
                          "(--split all evaluates every row)")
-    depictions = predict_rows(model, rows)
-    result = {"model": model.tag, "split": split, **score_rows(depictions, rows)}
+    return rows
+
+
+def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split: str | None = "test",
+             limit: int | None = None, gallery_path: str | Path | None = None,
+             reliability_path: str | Path | None = None, storage_options: StorageOptions = None) -> dict:
+    """Evaluate ``model`` (default: the shipped one) on one split of a simulated dataset (``split=None``:
+    every row, e.g. a dataset simulated for a check).
+
+    Returns ``n``, ``total``, ``structure``, ``composition`` (fractions), ``precision``/``recall``,
+    ``by_corrugation``, ``confusion`` and ``calibration`` (the expected calibration error of the model's
+    ``confidence`` against formulas right, its reliability bins, and the mean confidence beside the
+    fraction right; null for a model without calibration); with ``gallery_path`` also writes the gallery
+    PNG there, with ``reliability_path`` the reliability diagram.
+    """
+    from raypipe.model.calibration import reliability, reliability_png
+
+    model = model if isinstance(model, Model) else load_model(model, storage_options=storage_options)
+    rows = _rows(dataset_uri, split, limit, storage_options)
+    depictions, graphs, feats, right = _predictions(model, rows)
+    result = {"model": model.tag, "split": split or "all", **score_rows(depictions, rows, graphs)}
+    result["calibration"] = None
+    if model.calibration is not None:
+        confidence = [model.calibration.predict(f) for f in feats]
+        ece, bins = reliability(confidence, right)
+        result["calibration"] = {"ece": ece, "mean_confidence": float(np.mean(confidence)),
+                                 "formula_right": float(np.mean(right)), "bins": bins}
+        if reliability_path is not None:
+            Path(reliability_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(reliability_path).write_bytes(reliability_png(bins, ece, f"{model.name}, {split or 'all'}"))
+            result["reliability"] = str(reliability_path)
     if gallery_path is not None:
         result["gallery"] = str(gallery(rows, depictions, gallery_path))
     return result
 
+
+def calibrate(dataset_uri: str, model: str | Path | None, out: str | Path, *, split: str = "val",
+              limit: int | None = None, storage_options: StorageOptions = None) -> dict:
+    """Fit the model's confidence (P(formula right)) on a split with known truth and write a copy of the
+    model file with that calibration in its header to ``out``. Returns the fit's summary."""
+    from raypipe.model.calibration import fit, reliability
+    from raypipe.model.inference import write_calibration
+
+    loaded = load_model(model, storage_options=storage_options)
+    rows = _rows(dataset_uri, split, limit, storage_options)
+    _, _, feats, right = _predictions(loaded, rows)
+    calibration = fit(feats, right, fitted_on=f"{dataset_uri} split {split}, {len(rows)} stacks")
+    write_calibration(model, calibration, out, storage_options=storage_options)
+    ece, bins = reliability([calibration.predict(f) for f in feats], right)
+    return {"model": str(out), "n": len(rows), "formula_right": float(np.mean(right)), "ece_on_fit": ece,
+            "weights": dict(zip(calibration.features, calibration.weights)), "bias": calibration.bias}

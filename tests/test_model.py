@@ -294,3 +294,29 @@ def test_plain_loop_checkpoints_resumes_and_inits_from(tmp_path):
     assert first["event"].startswith("initialised from")
     with pytest.raises(ValueError, match="differs from this run's"):
         TrainConfig(**{**fresh.__dict__, "model": "small"}).validate()
+
+
+def test_calibration_says_how_often_it_is_right(tmp_path):
+    from raypipe.model.calibration import Calibration, fit, reliability
+
+    rng = np.random.default_rng(0)
+    quality = rng.uniform(0, 1, 4000)
+    right = rng.uniform(0, 1, 4000) < quality**2  # right more often when drawn cleanly, but not always
+    rows = [{"quality": q, "margin": 0.5, "uncertain": 0.5, "valid": 1.0, "log_atoms": 3.0} for q in quality]
+    calibration = fit(rows, right.tolist())
+    confidence = [calibration.predict(r) for r in rows]
+    ece, bins = reliability(confidence, right.tolist())
+    assert ece < 0.05 and abs(np.mean(confidence) - right.mean()) < 0.02
+    raw_ece, _ = reliability(quality.tolist(), right.tolist())  # the drawing score is no probability
+    assert raw_ece > 0.1
+    assert Calibration.from_json(calibration.to_json()) == calibration
+    never = fit(rows[:50], [False] * 50)  # a model that is never right: an honest confidence near 0
+    assert never.predict(rows[0]) < 0.02
+
+    G = define_G(PALETTE_TINY)
+    path = save_model(G, PALETTE_TINY, tmp_path / "m.safetensors", name="m")
+    from raypipe.model.inference import write_calibration
+
+    calibrated = load_model(write_calibration(path, calibration, tmp_path / "c.safetensors"), device="cpu")
+    assert load_model(path).calibration is None and calibrated.calibration == calibration
+    assert calibrated.notes == {"calibration": ""}

@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from raypipe.model.calibration import Calibration
 from raypipe.model.config import ModelConfig
 from raypipe.model.heads import to_uint8  # noqa: F401 - re-exported (older callers import it from here)
 from raypipe.model.networks import Generator, define_G
@@ -36,19 +37,39 @@ SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "raypipe-sma
 
 
 def save_model(generator: torch.nn.Module, config: ModelConfig, path: str | Path, *, name: str,
-               notes: dict | None = None, half: bool = True, storage_options: StorageOptions = None):
+               notes: dict | None = None, half: bool = True, storage_options: StorageOptions = None,
+               calibration: Calibration | None = None):
     """Write the generator to ``path`` (.safetensors, a local path or ``s3://`` URI), fp16 by default
-    (integer buffers kept), atomically. Returns the path (a Path when local)."""
-    from safetensors.torch import save as to_bytes
-
+    (integer buffers kept), atomically, with its confidence ``calibration`` when given. Returns the path
+    (a Path when local)."""
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
              for k, v in getattr(generator, "module", generator).state_dict().items()}
     metadata = {"format": "raypipe-model", "format_version": str(FORMAT_VERSION),
                 "config": json.dumps(config.to_dict()), "name": name, "notes": json.dumps(notes or {})}
+    if calibration is not None:
+        metadata["calibration"] = calibration.to_json()
+    return _write(path, state, metadata, storage_options)
+
+
+def _write(path, state: dict, metadata: dict, storage_options: StorageOptions):
+    from safetensors.torch import save as to_bytes
+
     data = to_bytes(state, metadata=metadata)
     fs, where = filesystem(str(path), storage_options)
     write_bytes_atomic(fs, where, data)
     return path if is_remote(path) else Path(where)
+
+
+def write_calibration(model: str | Path | None, calibration: Calibration, out: str | Path, *,
+                      storage_options: StorageOptions = None):
+    """A copy of a model file (default: the shipped one) with ``calibration`` in its header; weights,
+    config and name unchanged (the notes record where the calibration was fitted)."""
+    path = local_model_file(model, storage_options)
+    metadata = dict(read_header(path))
+    notes = json.loads(metadata.get("notes", "{}"))
+    notes["calibration"] = calibration.fitted_on
+    metadata.update(calibration=calibration.to_json(), notes=json.dumps(notes))
+    return _write(out, load_file(str(path)), metadata, storage_options)
 
 
 def local_model_file(path: str | Path | None, storage_options: StorageOptions = None) -> Path:
@@ -86,6 +107,7 @@ class Model:
     sha256: str
     notes: dict
     device: torch.device
+    calibration: Calibration | None = None  # P(formula right) from features of a prediction; None: uncalibrated
 
     @property
     def tag(self) -> str:
@@ -169,4 +191,4 @@ def load_model(path: str | Path | None = None, device: str | torch.device | None
     generator.to(device).eval()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return Model(generator, config, metadata.get("name", path.stem), digest, json.loads(metadata.get("notes", "{}")),
-                 device)
+                 device, Calibration.from_json(metadata.get("calibration")))

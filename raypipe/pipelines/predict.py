@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from raypipe.model.calibration import margin_stats
 from raypipe.storage import StorageOptions, redact
 
 def _field(name: str, kind: pa.DataType, doc: str, unit: str | None = None) -> pa.Field:
@@ -65,7 +66,11 @@ OUTPUT_SCHEMA = pa.schema([
     _field("bonds", pa.list_(BOND_STRUCT), "bonds read back from the depiction"),
     _field("formula", pa.string(), "Hill formula of the read-back graph, hydrogens included"),
     _field("smiles", pa.string(), "canonical SMILES when the graph is a valid molecule, else null"),
-    _field("confidence", pa.float64(), "the weakest atom or bond drawing score of the graph (0-1)"),
+    _field("confidence", pa.float64(), "probability that the formula is right, calibrated on simulated stacks "
+                                       "with known truth and stored with the model (0-1); null for a model "
+                                       "without calibration"),
+    _field("depiction_quality", pa.float64(), "how cleanly the depiction is drawn: the weakest atom or bond "
+                                              "drawing score of the graph (0-1); not a probability of being right"),
     _field("truth_formula", pa.string(), "the true formula where the scan's metadata holds it (simulations)"),
     _field("truth_smiles", pa.string(), "the true SMILES where the scan's metadata holds it (simulations)"),
     _field("truth_depiction", pa.binary(), "PNG: the true molecule's depiction on the model's window, where the "
@@ -208,19 +213,27 @@ class DepictionPredictor:
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([s == "ok" for s in batch["status"]])
-        depictions = np.zeros((len(ok), self.model.config.size, self.model.config.size, 3), np.uint8)
+        size = self.model.config.size
+        depictions = np.zeros((len(ok), size, size, 3), np.uint8)
+        margin_mean, margin_low = np.full(len(ok), 0.5), np.full(len(ok), 0.5)
         if ok.any():
-            depictions[ok] = self.model.predict(batch["input"][ok])
+            predicted, margins = self.model.predict(batch["input"][ok], with_margin=True)
+            depictions[ok] = predicted
+            for k, depiction, margin in zip(np.flatnonzero(ok), predicted, margins):
+                margin_mean[k], margin_low[k] = margin_stats(margin, depiction)
         out = {k: v for k, v in batch.items() if k != "input"}
-        return {**out, "depiction": depictions, "model": np.array([self.model.tag] * len(ok), dtype=object)}
+        return {**out, "depiction": depictions, "margin_mean": margin_mean, "margin_low": margin_low,
+                "model": np.array([self.model.tag] * len(ok), dtype=object)}
 
 
-def _extract(batch: dict, size: int = 128, fov: float = 18.0) -> pa.Table:
+def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str | None = None) -> pa.Table:
     from raypipe.chem.depiction import encode_png
     from raypipe.chem.graph import extract_graph
+    from raypipe.model.calibration import Calibration, features
     from raypipe.window import Window
 
     window = Window(size=size, fov=fov)
+    calibrated = Calibration.from_json(calibration)
 
     rows = []
     for k in range(len(batch["status"])):
@@ -234,6 +247,7 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0) -> pa.Table:
             "mode": metadata.get("mode"), "fov": _fov(metadata), "fov_source": "file" if _fov(metadata) else "unknown",
             "input_preview": batch["input_preview"][k] or None,
             "depiction": None, "atoms": None, "bonds": None, "formula": None, "smiles": None, "confidence": None,
+            "depiction_quality": None,
             "truth_formula": truth.get("formula"), "truth_smiles": truth.get("smiles"),
             "truth_depiction": _truth_depiction(truth, window),
             "model": batch["model"][k], "status": batch["status"][k], "error": batch["error"][k] or None,
@@ -245,8 +259,10 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0) -> pa.Table:
                 depiction = batch["depiction"][k]
                 graph = extract_graph(depiction, window)
                 atoms, bonds = graph.to_rows()
+                feats = features(graph, batch["margin_mean"][k], batch["margin_low"][k])
                 row.update(depiction=encode_png(depiction), atoms=atoms, bonds=bonds, formula=graph.formula,
-                           smiles=graph.smiles, confidence=graph.confidence)
+                           smiles=graph.smiles, depiction_quality=graph.confidence,
+                           confidence=calibrated.predict(feats) if calibrated else None)
             except Exception as exc:
                 row.update(status="error", error=_reason(exc), error_kind=_kind(exc))
         rows.append(row)
@@ -298,7 +314,10 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
 
     from raypipe.pipelines.cluster import ensure_ray
 
+    from raypipe.model.inference import local_model_file, read_header
+
     config = model_config(model, storage_options)  # the grid comes from the model (checked before Ray starts)
+    calibration = read_header(local_model_file(model, storage_options)).get("calibration")
     ensure_ray()
     scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options)
     resources, size = inference_pool()
@@ -309,7 +328,8 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
                      compute=ray.data.ActorPoolStrategy(size=size),
                      fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
                                             "storage_options": storage_options})
-        .map_batches(_extract, batch_size=batch_size, fn_kwargs={"size": config.size, "fov": config.fov},
+        .map_batches(_extract, batch_size=batch_size,
+                     fn_kwargs={"size": config.size, "fov": config.fov, "calibration": calibration},
                      **CPU_STAGE)
     )
 
