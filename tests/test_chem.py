@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -184,8 +183,3 @@ def test_score_categories() -> None:
     assert summary["total"] == 0.5
     assert summary["by_corrugation"]["0-50 pm"]["total"] == 1.0
     assert summary["by_corrugation"][">150 pm"]["total"] == 0.0
-
-
-def test_nci_file_is_bundled() -> None:
-    assert NCI.is_file(), f"RDKit's {NCI} is missing"
-    assert os.path.getsize(NCI) > 100_000

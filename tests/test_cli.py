@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from raypipe.cli import main
 from raypipe.model.inference import SHIPPED_MODEL, load_model
 from raypipe.pipelines.table import read_labels
@@ -44,7 +46,9 @@ def test_evaluate_command(tmp_path, capsys):
     assert main(["evaluate", "--data", str(EXAMPLES / "sim-sample"), "--split", "train", "--limit", "6",
                  "--gallery", str(gallery)]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["n"] == 6 and 0 <= result["total"] <= result["composition"] <= 1
+    bins = result["by_corrugation"].values()
+    assert result["n"] == 6 == sum(b["n"] for b in bins) and result["split"] == "train"
+    assert result["total"] == pytest.approx(sum(b["n"] * b["total"] for b in bins if b["n"]) / 6)
     assert set(result["by_corrugation"]) == {"0-50 pm", "50-100 pm", "100-150 pm", ">150 pm"}
     assert sum(sum(c.values()) for c in result["confusion"].values()) >= 6 and gallery.stat().st_size > 1000
 
