@@ -54,7 +54,7 @@ def test_evaluate_command(tmp_path, capsys):
 
 
 # --- a scientist's first hour (issue 17) ---------------------------------------------------------------
-def _raypipe(*args: str, timeout: float = 300) -> "subprocess.CompletedProcess":
+def _raypipe(*args: str, timeout: float = 300):
     import os
     import subprocess
     import sys

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from raypipe.chem.graph import MolGraph
+from raypipe.chem.molgraph import MolGraph
 from raypipe.chem.molecule import Molecule
 
 MATCH_DISTANCE = 0.7  # Å

@@ -27,7 +27,6 @@ from safetensors.torch import load_file
 
 from raypipe.model.calibration import Calibration
 from raypipe.model.config import ModelConfig
-from raypipe.model.heads import to_uint8  # noqa: F401 - re-exported (older callers import it from here)
 from raypipe.model.networks import Generator, define_G
 from raypipe.storage import StorageOptions, filesystem, is_remote, redact, write_bytes_atomic
 

@@ -1,0 +1,152 @@
+"""Hidden hydrogens and chemistry: the last step of reading a depiction (see :mod:`raypipe.chem.graph`).
+
+A top view hides the H below another H of a CH2/CH3/NH2 group, or below its atom. Where they are is
+guessed from the geometry, and the guess is checked by chemistry: the cheapest variant that RDKit's
+bond-order perception reads as one closed-shell molecule wins; its SMILES and bond orders are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Chem import rdDetermineBonds
+from rdkit.Geometry import Point3D
+
+from raypipe.chem.molgraph import GraphAtom, MolGraph, ideal_length
+
+VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "P": 3, "Cl": 1, "Br": 1, "I": 1}
+# Evidence for a hidden hydrogen (see _hidden_hydrogen_options), in units of
+TWIN_LENGTH, TWIN_SCALE = 0.86, 0.05  # 0.05 of a visible X-H's projected/ideal length below 0.86,
+RESIDUAL_SCALE = 0.1  # 0.1 of the bond-direction sum (unit bonds) a hidden H would cancel,
+UNDER_RESIDUAL, UNDER_SCALE = 0.45, 0.05  # for a carbon without visible H: 0.05 of its sum above 0.45;
+NITROGEN_TRUST, NITROGEN_UNDER_EVIDENCE = 0.25, -4.0  # scaled for N; an N without visible H: -4
+ION_COST = 3.0  # the evidence a cation reading costs against a neutral one
+FLIP_POOL = 6  # the least certain options that chemistry may overrule
+CHARGEABLE = {"N", "O", "S", "P"}
+
+
+@dataclass(frozen=True)
+class _HiddenHydrogen:
+    """A hydrogen the top view may hide: bonded to ``atom``, below its visible H ``under`` (else below
+    the atom itself); ``evidence`` > 0 means the geometry says it is there."""
+
+    atom: int
+    under: int | None
+    evidence: float
+
+
+def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
+    """One option per C or N with fewer bonds than its valence.
+
+    Two hydrogens of a CH2, CH3 or pyramidal NH2 group that sit mirror-symmetric about the molecule's
+    plane project onto one spot, at about 0.6 of the bond length from their atom, while an sp2 X-H lies
+    in the plane and projects at full length. A twin below the visible H would also bring the sum of
+    the atom's bond directions (unit length in 3D, near zero for a complete atom) closer to zero.
+    Both hints add up to the evidence for a twin. A carbon without a visible H may hide one straight
+    below it: the sum of its bond directions is then far from zero. Nitrogen, pyramidal with a lone
+    pair, gives weaker hints (scaled by ``NITROGEN_TRUST``), which chemistry overrules more easily.
+    An H forced by chemistry where the geometry saw no twin goes below the atom itself.
+    """
+    xy = graph.positions
+    options = []
+    for x, atom in enumerate(graph.atoms):
+        neighbours = [j if i == x else i for i, j in graph.bonds if x in (i, j)]
+        if atom.element not in ("C", "N") or len(neighbours) >= VALENCE[atom.element]:
+            continue
+        units = {k: (xy[k] - xy[x]) / ideal_length(graph.atoms, x, k) for k in neighbours}
+        total = sum(units.values(), np.zeros(2))
+        residual = float(np.hypot(*total))
+        hydrogens = [k for k in neighbours if graph.atoms[k].element == "H"]
+        if hydrogens:
+            h = min(hydrogens, key=lambda k: np.hypot(*units[k]))
+            twin_residual = np.hypot(*(total + units[h]))
+            evidence = ((TWIN_LENGTH - np.hypot(*units[h])) / TWIN_SCALE
+                        + (residual - twin_residual) / RESIDUAL_SCALE)
+            if atom.element == "N":
+                evidence *= NITROGEN_TRUST
+        elif atom.element == "C" and neighbours:
+            h, evidence = None, (residual - UNDER_RESIDUAL) / UNDER_SCALE
+        else:
+            h, evidence = None, NITROGEN_UNDER_EVIDENCE
+        options.append(_HiddenHydrogen(x, h if evidence > 0 else None, float(evidence)))
+    return options
+
+
+def with_hidden_hydrogens(seen: MolGraph) -> MolGraph:
+    """The seen graph plus the hydrogens a top view hides, chosen by geometry and checked by chemistry.
+
+    Variants of the geometric guess (every option with positive evidence) flip the least certain
+    options, one or two at a time; each is read as a neutral molecule and as a cation (at a cost of
+    ``ION_COST``: pyridinium-like dyes exist, but a neutral reading is likelier). The cheapest valid
+    reading wins; with none the guess is returned, with ``smiles`` None.
+    """
+    options = _hidden_hydrogen_options(seen)
+    guess = frozenset(k for k, o in enumerate(options) if o.evidence > 0)
+    pool = sorted(range(len(options)), key=lambda k: abs(options[k].evidence))[:FLIP_POOL]
+    variants = {guess: 0.0}
+    for size in (1, 2):
+        for flips in combinations(pool, size):
+            variants.setdefault(guess ^ frozenset(flips), sum(abs(options[k].evidence) for k in flips))
+    readings = sorted(((cost + ION_COST * charge, charge, sorted(chosen)) for chosen, cost in variants.items()
+                       for charge in (0, 1)), key=lambda t: t[0])
+    for _cost, charge, chosen in readings:
+        graph = _add_hydrogens(seen, [options[k] for k in chosen])
+        mol = _perceive(graph, charge)
+        if mol is not None:
+            graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
+            graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
+            return graph
+    return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
+
+
+def _add_hydrogens(graph: MolGraph, hidden: list[_HiddenHydrogen]) -> MolGraph:
+    """A copy of ``graph`` with one H per option, at its hiding atom, with half that atom's confidence."""
+    atoms, bonds, conf = list(graph.atoms), list(graph.bonds), list(graph.bond_confidence)
+    for option in hidden:
+        cover = atoms[option.atom if option.under is None else option.under]
+        atoms.append(GraphAtom("H", cover.x, cover.y, cover.confidence / 2))
+        bonds.append((option.atom, len(atoms) - 1))
+        conf.append(cover.confidence / 2)
+    return MolGraph(atoms, bonds, conf)
+
+
+def graph_smiles(graph: MolGraph, charges: tuple[int, ...] = (0, 1)) -> str | None:
+    """Canonical SMILES of the graph, or None when it is no valid molecule.
+
+    Bond orders and formal charges are perceived by RDKit for each net charge in ``charges`` in turn.
+    Valid means: one connected molecule, no unpaired electrons, and formal charges only on N, O, S or
+    P (as in nitro groups or N-oxides); an ion's charged atoms bear no H (as in pyridinium dyes).
+    """
+    if not graph.atoms:
+        return None
+    for charge in charges:
+        mol = _perceive(graph, charge)
+        if mol is not None:
+            return Chem.MolToSmiles(Chem.RemoveHs(mol))
+    return None
+
+
+def _perceive(graph: MolGraph, charge: int) -> Chem.Mol | None:
+    """The graph as a sanitised RDKit molecule of net ``charge``, or None when it is not valid."""
+    mol = Chem.RWMol()
+    conformer = Chem.Conformer(len(graph.atoms))
+    for k, atom in enumerate(graph.atoms):
+        mol.AddAtom(Chem.Atom(atom.element))
+        conformer.SetAtomPosition(k, Point3D(atom.x, atom.y, 0.0))
+    for i, j in graph.bonds:
+        mol.AddBond(i, j, Chem.BondType.SINGLE)
+    mol.AddConformer(conformer, assignId=True)
+    try:
+        rdDetermineBonds.DetermineBondOrders(mol, charge=charge, embedChiral=False, maxIterations=10000)
+        Chem.SanitizeMol(mol)
+    except Exception:  # RDKit raises several types for graphs that are not molecules
+        return None
+    valid = len(Chem.GetMolFrags(mol)) == 1 and all(
+        a.GetNumRadicalElectrons() == 0
+        and (a.GetFormalCharge() == 0 or (a.GetSymbol() in CHARGEABLE
+                                          and (charge == 0 or a.GetTotalNumHs(includeNeighbors=True) == 0)))
+        for a in mol.GetAtoms())
+    return mol if valid else None
