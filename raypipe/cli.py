@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     label.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
 
+    label.add_argument("--fov", type=float, nargs="+", default=None, metavar="Å",
+                       help="field of view of every stack, one length or x y in Å, over what files and sidecars say")
     label.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     export = commands.add_parser("export", help="write the labels table's current rows to one Parquet file")
     export.add_argument("out", help="the labels table's --out (folder or s3://)")
@@ -144,6 +146,10 @@ def _label(args) -> int:
     from raypipe.pipelines.label import label_archive, parse_run_date
 
     parse_run_date(args.run_date)  # checked before anything starts
+    if args.fov is not None:
+        from raypipe.scans.sidecar import parse_fov
+
+        parse_fov(args.fov, "--fov")
     options = {"endpoint_url": args.s3_endpoint} if args.s3_endpoint else None
     configure(address=args.address)  # Ray starts only when there is something to label
     quiet = getattr(args, "quiet", False)
@@ -151,7 +157,7 @@ def _label(args) -> int:
     summary = label_archive(args.input, args.out, model=args.model or None, run_date=args.run_date, storage_options=options,
                             catalog=args.catalog, table=args.table, settle=args.settle, relabel=args.relabel,
                             retry_errors=args.retry_errors, lease_wait=args.lease_wait, progress=say,
-                            show_progress=not quiet)
+                            show_progress=not quiet, fov=args.fov)
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
     gallery = args.gallery or (None if is_remote(args.out) else
                                Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery")

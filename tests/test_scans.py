@@ -198,3 +198,43 @@ def test_a_new_format_is_one_entry_in_the_table(tmp_path, monkeypatch):
     units, ignored = find_units(str(tmp_path))
     assert [(u.kind, ignored) for u in units] == [("txt-stack", 1)]
     assert load_source(unit_sources(units[0])[0]).metadata["format"] == "txt-stack"
+
+
+def test_sidecar_gives_scale_order_and_notes(tmp_path):
+    """A raypipe.json beside the images: fov, closest end, heights, mode, notes; fov= on top; bad ones named."""
+    import json
+
+    import numpy as np
+    import pytest
+
+    from conftest import save_grey, synthetic_stack
+    from raypipe.errors import ScanError
+    from raypipe.scans.formats import load_stack
+    from raypipe.scans.units import find_units
+
+    folder = tmp_path / "scan"
+    folder.mkdir()
+    stack = synthetic_stack(4, 32)
+    for k, image in enumerate(stack):
+        save_grey(folder / f"img_{k}.png", image)
+    plain = load_stack(folder)
+    assert plain.metadata["fov_source"] == "unknown" and plain.metadata.get("fov") is None
+    (folder / "raypipe.json").write_text(json.dumps({"fov": 22.5, "closest": "last", "heights": [0, 30, 60, 90],
+                                                     "mode": "FM df", "amplitude": 0.8, "notes": "PTCDA on Ag"}))
+    read = load_stack(folder)
+    assert read.metadata["fov"] == [22.5, 22.5] and read.metadata["fov_source"] == "sidecar"
+    assert np.allclose(read.heights, [0, 0.3, 0.6, 0.9]) and read.metadata["amplitude"] == 0.8
+    assert np.array_equal(read.images[0], plain.images[-1])  # the sidecar says the last image is closest
+    assert load_stack(folder, fov=(30, 20)).metadata["fov"] == [30.0, 20.0]
+    assert load_stack(folder, fov=30).metadata["fov_source"] == "user"
+    units, ignored = find_units(str(tmp_path))
+    assert len(units) == 1 and ignored == 0  # the sidecar belongs to its folder's unit
+    before = units[0].fingerprint
+    (folder / "raypipe.json").write_text(json.dumps({"fov": 25}))
+    assert find_units(str(tmp_path))[0][0].fingerprint != before  # a changed sidecar relabels the stack
+    for bad, needle in (({"fov": -3}, "field of view"), ({"colour": 1}, "unknown sidecar keys"),
+                        ({"heights": [0, 1, 2]}, "3 heights for 4 images"), ({"closest": "top"}, "closest")):
+        (folder / "raypipe.json").write_text(json.dumps(bad))
+        with pytest.raises(ScanError, match=needle) as info:
+            load_stack(folder)
+        assert "raypipe.json" in str(info.value)

@@ -140,13 +140,15 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                   batch_size: int = 16, storage_options: StorageOptions = None, catalog: str | None = None,
                   table: str = DEFAULT_TABLE, settle: float = 60.0, relabel: str | None = None,
                   retry_errors: bool = False, lease_wait: float = 900.0, lease_ttl: float = 120.0,
-                  limits=None, progress=print, show_progress: bool = False) -> LabelSummary:
+                  limits=None, progress=print, show_progress: bool = False, fov=None) -> LabelSummary:
     """Label the new and changed scans under ``uri`` into the labels table at ``output_uri`` (module docs).
 
     Raises FileNotFoundError for a missing input, ``ValueError`` for a bad ``run_date`` or ``relabel``,
     :class:`raypipe.pipelines.table.TableError` when the table cannot be used (catalog, busy lease, a
     conflicting commit). Bad scans never raise: they become error rows. ``progress`` receives raypipe's
-    one-line messages; ``show_progress`` adds a progress bar (terminal) or periodic "N of M" lines.
+    one-line messages; ``show_progress`` adds a progress bar (terminal) or periodic "N of M" lines;
+    ``fov`` (Å) overrides every stack's field of view (rows record ``fov_source = user``; a unit already
+    labelled is relabelled only with ``relabel``).
     Ray is started (or joined) only when there is something to label.
     """
     start = time.perf_counter()
@@ -180,7 +182,7 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                                units_arriving=len(plan.arriving), arriving=[u.uri for u in plan.arriving],
                                snapshot_id=planned, table=settings.table)
         if todo:
-            _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits, show_progress)
+            _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits, show_progress, fov)
             tbl.refresh()
             summary.snapshot_id = tbl.metadata.current_snapshot_id
             removed = remove_orphans(tbl, settings)
@@ -203,7 +205,7 @@ def _table_schema(output_schema: pa.Schema) -> pa.Schema:
 
 
 def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, model, tag, batch_size,
-           planned, lease, limits, show_progress: bool) -> None:
+           planned, lease, limits, show_progress: bool, fov=None) -> None:
     from raypipe import __version__
     from raypipe.pipelines.cluster import ensure_ray
     from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset, read_units
@@ -211,7 +213,7 @@ def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, 
 
     ensure_ray()
     scans = read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in todo],
-                       settings.storage_options, limits)
+                       settings.storage_options, limits, fov=fov)
     rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=settings.storage_options)
     schema = _table_schema(OUTPUT_SCHEMA)
     labelled_at = now_utc()

@@ -59,7 +59,8 @@ OUTPUT_SCHEMA = pa.schema([
     _field("mode", pa.string(), "acquisition mode where known (FM df, AM ...)"),
     _field("fov", pa.list_(pa.float64()), "field of view (x, y) of the scan as used; null when unknown (the "
                                           "image is then padded to a square and fitted to the model's window)", "Å"),
-    _field("fov_source", pa.string(), "where the field of view came from: file (the format records it), unknown"),
+    _field("fov_source", pa.string(), "where the field of view came from: user (--fov), sidecar (raypipe.json), "
+                                      "file (the format records it), estimated, or unknown"),
     _field("input_preview", pa.binary(), "PNG: the closest and farthest preprocessed slices side by side"),
     _field("depiction", pa.binary(), "PNG: the predicted ball-and-stick depiction on the model's window"),
     _field("atoms", pa.list_(ATOM_STRUCT), "atoms read back from the depiction"),
@@ -119,7 +120,7 @@ def _expand(unit: dict, storage_options: StorageOptions, limits=None) -> list[di
         return [_error({**base, "source": unit["uri"]}, exc)]
 
 
-def _load(row: dict, storage_options: StorageOptions, limits=None) -> dict:
+def _load(row: dict, storage_options: StorageOptions, limits=None, fov=None) -> dict:
     from raypipe.scans.limits import limits_scope, time_limit
     from raypipe.scans.units import load_source
 
@@ -131,7 +132,7 @@ def _load(row: dict, storage_options: StorageOptions, limits=None) -> dict:
         return out
     try:
         with limits_scope(limits) as active, time_limit(active.read_seconds, row["source"]):
-            stack = load_source(row["source"], storage_options)
+            stack = load_source(row["source"], storage_options, fov)
     except Exception as exc:
         return _error(out, exc)
     return {**out, "scan_id": stack.scan_id, "format": stack.metadata.get("format", ""), "n_images": stack.n,
@@ -139,7 +140,7 @@ def _load(row: dict, storage_options: StorageOptions, limits=None) -> dict:
             "metadata": json.dumps(stack.metadata, default=str), "images": stack.images}
 
 
-def read_scans(uri: str, *, storage_options: StorageOptions = None) -> ray.data.Dataset:
+def read_scans(uri: str, *, storage_options: StorageOptions = None, fov=None) -> ray.data.Dataset:
     """One row per stack under ``uri`` (local folder/file or ``s3://`` prefix), in any supported format.
 
     Columns: ``unit``, ``unit_key``, ``source``, ``scan_id``, ``format``, ``n_images``, ``heights`` (JSON:
@@ -151,10 +152,10 @@ def read_scans(uri: str, *, storage_options: StorageOptions = None) -> ray.data.
     if not units:
         raise FileNotFoundError(f"{redact(uri)}: no scans (HDF5, NPZ, image or SXM folders) found")
     return read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in units],
-                      storage_options)
+                      storage_options, fov=fov)
 
 
-def read_units(units: list[dict], storage_options: StorageOptions = None, limits=None) -> ray.data.Dataset:
+def read_units(units: list[dict], storage_options: StorageOptions = None, limits=None, fov=None) -> ray.data.Dataset:
     """``read_scans`` for units already listed (``label_archive`` lists them to consult its table).
 
     ``limits``: a :class:`raypipe.scans.limits.ReadLimits` (default: from the environment). Ray retries a
@@ -165,7 +166,7 @@ def read_units(units: list[dict], storage_options: StorageOptions = None, limits
     with warnings.catch_warnings():  # max_retries has no named parameter in Ray 2.60 (pinned)
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         return items.flat_map(_expand, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE).map(
-            _load, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE)
+            _load, fn_kwargs={**kwargs, "fov": fov}, max_retries=1, **CPU_STAGE)
 
 
 def _preprocess(batch: dict, n_slices: int, size: int, fov: float) -> dict:
@@ -244,7 +245,8 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str |
             "n_images": int(batch["n_images"][k]),
             "heights": json.loads(batch["heights"][k]),
             "amplitude": metadata.get("amplitude"), "stiffness": metadata.get("stiffness"),
-            "mode": metadata.get("mode"), "fov": _fov(metadata), "fov_source": "file" if _fov(metadata) else "unknown",
+            "mode": metadata.get("mode"), "fov": _fov(metadata),
+            "fov_source": metadata.get("fov_source") or ("file" if _fov(metadata) else "unknown"),
             "input_preview": batch["input_preview"][k] or None,
             "depiction": None, "atoms": None, "bonds": None, "formula": None, "smiles": None, "confidence": None,
             "depiction_quality": None,
@@ -304,7 +306,7 @@ def inference_pool() -> tuple[dict, int]:
     return {"num_cpus": threads}, max(1, (cpus - 1) // threads)
 
 
-def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, batch_size: int = 16,
+def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, batch_size: int = 16, fov=None,
                     storage_options: StorageOptions = None) -> ray.data.Dataset:
     """Label every stack under ``uri`` (or the rows of a ``read_scans`` dataset) with ``model`` (a
     model file; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA``
@@ -319,7 +321,7 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
     config = model_config(model, storage_options)  # the grid comes from the model (checked before Ray starts)
     calibration = read_header(local_model_file(model, storage_options)).get("calibration")
     ensure_ray()
-    scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options)
+    scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options, fov=fov)
     resources, size = inference_pool()
     grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
     return (

@@ -101,19 +101,23 @@ def multi_format(source_file: str) -> ScanFormat:
     return found
 
 
-def load_stack(path: str | Path, *, closest: str | None = None) -> ScanStack:
+def load_stack(path: str | Path, *, closest: str | None = None, fov=None) -> ScanStack:
     """Read one stack from any supported source (the format table; the README's table): a folder
     (QUAM-AFM, Nanonis ``.sxm``, images), an NPZ file, an HDF5 archive holding one stack, or
     ``archive.h5::scan_id``.
 
-    ``closest``: "first" or "last" overrides which end of a folder/NPZ is the closest image.
-    Raises :class:`raypipe.ScanError` naming the path and the problem.
+    ``closest``: "first" or "last" overrides which end of a folder/NPZ is the closest image; ``fov``: the
+    field of view in Å (one number or (x, y)), over anything the file or its sidecar says. A sidecar
+    (:mod:`raypipe.scans.sidecar`) beside the stack is applied. Raises :class:`raypipe.ScanError` naming
+    the path and the problem.
     """
+    from raypipe.scans.sidecar import apply_sidecar
+
     if closest not in (None, "first", "last"):
         raise ValueError(f"closest must be 'first' or 'last', not {closest!r}")
     source = split_source(str(path))
     if source:
-        return multi_format(source[0]).read_id(source[0], source[1], None)
+        return apply_sidecar(multi_format(source[0]).read_id(source[0], source[1], None), Path(source[0]), fov)
     path = Path(path)
     if not path.exists():
         raise ScanError(path, "no such file or folder")
@@ -121,10 +125,10 @@ def load_stack(path: str | Path, *, closest: str | None = None) -> ScanStack:
         found = folder_format(path)
         if found is None:
             raise ScanError(path, "folder holds no scan files (" + " ".join(member_suffixes()) + ")")
-        return found.read(path, closest)
+        return apply_sidecar(found.read(path, closest), path, fov)
     found = file_format(path.name)
     if found is not None:
-        return found.read(path, closest)
+        return apply_sidecar(found.read(path, closest), path, fov)
     if path.suffix.lower() in member_suffixes():
         raise ScanError(path, "a single image is not a stack: give the folder of images")
     raise ScanError(path, f"unknown scan format {path.suffix.lower()!r}")

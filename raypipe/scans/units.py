@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raypipe.scans.formats import file_format, load_stack, member_suffixes, multi_format, split_source
+from raypipe.scans.sidecar import NAMES as SIDECARS
 from raypipe.scans.stack import ScanStack
 from raypipe.storage import StorageOptions, filesystem, is_remote, redact
 
@@ -60,11 +61,14 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
     folders: dict[str, list[dict]] = {}
     units, ignored = [], 0
     members = member_suffixes()
+    sidecars: dict[str, dict] = {}
     for path, info in sorted(files.items()):
         suffix = posixpath.splitext(path)[1].lower()
         parts = path.split("/")
         found = file_format(parts[-1])
-        if any(p in NOT_SCANS for p in parts[:-1]) or parts[-1].startswith("."):
+        if parts[-1] in SIDECARS:  # part of its folder's unit: a changed sidecar relabels the stack
+            sidecars[posixpath.dirname(path)] = info
+        elif any(p in NOT_SCANS for p in parts[:-1]) or parts[-1].startswith("."):
             ignored += 1
         elif found is not None:
             units.append(ScanUnit(scheme + path, found.name, _fingerprint([info]), _newest([info])))
@@ -72,8 +76,10 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
             folders.setdefault(posixpath.dirname(path), []).append(info)
         else:
             ignored += 1
-    units += [ScanUnit(scheme + folder, "folder", _fingerprint(infos), _newest(infos))
-              for folder, infos in folders.items()]
+    for folder, infos in folders.items():
+        infos = infos + ([sidecars.pop(folder)] if folder in sidecars else [])
+        units.append(ScanUnit(scheme + folder, "folder", _fingerprint(infos), _newest(infos)))
+    ignored += len(sidecars)  # a sidecar without scans beside it
     return sorted(units, key=lambda u: u.uri), ignored
 
 
@@ -103,23 +109,28 @@ def unit_sources(unit: ScanUnit, storage_options: StorageOptions = None) -> list
         return [f"{unit.uri}::{scan_id}" for scan_id in multi_format(unit.uri).list_ids(unit.uri, f)]
 
 
-def load_source(source: str, storage_options: StorageOptions = None) -> ScanStack:
-    """One stack from a source of :func:`unit_sources` (local or S3; from S3 only what is needed is read)."""
+def load_source(source: str, storage_options: StorageOptions = None, fov=None) -> ScanStack:
+    """One stack from a source of :func:`unit_sources` (local or S3; from S3 only what is needed is read);
+    ``fov``: the field of view in Å over what the file or sidecar says."""
     if not is_remote(source):
-        return load_stack(source)
+        return load_stack(source, fov=fov)
     archive_source = split_source(source)
     if archive_source:
         file, scan_id = archive_source
         fs, path = filesystem(file, storage_options)
         with fs.open(path, "rb") as f:
             stack = multi_format(file).read_id(file, scan_id, f)
+        if fov is not None:
+            from raypipe.scans.sidecar import apply_sidecar
+
+            stack = apply_sidecar(stack, None, fov)
     else:
         fs, path = filesystem(source, storage_options)
         tmp = Path(tempfile.mkdtemp(prefix="raypipe-scan-"))
         try:
             local = tmp / posixpath.basename(path)
             fs.get(path, str(local), recursive=fs.isdir(path))
-            stack = load_stack(local)
+            stack = load_stack(local, fov=fov)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     stack.metadata["source"] = source
