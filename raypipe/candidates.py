@@ -1,0 +1,241 @@
+"""Candidate ranking: "which of these molecules is it?" for a scan, when the scientist knows the few
+molecules that can be on the surface.
+
+For each candidate SMILES, two independent scores in [0, 1] and a combined rank:
+
+- **depiction match**: the model's predicted depiction against the candidate's rendered depiction, per
+  element: the Dice overlap of each element's pixels (plus the molecule's footprint), maximised over
+  rotations, mirror, translations (FFT cross-correlation) and scales of the candidate;
+- **simulation match** (model-free): the measured stack against the candidate's ppafm-simulated stacks
+  (a few parameter sets), the normalised cross-correlation of their closest slices, maximised over the
+  same rotations, mirror, translations and scales.
+
+``score`` is the mean of the two; ``rank`` orders by it. Candidate depictions and simulations are cached
+by canonical SMILES (:class:`CandidateCache`, optionally on disk), so an archive-wide list costs one
+simulation per candidate, not one per scan. Flexible candidates are embedded as a few conformers (ETKDG
+seeds) and the best conformer counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from raypipe.chem.depiction import render_depiction
+from raypipe.chem.elements import ELEMENTS
+from raypipe.chem.molecule import Molecule
+from raypipe.chem.pixels import classify_pixels
+from raypipe.errors import MoleculeError
+from raypipe.scans.stack import ScanStack
+from raypipe.window import DEFAULT_WINDOW, Window
+
+ANGLES = tuple(range(0, 360, 15))
+SCALES = (0.9, 1.0, 1.1)
+SIM_PARAMETER_SETS = ((0.6, 0.4), (1.0, 0.6), (1.4, 1.0))
+SIM_SLICES = (0, 3)  # the closest and a mid slice: where bond contrast is
+
+
+def _conformer_seeds(smiles: str) -> tuple[int, ...]:
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors
+
+    mol = Chem.MolFromSmiles(smiles)
+    return (0, 1, 2) if mol is not None and Descriptors.NumRotatableBonds(mol) > 0 else (0,)
+
+
+@dataclass
+class Candidate:
+    smiles: str  # canonical
+    molecules: list[Molecule]
+    depictions: list[np.ndarray]  # (S, S) class labels, one per conformer
+    simulations: list[np.ndarray] = field(default_factory=list)  # (k, S, S) per conformer x parameter set
+
+
+class CandidateCache:
+    """Candidates prepared once: conformers, depiction labels and (lazily) simulated slices, by canonical
+    SMILES; ``folder`` keeps the simulations on disk between runs (``.npz`` per SMILES hash)."""
+
+    def __init__(self, window: Window | None = None, folder: str | Path | None = None) -> None:
+        self.window = window or DEFAULT_WINDOW
+        self.folder = Path(folder) if folder else None
+        self.items: dict[str, Candidate | None] = {}
+        self.simulator = None
+        self.simulated = 0  # simulations run (not loaded from the cache)
+
+    def get(self, smiles: str) -> Candidate | None:
+        from rdkit import Chem
+
+        mol = Chem.MolFromSmiles(smiles)
+        key = Chem.MolToSmiles(mol) if mol is not None else smiles
+        if key not in self.items:
+            molecules = []
+            for seed in _conformer_seeds(key) if mol is not None else ():
+                try:
+                    molecules.append(Molecule.from_smiles(key, seed=seed))
+                except MoleculeError:
+                    continue
+            self.items[key] = Candidate(key, molecules, [classify_pixels(render_depiction(m, self.window))
+                                                         for m in molecules]) if molecules else None
+        return self.items[key]
+
+    def simulations(self, candidate: Candidate) -> list[np.ndarray]:
+        if candidate.simulations:
+            return candidate.simulations
+        path = None
+        if self.folder is not None:
+            digest = hashlib.sha256(candidate.smiles.encode()).hexdigest()[:20]
+            path = self.folder / f"{digest}.npz"
+            if path.exists():
+                with np.load(path) as data:
+                    candidate.simulations = [data[k] for k in sorted(data.files)]
+                return candidate.simulations
+        if self.simulator is None:
+            from raypipe.simulation.ppm import SimulationSettings, Simulator
+
+            self.simulator = Simulator(SimulationSettings(window=self.window))
+        for molecule in candidate.molecules:
+            stacks = self.simulator.simulate(molecule, list(SIM_PARAMETER_SETS))
+            candidate.simulations.append(np.stack([_normalised(s.images[list(SIM_SLICES)]) for s in stacks]))
+            self.simulated += 1
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, **{f"c{k}": s for k, s in enumerate(candidate.simulations)})
+        return candidate.simulations
+
+
+def _normalised(images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32)
+    mean = x.mean(axis=(-2, -1), keepdims=True)
+    std = x.std(axis=(-2, -1), keepdims=True)
+    return (x - mean) / np.maximum(std, 1e-6)
+
+
+def _transforms(image: np.ndarray, order: int) -> list[np.ndarray]:
+    """``image`` (..., S, S) rotated by ANGLES, mirrored, and scaled by SCALES, about its centre."""
+    out = []
+    for mirror in (False, True):
+        base = image[..., ::-1] if mirror else image
+        for scale in SCALES:
+            scaled = base if scale == 1.0 else _zoom(base, scale, order)
+            for angle in ANGLES:
+                out.append(scaled if angle == 0 else ndimage.rotate(scaled, angle, axes=(-1, -2), reshape=False,
+                                                                     order=order, mode="constant"))
+    return out
+
+
+def _zoom(image: np.ndarray, scale: float, order: int) -> np.ndarray:
+    size = image.shape[-1]
+    zoomed = ndimage.zoom(image, [1] * (image.ndim - 2) + [scale, scale], order=order)
+    new = zoomed.shape[-1]
+    if new >= size:
+        start = (new - size) // 2
+        return zoomed[..., start:start + size, start:start + size]
+    pad = [(0, 0)] * (image.ndim - 2) + [((size - new) // 2, size - new - (size - new) // 2)] * 2
+    return np.pad(zoomed, pad)
+
+
+def _pool(mask: np.ndarray) -> np.ndarray:
+    """(..., S, S) -> (..., S/2, S/2): 2 x 2 mean (the correlations run at half resolution, 0.28 Å)."""
+    return mask.reshape(*mask.shape[:-2], mask.shape[-2] // 2, 2, mask.shape[-1] // 2, 2).mean(axis=(-3, -1))
+
+
+class _Reference:
+    """The FFTs of one scan's maps, computed once, correlated with many candidate poses."""
+
+    def __init__(self, maps: np.ndarray) -> None:  # (k, s, s)
+        self.size = maps.shape[-1]
+        self.shape = (2 * self.size, 2 * self.size)
+        self.ffts = np.fft.rfft2(maps, s=self.shape)
+        self.sums = maps.reshape(len(maps), -1).sum(axis=1)
+
+    def best(self, k: int, other: np.ndarray) -> float:
+        """Max over translations of the cross-correlation of map ``k`` with ``other`` (s, s)."""
+        return float(np.fft.irfft2(self.ffts[k] * np.conj(np.fft.rfft2(other, s=self.shape)), s=self.shape).max())
+
+
+def depiction_score(predicted: np.ndarray, candidate: Candidate) -> float:
+    """Per-element Dice overlap of the predicted depiction with the candidate's, best over poses and
+    conformers: (footprint overlap + mean over the elements present in either of element overlap) / 2."""
+    labels = classify_pixels(predicted[..., :3])
+    if not (labels > 0).any():
+        return 0.0
+    classes = range(len(ELEMENTS) + 1)  # 0: the footprint (any element)
+    maps = np.stack([_pool((labels > 0) if k == 0 else (labels == k)).astype(np.float32) for k in classes])
+    reference = _Reference(maps)
+    best = 0.0
+    for depiction in candidate.depictions:
+        for pose in _transforms(depiction.astype(np.int16), order=0):
+            overlaps = []
+            for k in classes:
+                other = _pool((pose > 0) if k == 0 else (pose == k)).astype(np.float32)
+                total = reference.sums[k] + other.sum()
+                if total > 0:
+                    overlaps.append(2 * reference.best(k, other) / total)
+            if overlaps:
+                best = max(best, 0.5 * (overlaps[0] + float(np.mean(overlaps[1:] or [0.0]))))
+    return best
+
+
+def simulation_score(stack_input: np.ndarray, candidate: Candidate, cache: CandidateCache) -> float:
+    """Best normalised cross-correlation of the measured preprocessed stack's closest slices with the
+    candidate's simulated ones, over poses, parameter sets and conformers (clipped to [0, 1])."""
+    measured = _normalised(_pool(stack_input[[min(k, len(stack_input) - 1) for k in SIM_SLICES]]))
+    reference = _Reference(measured)
+    n = measured[0].size
+    best = 0.0
+    for simulated in cache.simulations(candidate):  # (parameter sets, slices, S, S)
+        for pose in _transforms(simulated, order=1):
+            for sim in _normalised(_pool(pose)):
+                value = np.mean([reference.best(k, s) / n for k, s in enumerate(sim)])
+                best = max(best, float(value))
+    return float(np.clip(best, 0.0, 1.0))
+
+
+def rank_candidates(stack: ScanStack | np.ndarray, candidates: list[str], *, model=None, top: int = 5,
+                    cache: CandidateCache | None = None, simulate: bool = True) -> list[dict]:
+    """The ``top`` candidates for one scan, best first: dicts of ``smiles`` (canonical), ``score``,
+    ``depiction_score``, ``simulation_score`` (None with ``simulate=False``), ``rank``. ``stack``: a
+    ScanStack (preprocessed for the model here) or an already preprocessed (n_slices, S, S) array."""
+    from raypipe.model.inference import Model, load_model
+    from raypipe.scans.preprocess import preprocess
+
+    model = model if isinstance(model, Model) else load_model(model)
+    window = model.config.window
+    cache = cache or CandidateCache(window)
+    x = stack if isinstance(stack, np.ndarray) else preprocess(stack, n_slices=model.config.n_slices, window=window)
+    predicted = model.predict(x[None])[0]
+    rows = []
+    for smiles in dict.fromkeys(candidates):
+        candidate = cache.get(smiles)
+        if candidate is None:
+            continue
+        dep = float(depiction_score(predicted, candidate))
+        sim = float(simulation_score(x, candidate, cache)) if simulate else None
+        rows.append({"smiles": candidate.smiles, "depiction_score": dep, "simulation_score": sim,
+                     "score": dep if sim is None else 0.5 * (dep + sim)})
+    rows.sort(key=lambda r: -r["score"])
+    for k, row in enumerate(rows, start=1):
+        row["rank"] = k
+    return rows[:top]
+
+
+def timed(function, *args, **kwargs) -> tuple[object, float]:
+    start = time.perf_counter()
+    out = function(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def read_candidates(source: str | Path | list[str]) -> list[str]:
+    """Candidate SMILES from a list, a .smi file (SMILES [name] per line) or a JSON list."""
+    if isinstance(source, list):
+        return source
+    text = Path(source).read_text()
+    if str(source).endswith(".json"):
+        return list(json.loads(text))
+    return [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")]
