@@ -37,7 +37,7 @@ from raypipe.window import DEFAULT_WINDOW, Window
 
 ANGLES = tuple(range(0, 360, 15))
 SCALES = (0.9, 1.0, 1.1)
-SIM_PARAMETER_SETS = ((0.6, 0.4), (1.0, 0.6), (1.4, 1.0))
+SIM_PARAMETER_SETS = ((0.6, 0.4), (1.2, 0.8))
 SIM_SLICES = (0, 3)  # the closest and a mid slice: where bond contrast is
 
 
@@ -66,7 +66,7 @@ class CandidateCache:
         self.folder = Path(folder) if folder else None
         self.items: dict[str, Candidate | None] = {}
         self.simulator = None
-        self.simulated = 0  # simulations run (not loaded from the cache)
+        self.simulated = 0  # candidates simulated here (not loaded from the cache folder)
 
     def get(self, smiles: str) -> Candidate | None:
         from rdkit import Chem
@@ -102,7 +102,7 @@ class CandidateCache:
         for molecule in candidate.molecules:
             stacks = self.simulator.simulate(molecule, list(SIM_PARAMETER_SETS))
             candidate.simulations.append(np.stack([_normalised(s.images[list(SIM_SLICES)]) for s in stacks]))
-            self.simulated += 1
+        self.simulated += 1
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, **{f"c{k}": s for k, s in enumerate(candidate.simulations)})
@@ -159,41 +159,49 @@ class _Reference:
         return float(np.fft.irfft2(self.ffts[k] * np.conj(np.fft.rfft2(other, s=self.shape)), s=self.shape).max())
 
 
-def depiction_score(predicted: np.ndarray, candidate: Candidate) -> float:
+def depiction_score(predicted: np.ndarray, candidate: Candidate, refine: int = 3) -> float:
     """Per-element Dice overlap of the predicted depiction with the candidate's, best over poses and
-    conformers: (footprint overlap + mean over the elements present in either of element overlap) / 2."""
+    conformers: (footprint overlap + mean over the elements present in either of element overlap) / 2.
+    Poses are searched on the footprint alone; the ``refine`` best are scored per element."""
     labels = classify_pixels(predicted[..., :3])
     if not (labels > 0).any():
         return 0.0
     classes = range(len(ELEMENTS) + 1)  # 0: the footprint (any element)
     maps = np.stack([_pool((labels > 0) if k == 0 else (labels == k)).astype(np.float32) for k in classes])
     reference = _Reference(maps)
-    best = 0.0
+    poses = []
     for depiction in candidate.depictions:
         for pose in _transforms(depiction.astype(np.int16), order=0):
-            overlaps = []
-            for k in classes:
-                other = _pool((pose > 0) if k == 0 else (pose == k)).astype(np.float32)
-                total = reference.sums[k] + other.sum()
-                if total > 0:
-                    overlaps.append(2 * reference.best(k, other) / total)
-            if overlaps:
-                best = max(best, 0.5 * (overlaps[0] + float(np.mean(overlaps[1:] or [0.0]))))
+            footprint = _pool(pose > 0).astype(np.float32)
+            total = reference.sums[0] + footprint.sum()
+            poses.append((2 * reference.best(0, footprint) / total if total else 0.0, pose))
+    best = 0.0
+    for footprint_score, pose in sorted(poses, key=lambda t: -t[0])[:refine]:
+        overlaps = []
+        for k in classes[1:]:
+            other = _pool(pose == k).astype(np.float32)
+            total = reference.sums[k] + other.sum()
+            if total > 0:
+                overlaps.append(2 * reference.best(k, other) / total)
+        best = max(best, 0.5 * (footprint_score + float(np.mean(overlaps or [0.0]))))
     return best
 
 
-def simulation_score(stack_input: np.ndarray, candidate: Candidate, cache: CandidateCache) -> float:
+def simulation_score(stack_input: np.ndarray, candidate: Candidate, cache: CandidateCache, refine: int = 3) -> float:
     """Best normalised cross-correlation of the measured preprocessed stack's closest slices with the
-    candidate's simulated ones, over poses, parameter sets and conformers (clipped to [0, 1])."""
+    candidate's simulated ones, over poses, parameter sets and conformers (clipped to [0, 1]). Poses are
+    searched on the closest slice of each simulation; the ``refine`` best are scored on all slices."""
     measured = _normalised(_pool(stack_input[[min(k, len(stack_input) - 1) for k in SIM_SLICES]]))
     reference = _Reference(measured)
     n = measured[0].size
-    best = 0.0
+    poses = []
     for simulated in cache.simulations(candidate):  # (parameter sets, slices, S, S)
         for pose in _transforms(simulated, order=1):
             for sim in _normalised(_pool(pose)):
-                value = np.mean([reference.best(k, s) / n for k, s in enumerate(sim)])
-                best = max(best, float(value))
+                poses.append((reference.best(0, sim[0]) / n, sim))
+    best = 0.0
+    for _, sim in sorted(poses, key=lambda t: -t[0])[:refine]:
+        best = max(best, float(np.mean([reference.best(k, s) / n for k, s in enumerate(sim)])))
     return float(np.clip(best, 0.0, 1.0))
 
 

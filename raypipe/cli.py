@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     label.add_argument("--fov", type=float, nargs="+", default=None, metavar="Å",
                        help="field of view of every stack, one length or x y in Å, over what files and sidecars say")
+    label.add_argument("--candidates", type=Path, default=None,
+                       help="a .smi file of the molecules the scans may show: each row ranks them (a folder's "
+                            "raypipe.json may name its own)")
+    label.add_argument("--candidate-cache", default=None,
+                       help="folder keeping candidate simulations between runs (default: <out>-candidates beside "
+                            "a local --out)")
     label.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     export = commands.add_parser("export", help="write the labels table's current rows to one Parquet file")
     export.add_argument("out", help="the labels table's --out (folder or s3://)")
@@ -146,6 +152,8 @@ def _label(args) -> int:
     from raypipe.pipelines.label import label_archive, parse_run_date
 
     parse_run_date(args.run_date)  # checked before anything starts
+    if args.candidates is not None and not args.candidates.is_file():
+        raise FileNotFoundError(f"{args.candidates}: no such candidates file")
     if args.fov is not None:
         from raypipe.scans.sidecar import parse_fov
 
@@ -157,7 +165,10 @@ def _label(args) -> int:
     summary = label_archive(args.input, args.out, model=args.model or None, run_date=args.run_date, storage_options=options,
                             catalog=args.catalog, table=args.table, settle=args.settle, relabel=args.relabel,
                             retry_errors=args.retry_errors, lease_wait=args.lease_wait, progress=say,
-                            show_progress=not quiet, fov=args.fov)
+                            show_progress=not quiet, fov=args.fov,
+                            candidates=str(args.candidates) if args.candidates else None,
+                            candidate_cache=args.candidate_cache or (None if is_remote(args.out) else
+                                                                     args.out.rstrip("/") + "-candidates"))
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
     gallery = args.gallery or (None if is_remote(args.out) else
                                Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery")

@@ -210,6 +210,11 @@ def _card(row: dict, window: Window) -> str:
     truth = (f"<div>truth: <b>{html.escape(row['truth_formula'])}</b> {html.escape(row.get('truth_smiles') or '')} "
              f"{verdict}</div>" if known else "")
     quality = row.get("depiction_quality")
+    ranked = row.get("candidates") or []
+    if ranked:
+        items = "".join(f"<li>{c['rank']}. {html.escape(c['smiles'])} — {c['score']:.2f} (depiction "
+                        f"{c['depiction_score']:.2f}, simulation {c['simulation_score']:.2f})</li>" for c in ranked)
+        truth += f"<div class='cands'>candidates:<ol style='margin:0'>{items}</ol></div>"
     return (f"<div {attrs}>{head}<div class='figs'>{''.join(figures)}</div>"
             f"<div class='res'><b>{html.escape(row.get('formula') or '')}</b> "
             f"{html.escape(row.get('smiles') or '(no valid SMILES)')}</div>"

@@ -92,7 +92,7 @@ def test_npz_ed_afm_layout(tmp_path: Path) -> None:
     np.savez(tmp_path / "scan.npz", data=np.moveaxis(stack, 0, -1), lengthX=16.0, lengthY=16.0)
     loaded = load_stack(tmp_path / "scan.npz")
     np.testing.assert_allclose(loaded.images, stack)
-    assert loaded.metadata["fov"] == (16.0, 16.0)
+    assert tuple(loaded.metadata["fov"]) == (16.0, 16.0)
     np.testing.assert_allclose(load_stack(tmp_path / "scan.npz", closest="last").images, stack[::-1])
 
 
@@ -238,3 +238,29 @@ def test_sidecar_gives_scale_order_and_notes(tmp_path):
         with pytest.raises(ScanError, match=needle) as info:
             load_stack(folder)
         assert "raypipe.json" in str(info.value)
+
+
+def test_ppafm_npz_layout_is_read_along_its_axes(tmp_path):
+    import numpy as np
+    import pytest
+
+    from raypipe.errors import ScanError
+    from raypipe.scans.formats import load_stack
+
+    nz, ny, nx = 10, 48, 64
+    data = np.zeros((nz, ny, nx), np.float32)
+    for k in range(nz):
+        data[k, 40:44, 5:9] = 10 - k  # a feature near the top left (high y), fading with height
+    lvec = np.array([[0, 0, 5.0], [16.0, 0, 0], [0, 12.0, 0], [0, 0, 0.9]])
+    np.savez(tmp_path / "df.npz", data=data, lvec=lvec, atoms=np.zeros((0, 4)), lvec0=lvec)
+    stack = load_stack(tmp_path / "df.npz")
+    assert stack.images.shape == (10, 48, 64) and stack.metadata["fov"] == [16.0, 12.0]
+    assert np.allclose(stack.heights, np.arange(10) * 0.1)
+    assert stack.images[0].max() == 10 and stack.images[0][4:8, 5:9].min() == 10  # top rows: high y
+    down = lvec.copy()
+    down[3, 2] = -0.9
+    np.savez(tmp_path / "down.npz", data=data, lvec=down, atoms=np.zeros((0, 4)), lvec0=down)
+    assert load_stack(tmp_path / "down.npz").images[0].max() == 1  # the z vector points down: reversed
+    np.savez(tmp_path / "bare.npz", data=data)  # ppafm's layout without its lvec: refused, not misread
+    with pytest.raises(ScanError, match=r"would read as 64 images of 10 x 48 pixels"):
+        load_stack(tmp_path / "bare.npz")

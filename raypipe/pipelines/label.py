@@ -140,7 +140,8 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                   batch_size: int = 16, storage_options: StorageOptions = None, catalog: str | None = None,
                   table: str = DEFAULT_TABLE, settle: float = 60.0, relabel: str | None = None,
                   retry_errors: bool = False, lease_wait: float = 900.0, lease_ttl: float = 120.0,
-                  limits=None, progress=print, show_progress: bool = False, fov=None) -> LabelSummary:
+                  limits=None, progress=print, show_progress: bool = False, fov=None, candidates=None,
+                  candidate_cache: str | None = None) -> LabelSummary:
     """Label the new and changed scans under ``uri`` into the labels table at ``output_uri`` (module docs).
 
     Raises FileNotFoundError for a missing input, ``ValueError`` for a bad ``run_date`` or ``relabel``,
@@ -182,7 +183,8 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                                units_arriving=len(plan.arriving), arriving=[u.uri for u in plan.arriving],
                                snapshot_id=planned, table=settings.table)
         if todo:
-            _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits, show_progress, fov)
+            _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits, show_progress, fov,
+                   candidates, candidate_cache, any(_has_candidates(u) for u in todo))
             tbl.refresh()
             summary.snapshot_id = tbl.metadata.current_snapshot_id
             removed = remove_orphans(tbl, settings)
@@ -204,8 +206,25 @@ def _table_schema(output_schema: pa.Schema) -> pa.Schema:
         doc("labelled_at", pa.timestamp("us", tz="UTC"), "when that run labelled it (UTC)")])
 
 
+def _has_candidates(unit) -> bool:
+    """Whether a local unit's sidecar names candidates (cheap: the sidecar alone is read)."""
+    from pathlib import Path
+
+    from raypipe.scans.sidecar import read_sidecar, sidecar_path
+    from raypipe.storage import is_remote
+
+    if is_remote(unit.uri):
+        return False
+    try:
+        path = sidecar_path(Path(unit.uri))
+        return bool(path and read_sidecar(path).get("candidates"))
+    except Exception:  # noqa: BLE001 - a bad sidecar becomes the unit's error row later
+        return False
+
+
 def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, model, tag, batch_size,
-           planned, lease, limits, show_progress: bool, fov=None) -> None:
+           planned, lease, limits, show_progress: bool, fov=None, candidates=None, candidate_cache=None,
+           sidecar_candidates: bool = False) -> None:
     from raypipe import __version__
     from raypipe.pipelines.cluster import ensure_ray
     from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset, read_units
@@ -214,7 +233,9 @@ def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, 
     ensure_ray()
     scans = read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in todo],
                        settings.storage_options, limits, fov=fov)
-    rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=settings.storage_options)
+    rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=settings.storage_options,
+                           candidates=candidates, rank_candidates_too=bool(candidates) or sidecar_candidates,
+                           candidate_cache=candidate_cache)
     schema = _table_schema(OUTPUT_SCHEMA)
     labelled_at = now_utc()
 

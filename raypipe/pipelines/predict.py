@@ -46,6 +46,15 @@ BOND_STRUCT = pa.struct([
                                   "is no valid molecule"),
     _field("confidence", pa.float64(), "how continuous the stick is in the depiction (0-1)"),
 ])
+CANDIDATE_STRUCT = pa.struct([
+    _field("smiles", pa.string(), "the candidate (canonical SMILES)"),
+    _field("score", pa.float64(), "combined score: the mean of the two below (0-1)"),
+    _field("depiction_score", pa.float64(), "per-element overlap of the predicted depiction with the candidate's, "
+                                            "best over rotation, mirror, translation and scale (0-1)"),
+    _field("simulation_score", pa.float64(), "model-free: correlation of the measured stack with the candidate's "
+                                             "ppafm simulation, best over the same poses (0-1)"),
+    _field("rank", pa.int32(), "1 = the best candidate"),
+])
 OUTPUT_SCHEMA = pa.schema([
     _field("scan_id", pa.string(), "the stack's id: its name plus a hash of its values"),
     _field("source", pa.string(), "where the stack came from: file.h5::id, a folder, a file, an s3:// URI"),
@@ -76,6 +85,8 @@ OUTPUT_SCHEMA = pa.schema([
     _field("truth_smiles", pa.string(), "the true SMILES where the scan's metadata holds it (simulations)"),
     _field("truth_depiction", pa.binary(), "PNG: the true molecule's depiction on the model's window, where the "
                                            "scan's metadata holds its atoms (simulations)"),
+    _field("candidates", pa.list_(CANDIDATE_STRUCT), "the candidate molecules ranked for this scan, best first "
+                                                    "(when candidates were given); null otherwise"),
     _field("model", pa.string(), "the model that labelled the row: name@first 12 hex of its file's SHA-256"),
     _field("status", pa.string(), "ok or error"),
     _field("error", pa.string(), "for an error row: the file and the reason"),
@@ -204,13 +215,15 @@ def _preprocess(batch: dict, n_slices: int, size: int, fov: float) -> dict:
 class DepictionPredictor:
     """Inference actor: loads the model once, predicts depictions for the rows that are ok."""
 
-    def __init__(self, model_path: str | None, threads: int, storage_options: StorageOptions = None) -> None:
+    def __init__(self, model_path: str | None, threads: int, storage_options: StorageOptions = None,
+                 keep_input: bool = False) -> None:
         import torch
 
         from raypipe.model.inference import load_model
 
         torch.set_num_threads(max(1, threads))
         self.model = load_model(model_path, storage_options=storage_options)
+        self.keep_input = keep_input
 
     def __call__(self, batch: dict) -> dict:
         ok = np.array([s == "ok" for s in batch["status"]])
@@ -222,7 +235,7 @@ class DepictionPredictor:
             depictions[ok] = predicted
             for k, depiction, margin in zip(np.flatnonzero(ok), predicted, margins):
                 margin_mean[k], margin_low[k] = margin_stats(margin, depiction)
-        out = {k: v for k, v in batch.items() if k != "input"}
+        out = {k: v for k, v in batch.items() if k != "input" or self.keep_input}
         return {**out, "depiction": depictions, "margin_mean": margin_mean, "margin_low": margin_low,
                 "model": np.array([self.model.tag] * len(ok), dtype=object)}
 
@@ -252,6 +265,8 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str |
             "depiction_quality": None,
             "truth_formula": truth.get("formula"), "truth_smiles": truth.get("smiles"),
             "truth_depiction": _truth_depiction(truth, window),
+            "candidates": json.loads(batch["candidates"][k]) if "candidates" in batch and batch["candidates"][k]
+            else None,
             "model": batch["model"][k], "status": batch["status"][k], "error": batch["error"][k] or None,
             "error_kind": batch["error_kind"][k] or None, "unit": redact(batch["unit"][k]),
             "unit_fingerprint": batch["unit_fingerprint"][k],
@@ -307,31 +322,83 @@ def inference_pool() -> tuple[dict, int]:
 
 
 def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, batch_size: int = 16, fov=None,
-                    storage_options: StorageOptions = None) -> ray.data.Dataset:
+                    candidates: list[str] | str | None = None, rank_candidates_too: bool | None = None,
+                    candidate_cache: str | None = None, storage_options: StorageOptions = None) -> ray.data.Dataset:
     """Label every stack under ``uri`` (or the rows of a ``read_scans`` dataset) with ``model`` (a
     model file; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA``
     (documented in the README). Starts a local Ray when none is running.
+
+    ``fov``: every stack's field of view (Å) over what files and sidecars say. ``candidates``: SMILES (a
+    list or a .smi/.json file) the scans may show: each row's ``candidates`` column then ranks them
+    (:mod:`raypipe.candidates`); a sidecar's own ``candidates`` take precedence for its scan. Ranking runs
+    when candidates are given (or ``rank_candidates_too``, for sidecar lists only); ``candidate_cache``: a
+    folder keeping candidate simulations between runs.
     """
-    from raypipe.model.inference import model_config
-
+    if rank_candidates_too is None:
+        rank_candidates_too = bool(candidates)
+    from raypipe.model.inference import local_model_file, model_config, read_header
     from raypipe.pipelines.cluster import ensure_ray
-
-    from raypipe.model.inference import local_model_file, read_header
 
     config = model_config(model, storage_options)  # the grid comes from the model (checked before Ray starts)
     calibration = read_header(local_model_file(model, storage_options)).get("calibration")
+    if candidates is not None and not isinstance(candidates, list):
+        from raypipe.candidates import read_candidates
+
+        candidates = read_candidates(candidates)
     ensure_ray()
     scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options, fov=fov)
     resources, size = inference_pool()
     grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
-    return (
+    rows = (
         scans.map_batches(_preprocess, batch_size=batch_size, fn_kwargs=grid, **CPU_STAGE)
         .map_batches(DepictionPredictor, batch_size=batch_size, **resources,
                      compute=ray.data.ActorPoolStrategy(size=size),
                      fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
-                                            "storage_options": storage_options})
-        .map_batches(_extract, batch_size=batch_size,
-                     fn_kwargs={"size": config.size, "fov": config.fov, "calibration": calibration},
-                     **CPU_STAGE)
+                                            "storage_options": storage_options,
+                                            "keep_input": rank_candidates_too})
     )
+    if rank_candidates_too:
+        rows = rows.map_batches(CandidateRanker, batch_size=batch_size, num_cpus=1,
+                                compute=ray.data.ActorPoolStrategy(size=1),
+                                fn_constructor_kwargs={"candidates": candidates or [], "size": config.size,
+                                                       "fov": config.fov, "cache_folder": candidate_cache})
+    return rows.map_batches(_extract, batch_size=batch_size,
+                            fn_kwargs={"size": config.size, "fov": config.fov, "calibration": calibration},
+                            **CPU_STAGE)
+
+
+class CandidateRanker:
+    """Ranks each ok row's candidates (the archive's list, or the scan's own from its sidecar): one
+    :class:`raypipe.candidates.CandidateCache` per actor, so each candidate is prepared and simulated once."""
+
+    def __init__(self, candidates: list[str], size: int, fov: float, cache_folder: str | None, top: int = 5) -> None:
+        from raypipe.candidates import CandidateCache
+        from raypipe.window import Window
+
+        self.candidates, self.top = candidates, top
+        self.cache = CandidateCache(Window(size=size, fov=fov), cache_folder)
+
+    def __call__(self, batch: dict) -> dict:
+        from raypipe.candidates import depiction_score, read_candidates, simulation_score
+
+        ranked = []
+        for k, status in enumerate(batch["status"]):
+            rows = []
+            own = json.loads(batch["metadata"][k]).get("candidates")
+            names = (read_candidates(own) if own else None) or self.candidates
+            if status == "ok" and names:
+                for smiles in dict.fromkeys(names):
+                    candidate = self.cache.get(smiles)
+                    if candidate is None:
+                        continue
+                    dep = float(depiction_score(batch["depiction"][k], candidate))
+                    sim = float(simulation_score(batch["input"][k], candidate, self.cache))
+                    rows.append({"smiles": candidate.smiles, "score": 0.5 * (dep + sim), "depiction_score": dep,
+                                 "simulation_score": sim})
+                rows.sort(key=lambda r: -r["score"])
+                for rank, row in enumerate(rows, start=1):
+                    row["rank"] = rank
+            ranked.append(json.dumps(rows[: self.top]) if rows else "")
+        out = {k: v for k, v in batch.items() if k != "input"}
+        return {**out, "candidates": np.array(ranked, dtype=object)}
 

@@ -1,8 +1,16 @@
-"""NPZ stacks as the field's tools write them (ED-AFM): ``data`` (H, W, D), ``lengthX``, ``lengthY``.
+"""NPZ stacks as the field's tools write them, in either layout:
 
-Slices lie along the last axis; raypipe takes slice 0 as the closest tip-sample distance (pass
-``closest="last"`` to ``load_stack`` for files written the other way). ``lengthX``/``lengthY`` (Å)
-become the field of view.
+- **ppafm** (``ppafm.io.saveNpy``): ``data`` (n_z, n_y, n_x) and ``lvec`` (4, 3: the origin, then the x, y and
+  z vectors spanning the grid, Å). The images are the z slices, the lowest tip height closest (a z vector
+  pointing down reverses that); heights come from the z vector (spacing = its length / (n_z - 1)); the
+  field of view from the x and y vectors; ppafm's rows grow with y, so they are flipped to raypipe's
+  top-row-first view;
+- **ED-AFM**: ``data`` (H, W, D), ``lengthX``, ``lengthY`` (Å, the field of view); slice 0 closest (pass
+  ``closest="last"`` to ``load_stack`` for files written the other way).
+
+A ``data`` array without ``lvec`` whose last axis is longer than its image axes would read as more images
+than pixels (the ppafm layout taken for ED-AFM's): it is refused with the reason, never read along the
+wrong axes.
 """
 
 from __future__ import annotations
@@ -31,27 +39,51 @@ def declared_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
+def _names(path: Path) -> set[str]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {n.removesuffix(".npy") for n in z.namelist()}
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ScanError(path, f"unreadable or truncated NPZ file ({exc})") from exc
+
+
 def read_npz(path: Path, closest: str | None = None) -> ScanStack:
     regular_file(path)
     shape, _ = declared_shape(path)
+    ppafm = "lvec" in _names(path)
     if len(shape) != 3:
-        raise ScanError(path, f"'data' must be (H, W, D), got shape {shape}")
-    check_stack(path, shape[2], shape[0], shape[1])
+        raise ScanError(path, f"'data' must be 3D ((n_z, n_y, n_x) with lvec, or (H, W, D)), got shape {shape}")
+    n, rows, cols = shape if ppafm else (shape[2], shape[0], shape[1])
+    if not ppafm and n > min(rows, cols):
+        raise ScanError(path, f"'data' of shape {tuple(shape)} without 'lvec' would read as {n} images of {rows} x "
+                              f"{cols} pixels (ED-AFM's (H, W, D) layout); a ppafm (n_z, n_y, n_x) file needs its "
+                              "'lvec'")
+    check_stack(path, n, rows, cols)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if "data" not in npz:
-                raise ScanError(path, f"NPZ without a 'data' array (has {sorted(npz.files)})")
             data = np.asarray(npz["data"], dtype=np.float32)
+            lvec = np.asarray(npz["lvec"], dtype=np.float64) if ppafm else None
             fov = (float(npz["lengthX"]), float(npz["lengthY"])) if {"lengthX", "lengthY"} <= set(npz.files) else None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise ScanError(path, f"unreadable or truncated NPZ file ({exc})") from exc
-    if data.ndim != 3:
-        raise ScanError(path, f"'data' must be (H, W, D), got shape {data.shape}")
-    images = np.moveaxis(data, -1, 0)
+    heights = None
+    if ppafm:
+        if lvec.shape != (4, 3):
+            raise ScanError(path, f"'lvec' must be (4, 3) (origin and the x, y, z vectors), got {lvec.shape}")
+        images = data[:, ::-1, :]  # ppafm's rows grow with y; raypipe's first row is the top
+        dz = float(lvec[3, 2]) / max(n - 1, 1)
+        if dz < 0:  # the z vector points down: the last slice is the lowest
+            images, dz = images[::-1], -dz
+        heights = np.arange(n) * dz if dz > 0 else None
+        fov = (float(np.linalg.norm(lvec[1])), float(np.linalg.norm(lvec[2])))
+        rule = "ppafm lvec: lowest tip height closest"
+    else:
+        images = np.moveaxis(data, -1, 0)
+        rule = "slice 0 closest"
     if closest == "last":
         images = images[::-1]
-    metadata = {
-        "source": str(path), "format": "npz", "name": path.stem, "fov": fov, "mode": "FM df",
-        "order_rule": "slice " + ("-1" if closest == "last" else "0") + " closest",
-    }
-    return ScanStack(np.ascontiguousarray(images), None, metadata)
+        heights = None if heights is None else heights[-1] - heights[::-1]
+        rule += ", reversed (closest='last')"
+    metadata = {"source": str(path), "format": "npz", "layout": "ppafm" if ppafm else "ed-afm", "name": path.stem,
+                "fov": list(fov) if fov else None, "mode": "FM df", "order_rule": rule}
+    return ScanStack(np.ascontiguousarray(images), heights, metadata)

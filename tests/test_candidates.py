@@ -1,0 +1,45 @@
+"""Candidate ranking: which of a few molecules a scan shows (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from raypipe.scans.archive import read_archive
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+CANDIDATES = ["Brc1cc(Cl)cc(Cl)c1", "c1ccc2cc3ccccc3cc2c1", "OC(=O)c1ccncc1"]
+
+
+def test_simulation_match_finds_the_molecule_and_the_cache_simulates_once(tmp_path):
+    from raypipe.candidates import CandidateCache, rank_candidates
+    from raypipe.model.inference import load_model
+
+    stacks = {s.metadata["truth"]["smiles"]: s for s in read_archive(EXAMPLES / "scans" / "sample_scans.h5")}
+    model = load_model(device="cpu")
+    cache = CandidateCache(model.config.window, tmp_path / "cache")
+    for truth in ("Clc1cc(Cl)cc(Br)c1", "c1ccc2cc3ccccc3cc2c1"):
+        ranked = rank_candidates(stacks[truth], CANDIDATES, model=model, cache=cache, top=3)
+        assert [r["rank"] for r in ranked] == [1, 2, 3] and ranked[0]["smiles"] == truth, ranked
+        assert ranked[0]["simulation_score"] > 0.9 > max(r["simulation_score"] for r in ranked[1:])
+        assert all(0 <= r["depiction_score"] <= 1 for r in ranked)
+    assert cache.simulated == 3 and len(list((tmp_path / "cache").glob("*.npz"))) == 3  # once per candidate
+    again = CandidateCache(model.config.window, tmp_path / "cache")  # a later run: read from disk
+    rank_candidates(stacks["c1ccc2cc3ccccc3cc2c1"], CANDIDATES, model=model, cache=again)
+    assert again.simulated == 0
+
+
+def test_rows_rank_the_candidates_a_sidecar_names(ray_cluster, tmp_path):
+    from raypipe.pipelines.predict import predict_dataset
+
+    folder = tmp_path / "scans" / "anthracene"
+    shutil.copytree(EXAMPLES / "scans" / "anthracene_png_export", folder)
+    (folder / "raypipe.json").write_text(json.dumps({"fov": 18.0, "candidates": CANDIDATES[1:]}))
+    rows = predict_dataset(str(tmp_path / "scans"), rank_candidates_too=True).take_all()
+    assert len(rows) == 1 and rows[0]["status"] == "ok", rows[0]["error"]
+    ranked = rows[0]["candidates"]
+    assert [c["rank"] for c in ranked] == [1, 2] and ranked[0]["smiles"] == "c1ccc2cc3ccccc3cc2c1"
+    assert rows[0]["fov_source"] == "sidecar" and np.allclose(rows[0]["fov"], [18.0, 18.0])
