@@ -200,3 +200,48 @@ def test_model_files_in_object_storage(s3_server, tmp_path):
     assert np.array_equal(model.predict(x), load_model(local, device="cpu").predict(x))
     with pytest.raises(FileNotFoundError, match="no such model file"):
         load_model("s3://raypipe-test/models/absent.safetensors", storage_options=s3_server)
+
+
+def _batch(n_ok: int = 1, bad_images=None) -> dict:
+    """A hand-built batch as the load stage makes it: ``n_ok`` good rows, then one bad."""
+    import json
+
+    from helpers import synthetic_stack
+
+    good = synthetic_stack(10, 64)
+    images = [good] * n_ok + [bad_images if bad_images is not None else good]
+    n = len(images)
+    return {"unit": np.array(["u"] * n, dtype=object), "unit_key": np.array(["k"] * n, dtype=object),
+            "unit_fingerprint": np.array(["f"] * n, dtype=object), "source": np.array(["s"] * n, dtype=object),
+            "scan_id": np.array([f"id{k}" for k in range(n)], dtype=object),
+            "format": np.array(["image-folder"] * n, dtype=object), "n_images": np.array([10] * n),
+            "heights": np.array(["null"] * n, dtype=object),
+            "metadata": np.array([json.dumps({"fov": None})] * n, dtype=object),
+            "images": np.array(images + [None], dtype=object)[:-1],
+            "status": np.array(["ok"] * n, dtype=object), "error": np.array([""] * n, dtype=object),
+            "error_kind": np.array([""] * n, dtype=object)}
+
+
+def test_each_stage_turns_a_bad_row_into_an_error_row_and_keeps_the_others(tmp_path):
+    """The stages of predict_dataset, on hand-built batches: a failure is that row's, with its reason."""
+    from raypipe.pipelines.predict import DepictionPredictor, _extract, _preprocess
+
+    nan = np.full((10, 64, 64), np.nan, np.float32)
+    pre = _preprocess(_batch(2, bad_images=np.zeros((2, 3), np.float32)), n_slices=10, size=128, fov=18.0)
+    assert list(pre["status"]) == ["ok", "ok", "error"] and pre["input"].shape == (3, 10, 128, 128)
+    assert pre["error_kind"][2] == "permanent" and "ScanError" in pre["error"][2]  # not a stack: the file's fault
+    assert _preprocess(_batch(1, bad_images=nan), n_slices=10, size=128, fov=18.0)["status"][1] == "error"
+
+    config = ModelConfig.preset("small")
+    path = save_model(define_G(config), config, tmp_path / "m.safetensors", name="m")
+    predicted = DepictionPredictor(str(path), threads=1)(pre)
+    assert predicted["depiction"].shape == (3, 128, 128, 3) and not predicted["depiction"][2].any()
+    assert "input" not in predicted and list(predicted["model"]) == [predicted["model"][0]] * 3
+
+    predicted["depiction"][1] = np.zeros((128, 128, 3), np.uint8)
+    bad = dict(predicted, depiction=np.array(list(predicted["depiction"][:1]) + [np.zeros((5, 5, 3), np.uint8)] * 2,
+                                             dtype=object))
+    table = _extract(bad, size=128, fov=18.0).to_pylist()
+    assert [r["status"] for r in table] == ["ok", "error", "error"]
+    assert "does not fit" in table[1]["error"] and table[1]["error_kind"] == "transient"  # a bug, not the file
+    assert table[2]["error"] == pre["error"][2]  # an earlier stage's reason is kept

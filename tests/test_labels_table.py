@@ -10,19 +10,16 @@ import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import time
-import zlib
-from collections import Counter
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import save_grey, synthetic_stack
+from helpers import image_folder, once_each, png_header_only, rows_of
 from raypipe.errors import ScanError
 from raypipe.model.config import ModelConfig
 from raypipe.model.inference import save_model
@@ -38,35 +35,7 @@ def model_file(tmp_path_factory) -> str:
     return str(save_model(define_G(config), config, path, name="untrained"))
 
 
-def image_folder(folder: Path, n: int = 10, seed: int = 0) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, image in enumerate(synthetic_stack(n, 48, seed)):
-        save_grey(folder / f"img_{k}.png", image)
-    return folder
-
-
-def rows_of(out: Path, catalog: str | None = None) -> list[dict]:
-    from raypipe.pipelines.table import read_labels
-
-    return read_labels(str(out), catalog=catalog, columns=["unit", "scan_id", "source", "status", "error",
-                                                          "error_kind", "n_images", "run_id"]).to_pylist()
-
-
-def once_each(rows: list[dict]) -> bool:
-    counts = Counter((r["unit"], r["source"]) for r in rows)
-    return all(c == 1 for c in counts.values())
-
-
 # --- poison files: every reader checks before it allocates ------------------------------------------
-def _png_header_only(path: Path, width: int, height: int) -> None:
-    """A PNG that declares width x height and holds a tiny (truncated) image stream."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
-                     + chunk(b"IEND", b""))
-
-
 def test_poison_files_are_refused_before_reading(tmp_path):
     from raypipe import load_stack
     from raypipe.scans.archive import FORMAT
@@ -87,7 +56,7 @@ def test_poison_files_are_refused_before_reading(tmp_path):
         load_stack(grouped)
 
     big = image_folder(tmp_path / "big_png", 3)
-    _png_header_only(big / "img_1.png", 13000, 13000)
+    png_header_only(big / "img_1.png", 13000, 13000)
     with pytest.raises(ScanError, match=r"img_1.png: declares 13000 x 13000 pixels"):
         load_stack(big)
 
@@ -155,7 +124,7 @@ def test_poisoned_night_labels_the_good_scans(ray_cluster, tmp_path, model_file)
         f.attrs["format"], f.attrs["version"] = FORMAT, 1
         f.create_group("stacks").create_dataset("huge", shape=(10, 20000, 20000), dtype="f4", chunks=(1, 100, 100))
     big = image_folder(src / "big", 3, seed=3)
-    _png_header_only(big / "img_2.png", 13000, 13000)
+    png_header_only(big / "img_2.png", 13000, 13000)
     fifo = image_folder(src / "fifo", 3, seed=4)
     os.mkfifo(fifo / "img_7.png")
     (src / "zero").mkdir()

@@ -6,7 +6,7 @@ import numpy as np
 
 from raypipe import ScanStack, Window, preprocess
 from raypipe.scans.preprocess import fit_window, resample_heights
-from tests.conftest import synthetic_stack
+from helpers import synthetic_stack
 
 
 def test_resampling_interpolates_linearly_in_height() -> None:

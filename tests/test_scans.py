@@ -11,7 +11,7 @@ from PIL import Image
 
 import raypipe
 from raypipe import ScanError, ScanStack, load_stack
-from tests.conftest import save_grey, synthetic_stack
+from helpers import save_grey, synthetic_stack
 
 
 def test_image_folder_by_index_first_is_closest(tmp_path: Path) -> None:
@@ -207,7 +207,6 @@ def test_sidecar_gives_scale_order_and_notes(tmp_path):
     import numpy as np
     import pytest
 
-    from conftest import save_grey, synthetic_stack
     from raypipe.errors import ScanError
     from raypipe.scans.formats import load_stack
     from raypipe.scans.units import find_units
