@@ -311,10 +311,12 @@ def _truth_depiction(truth: dict, window) -> bytes | None:
         return None
 
 
-def inference_pool() -> tuple[dict, int]:
-    """Ray resources per inference actor and the pool size, from the cluster's resources."""
+def inference_pool(reserved: int = 0) -> tuple[dict, int]:
+    """Ray resources per inference actor and the pool size, from the cluster's resources: at least one
+    CPU stays free for the read, preprocessing and extraction tasks (actors holding every CPU would starve
+    them: a deadlock), beside ``reserved`` CPUs for other actor pools (candidate ranking)."""
     resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1)) - reserved
     if gpus:
         return {"num_gpus": 1, "num_cpus": 1}, gpus
     threads = max(1, (cpus - 1) // 2) if cpus > 2 else 1
@@ -347,7 +349,8 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
         candidates = read_candidates(candidates)
     ensure_ray()
     scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options, fov=fov)
-    resources, size = inference_pool()
+    big = ray.cluster_resources().get("CPU", 1) >= 4
+    resources, size = inference_pool(reserved=1 if rank_candidates_too and big else 0)
     grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
     rows = (
         scans.map_batches(_preprocess, batch_size=batch_size, fn_kwargs=grid, **CPU_STAGE)
@@ -358,7 +361,7 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
                                             "keep_input": rank_candidates_too})
     )
     if rank_candidates_too:
-        rows = rows.map_batches(CandidateRanker, batch_size=batch_size, num_cpus=1,
+        rows = rows.map_batches(CandidateRanker, batch_size=batch_size, num_cpus=1 if big else 0.5,  # reserved above
                                 compute=ray.data.ActorPoolStrategy(size=1),
                                 fn_constructor_kwargs={"candidates": candidates or [], "size": config.size,
                                                        "fov": config.fov, "cache_folder": candidate_cache})
