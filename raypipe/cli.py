@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--candidate-cache", default=None,
                        help="folder keeping candidate simulations between runs (default: <out>-candidates beside "
                             "a local --out)")
+    label.add_argument("--estimate-fov", action="store_true",
+                       help="for stacks of unknown scale, read them at several fields of view and keep the most "
+                            "confident reading (8x the inference for those stacks)")
     label.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     export = commands.add_parser("export", help="write the labels table's current rows to one Parquet file")
     export.add_argument("out", help="the labels table's --out (folder or s3://)")
@@ -167,6 +170,7 @@ def _label(args) -> int:
                             retry_errors=args.retry_errors, lease_wait=args.lease_wait, progress=say,
                             show_progress=not quiet, fov=args.fov,
                             candidates=str(args.candidates) if args.candidates else None,
+                            estimate_fov=args.estimate_fov,
                             candidate_cache=args.candidate_cache or (None if is_remote(args.out) else
                                                                      args.out.rstrip("/") + "-candidates"))
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())

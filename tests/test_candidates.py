@@ -43,3 +43,15 @@ def test_rows_rank_the_candidates_a_sidecar_names(ray_cluster, tmp_path):
     ranked = rows[0]["candidates"]
     assert [c["rank"] for c in ranked] == [1, 2] and ranked[0]["smiles"] == "c1ccc2cc3ccccc3cc2c1"
     assert rows[0]["fov_source"] == "sidecar" and np.allclose(rows[0]["fov"], [18.0, 18.0])
+
+
+def test_scale_search_reads_unknown_scale_stacks_at_several_fields_of_view(ray_cluster):
+    from raypipe.pipelines.predict import predict_dataset
+    from raypipe.scale import FOVS
+
+    rows = predict_dataset(str(EXAMPLES / "scans"), estimate_fov=True).take_all()
+    by_source = {r["fov_source"] for r in rows}
+    assert by_source == {"estimated", "file"}  # the PNG export has no scale; the archive's stacks do
+    estimated = [r for r in rows if r["fov_source"] == "estimated"]
+    assert len(estimated) == 1 and estimated[0]["status"] == "ok" and estimated[0]["fov"][0] in FOVS
+    assert all(r["fov"] == [18.0, 18.0] for r in rows if r["fov_source"] == "file")

@@ -141,7 +141,7 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                   table: str = DEFAULT_TABLE, settle: float = 60.0, relabel: str | None = None,
                   retry_errors: bool = False, lease_wait: float = 900.0, lease_ttl: float = 120.0,
                   limits=None, progress=print, show_progress: bool = False, fov=None, candidates=None,
-                  candidate_cache: str | None = None) -> LabelSummary:
+                  candidate_cache: str | None = None, estimate_fov: bool = False) -> LabelSummary:
     """Label the new and changed scans under ``uri`` into the labels table at ``output_uri`` (module docs).
 
     Raises FileNotFoundError for a missing input, ``ValueError`` for a bad ``run_date`` or ``relabel``,
@@ -184,7 +184,7 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                                snapshot_id=planned, table=settings.table)
         if todo:
             _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits, show_progress, fov,
-                   candidates, candidate_cache, any(_has_candidates(u) for u in todo))
+                   candidates, candidate_cache, any(_has_candidates(u) for u in todo), estimate_fov)
             tbl.refresh()
             summary.snapshot_id = tbl.metadata.current_snapshot_id
             removed = remove_orphans(tbl, settings)
@@ -224,7 +224,7 @@ def _has_candidates(unit) -> bool:
 
 def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, model, tag, batch_size,
            planned, lease, limits, show_progress: bool, fov=None, candidates=None, candidate_cache=None,
-           sidecar_candidates: bool = False) -> None:
+           sidecar_candidates: bool = False, estimate_fov: bool = False) -> None:
     from raypipe import __version__
     from raypipe.pipelines.cluster import ensure_ray
     from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset, read_units
@@ -235,7 +235,7 @@ def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, 
                        settings.storage_options, limits, fov=fov)
     rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=settings.storage_options,
                            candidates=candidates, rank_candidates_too=bool(candidates) or sidecar_candidates,
-                           candidate_cache=candidate_cache)
+                           candidate_cache=candidate_cache, estimate_fov=estimate_fov)
     schema = _table_schema(OUTPUT_SCHEMA)
     labelled_at = now_utc()
 

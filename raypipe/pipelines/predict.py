@@ -180,7 +180,7 @@ def read_units(units: list[dict], storage_options: StorageOptions = None, limits
             _load, fn_kwargs={**kwargs, "fov": fov}, max_retries=1, **CPU_STAGE)
 
 
-def _preprocess(batch: dict, n_slices: int, size: int, fov: float) -> dict:
+def _preprocess(batch: dict, n_slices: int, size: int, fov: float, keep_unknown_fov: bool = False) -> dict:
     from raypipe.chem.depiction import encode_png
     from raypipe.reports import grey_rgb
     from raypipe.scans.preprocess import preprocess
@@ -207,6 +207,10 @@ def _preprocess(batch: dict, n_slices: int, size: int, fov: float) -> dict:
         inputs.append(x)
         previews.append(preview)
     out = {k: v for k, v in batch.items() if k != "images"}
+    if keep_unknown_fov:  # the raw images of stacks of unknown scale travel on, for the scale search
+        unknown = [status[k] == "ok" and not json.loads(batch["metadata"][k]).get("fov") for k in range(len(status))]
+        out["images"] = np.array([images if keep else _EMPTY for images, keep in zip(batch["images"], unknown)] + [None],
+                                 dtype=object)[:-1]
     return {**out, "input": np.stack(inputs), "input_preview": np.array(previews, dtype=object),
             "status": np.array(status, dtype=object), "error": np.array(error, dtype=object),
             "error_kind": np.array(kind, dtype=object)}
@@ -217,6 +221,8 @@ class DepictionPredictor:
 
     def __init__(self, model_path: str | None, threads: int, storage_options: StorageOptions = None,
                  keep_input: bool = False) -> None:
+        """One model load per actor. Rows that carry raw ``images`` (a stack of unknown scale, with
+        ``estimate_fov``) are read at several fields of view and the most confident reading is kept."""
         import torch
 
         from raypipe.model.inference import load_model
@@ -225,7 +231,34 @@ class DepictionPredictor:
         self.model = load_model(model_path, storage_options=storage_options)
         self.keep_input = keep_input
 
+    def _estimate_scales(self, batch: dict) -> dict:
+        from raypipe.chem.depiction import encode_png
+        from raypipe.reports import grey_rgb
+        from raypipe.scale import estimate_fov, with_fov
+        from raypipe.scans.preprocess import preprocess
+        from raypipe.scans.stack import ScanStack
+
+        metadata, inputs, previews = list(batch["metadata"]), batch["input"].copy(), list(batch["input_preview"])
+        for k, images in enumerate(batch["images"]):
+            if batch["status"][k] != "ok" or images is None or np.asarray(images).size == 0:
+                continue
+            meta = json.loads(metadata[k])
+            heights = json.loads(batch["heights"][k])
+            stack = ScanStack(np.asarray(images), None if heights is None else np.asarray(heights), meta,
+                              scan_id=batch["scan_id"][k])
+            fov, tried = estimate_fov(stack, self.model)
+            chosen = with_fov(stack, fov)
+            inputs[k] = preprocess(chosen, n_slices=self.model.config.n_slices, window=self.model.config.window)
+            previews[k] = encode_png(grey_rgb(np.concatenate([inputs[k][0], inputs[k][-1]], axis=1)))
+            metadata[k] = json.dumps({**meta, "fov": chosen.metadata["fov"], "fov_source": "estimated",
+                                      "fov_search": tried}, default=str)
+        out = {key: v for key, v in batch.items() if key != "images"}
+        return {**out, "input": inputs, "input_preview": np.array(previews, dtype=object),
+                "metadata": np.array(metadata, dtype=object)}
+
     def __call__(self, batch: dict) -> dict:
+        if "images" in batch:
+            batch = self._estimate_scales(batch)
         ok = np.array([s == "ok" for s in batch["status"]])
         size = self.model.config.size
         depictions = np.zeros((len(ok), size, size, 3), np.uint8)
@@ -325,7 +358,8 @@ def inference_pool(reserved: int = 0) -> tuple[dict, int]:
 
 def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, batch_size: int = 16, fov=None,
                     candidates: list[str] | str | None = None, rank_candidates_too: bool | None = None,
-                    candidate_cache: str | None = None, storage_options: StorageOptions = None) -> ray.data.Dataset:
+                    candidate_cache: str | None = None, estimate_fov: bool = False,
+                    storage_options: StorageOptions = None) -> ray.data.Dataset:
     """Label every stack under ``uri`` (or the rows of a ``read_scans`` dataset) with ``model`` (a
     model file; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA``
     (documented in the README). Starts a local Ray when none is running.
@@ -334,7 +368,9 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
     list or a .smi/.json file) the scans may show: each row's ``candidates`` column then ranks them
     (:mod:`raypipe.candidates`); a sidecar's own ``candidates`` take precedence for its scan. Ranking runs
     when candidates are given (or ``rank_candidates_too``, for sidecar lists only); ``candidate_cache``: a
-    folder keeping candidate simulations between runs.
+    folder keeping candidate simulations between runs. ``estimate_fov``: a stack whose field of view is
+    unknown (no file, sidecar or ``fov`` says) is read at several assumed fields of view and the most
+    confident reading kept (:mod:`raypipe.scale`; rows record ``fov_source = "estimated"``).
     """
     if rank_candidates_too is None:
         rank_candidates_too = bool(candidates)
@@ -353,7 +389,8 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
     resources, size = inference_pool(reserved=1 if rank_candidates_too and big else 0)
     grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
     rows = (
-        scans.map_batches(_preprocess, batch_size=batch_size, fn_kwargs=grid, **CPU_STAGE)
+        scans.map_batches(_preprocess, batch_size=batch_size, fn_kwargs={**grid, "keep_unknown_fov": estimate_fov},
+                          **CPU_STAGE)
         .map_batches(DepictionPredictor, batch_size=batch_size, **resources,
                      compute=ray.data.ActorPoolStrategy(size=size),
                      fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
