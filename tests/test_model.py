@@ -294,6 +294,9 @@ def test_plain_loop_checkpoints_resumes_and_inits_from(tmp_path):
     assert first["event"].startswith("initialised from")
     with pytest.raises(ValueError, match="differs from this run's"):
         TrainConfig(**{**fresh.__dict__, "model": "small"}).validate()
+    other_grid = TrainConfig(**{**cfg.__dict__, "run_name": "grid", "model_overrides": {"size": 64}})
+    with pytest.raises(ValueError, match=r"shards hold stacks of \(10, 128, 128\).*the model's grid is \(10, 64, 64\)"):
+        train_local(other_grid, progress=lambda *_: None)
 
 
 def test_calibration_says_how_often_it_is_right(tmp_path):

@@ -42,6 +42,24 @@ def list_shards(data_uri: str, storage_options: StorageOptions = None) -> list[s
     return sorted(fs.glob(join(base, "shards", "shard-*.parquet")))
 
 
+def check_grid(data_uri: str, config, storage_options: StorageOptions = None) -> None:
+    """Refuse shards whose stacks do not fit the model's grid (slices, pixels, field of view)."""
+    import pyarrow.parquet as pq
+
+    shards = list_shards(data_uri, storage_options)
+    if not shards:
+        raise FileNotFoundError(f"{data_uri}: no simulation shards (shards/shard-*.parquet)")
+    fs, _ = filesystem(data_uri, storage_options)
+    with fs.open(shards[0], "rb") as f:
+        parquet = pq.ParquetFile(f)
+        shape = tuple(parquet.schema_arrow.field("stack").type.shape)
+        fovs = parquet.read_row_group(0, columns=["fov"])["fov"].to_pylist() if parquet.metadata.num_rows else []
+    want = (config.n_slices, config.size, config.size)
+    if shape != want or any(abs(f - config.fov) > 1e-6 for f in fovs[:1]):
+        raise ValueError(f"{data_uri}: shards hold stacks of {shape} on a {fovs[0] if fovs else '?'} Å window, the "
+                         f"model's grid is {want} on {config.fov} Å; simulate for this grid or set the model's")
+
+
 def read_shard(fs, path: str, split: str | None, columns: list[str]) -> dict[str, np.ndarray | list]:
     """One shard's rows of ``split`` (None: all): ``stack`` as (N, D, S, S) float16, others as lists."""
     import pyarrow.compute as pc

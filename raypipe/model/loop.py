@@ -47,11 +47,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def _validator():
     """Validation by graph extraction where RDKit is installed, else by pixel error alone."""
     try:
-        import rdkit  # noqa: F401
+        from raypipe.evaluation import validate  # graph extraction: RDKit
     except ImportError:
         return validate_pixels
-    from raypipe.evaluation import validate
-
     return validate
 
 
@@ -91,7 +89,7 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
     """
     import torch
 
-    from raypipe.model.data import ShardStream, fixed_rows
+    from raypipe.model.data import ShardStream, check_grid, fixed_rows
     from raypipe.model.pix2pix import Pix2Pix
 
     cfg.validate()
@@ -99,6 +97,8 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
     model_config, augment_config = cfg.model_config(), cfg.augment_config()
+    if stream is None:
+        check_grid(cfg.data_uri, model_config)
     run = Path(cfg.storage_path) / cfg.run_name
     checkpoints = run / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)

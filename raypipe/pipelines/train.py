@@ -144,7 +144,10 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from raypipe.model.data import check_grid
+
     cfg.validate()
+    check_grid(cfg.data_uri, cfg.model_config(), storage_options)
     _check_resources(cfg)
     trainer = TorchTrainer(
         train_func,
