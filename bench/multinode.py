@@ -1,0 +1,187 @@
+"""A real multi-node Ray cluster on this machine: the nightly job (and a training job) survive losing a node.
+
+    python bench/multinode.py [--stacks 120] [--kill-after 15] [--train]
+
+Starts a Ray head and two worker nodes as separate ``ray start`` processes on 127.0.0.1 (the head with no
+CPUs for work; worker ``a`` with a custom ``inference`` resource; worker ``b`` with a ``spare`` one),
+submits ``jobs/label.py`` with ``ray job submit``, kills worker b's raylet (SIGKILL) ``--kill-after``
+seconds into the job, waits for the job and checks the labels table: every stack exactly once. With
+``--train`` it does the same to a short Ray Train job (2 workers, checkpoints every few steps): the job
+must finish at its last step, resumed from a checkpoint. Everything it started is torn down by the
+process ids of this cluster (its GCS port), never ``ray stop`` (other Ray sessions on the machine are
+left alone). Prints one JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_label import make_archive  # noqa: E402
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ours(gcs_port: int) -> list[int]:
+    """PIDs of the processes of the cluster whose GCS listens on ``gcs_port``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f":{gcs_port}" in text or f"gcs_server_port={gcs_port}" in text or f"--port {gcs_port}" in text:
+            pids.append(int(cmdline.parent.name))
+    return [p for p in pids if p != os.getpid()]
+
+
+def raylet_with(resource: str, gcs_port: int) -> int | None:
+    for pid in ours(gcs_port):
+        try:
+            text = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "/raylet " in text or text.split(" ")[0].endswith("raylet"):
+            if f"{resource}," in text:
+                return pid
+    return None
+
+
+def start(args: list[str], env: dict) -> None:
+    done = subprocess.run([RAY, "start", *args], capture_output=True, text=True, env=env, timeout=180)
+    if done.returncode:
+        raise RuntimeError(f"ray start {' '.join(args)} failed: {done.stderr[-2000:]}")
+
+
+def submit(dashboard: int, entrypoint: list[str], env: dict) -> str:
+    done = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--no-wait",
+                           "--working-dir", str(ROOT), "--", *entrypoint], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=ROOT)
+    if done.returncode:
+        raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
+    return next(w.strip("'\"") for w in done.stdout.split() if w.strip("'\"").startswith("raysubmit_"))
+
+
+def status(dashboard: int, job: str, env: dict) -> str:
+    done = subprocess.run([RAY, "job", "status", "--address", f"http://127.0.0.1:{dashboard}", job],
+                          capture_output=True, text=True, env=env, timeout=60)
+    for word in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
+        if word in done.stdout:
+            return word
+    return "UNKNOWN"
+
+
+def logs(dashboard: int, job: str, env: dict) -> str:
+    return subprocess.run([RAY, "job", "logs", "--address", f"http://127.0.0.1:{dashboard}", job],
+                          capture_output=True, text=True, env=env, timeout=60).stdout
+
+
+def wait(dashboard: int, job: str, env: dict, timeout: float) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = status(dashboard, job, env)
+        if state in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return state
+        time.sleep(3)
+    return "TIMEOUT"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stacks", type=int, default=120)
+    parser.add_argument("--kill-after", type=float, default=15.0)
+    parser.add_argument("--train", action="store_true")
+    args = parser.parse_args()
+    gcs, dashboard = free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    env.pop("RAY_ADDRESS", None)
+    report: dict = {"nodes": ["head (0 CPU)", "worker a (2 CPU, inference)", "worker b (2 CPU, spare)"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = tmp / "scans"
+        make_archive(src, args.stacks)
+        for k, part in enumerate(sorted(src.glob("*.h5"))):  # spread the work over several units
+            part.rename(src / f"night-{k:03d}.h5")
+        try:
+            start(["--head", "--port", str(gcs), "--node-ip-address", "127.0.0.1", "--num-cpus", "0",
+                   "--dashboard-port", str(dashboard),
+                   "--include-dashboard", "true", "--dashboard-host", "127.0.0.1"], env)
+            for resources in ('{"inference": 1}', '{"spare": 1}'):
+                start(["--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+                       "--resources", resources], env)
+            out = tmp / "labels"
+            job = submit(dashboard, ["python", "jobs/label.py", str(src), "--out", str(out), "--settle", "0"], env)
+            started = time.time()
+            while time.time() - started < args.kill_after and status(dashboard, job, env) in ("PENDING", "RUNNING"):
+                time.sleep(1)
+            victim = raylet_with("spare", gcs)
+            killed_at = round(time.time() - started, 1)
+            if victim:
+                os.kill(victim, signal.SIGKILL)
+            state = wait(dashboard, job, env, 1200)
+            from raypipe.pipelines.table import read_labels
+
+            rows = read_labels(str(out), columns=["unit", "source", "status"]).to_pylist() if state == "SUCCEEDED" else []
+            keys = [(r["unit"], r["source"]) for r in rows]
+            report["label"] = {"job": state, "stacks_expected": args.stacks, "rows_written": len(rows),
+                               "distinct": len(set(keys)), "duplicates": len(keys) - len(set(keys)),
+                               "ok": sum(r["status"] == "ok" for r in rows), "node_killed": "worker b (raylet)",
+                               "killed_after_s": killed_at if victim else None,
+                               "job_seconds": round(time.time() - started, 1)}
+            if state != "SUCCEEDED":
+                report["label"]["log_tail"] = logs(dashboard, job, env)[-3000:]
+            if args.train:
+                # worker b is gone: bring a fresh node back for the training job, then kill it mid-run
+                start(["--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+                       "--resources", '{"spare2": 1}'], env)
+                job = submit(dashboard, ["python", "jobs/train.py", "--config", "jobs/configs/train-small-cpu.yaml",
+                                         "--run-name", "multinode", "--storage-path", str(tmp / "runs"),
+                                         "--steps", "40"], env)
+                started = time.time()
+                while not list((tmp / "runs" / "multinode").glob("checkpoint_*")) and time.time() - started < 600:
+                    time.sleep(2)
+                victim = raylet_with("spare2", gcs)
+                killed_at = round(time.time() - started, 1)
+                if victim:
+                    os.kill(victim, signal.SIGKILL)
+                state = wait(dashboard, job, env, 1500)
+                text = logs(dashboard, job, env)
+                log = tmp / "runs" / "multinode" / "metrics.jsonl"
+                metrics = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+                report["train"] = {"job": state, "node_killed": "fresh worker (raylet)",
+                                   "killed_after_s": killed_at if victim else None,
+                                   "last_step": max((m["step"] for m in metrics), default=None),
+                                   "resumed": any("resumed" in m.get("event", "") for m in metrics),
+                                   "job_seconds": round(time.time() - started, 1)}
+                if state != "SUCCEEDED":
+                    report["train"]["log_tail"] = text[-3000:]
+        finally:
+            pids = ours(gcs)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            report["torn_down_pids"] = len(pids)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
