@@ -30,12 +30,12 @@ def test_label_command_on_the_bundled_scans(ray_cluster, tmp_path, capsys):
     out = tmp_path / "labels"
     assert main(["label", str(scans), "--out", str(out), "--run-date", "2026-11-24", "--settle", "0"]) == 0
     printed = capsys.readouterr().out
-    assert '"ok": 16' in printed and '"errors": 0' in printed
+    assert "16 stacks labelled" in printed and "16 ok, 0 errors" in printed
     rows = read_labels(str(out), columns=["run_date", "status", "model"]).to_pylist()
     assert len(rows) == 16 and {r["run_date"] for r in rows} == {"2026-11-24"}
     page = next((tmp_path / "labels-gallery").glob("run-*.html")).read_text()  # beside the table, not inside
     assert page.count("class='card'") == 16 and rows[0]["model"].split("@")[0] in page
-    assert main(["label", str(scans), "--out", str(out), "--settle", "0"]) == 0  # nothing new: nothing added
+    assert main(["label", str(scans), "--out", str(out), "--settle", "0", "--json"]) == 0  # nothing new
     assert '"units_new": 0' in capsys.readouterr().out and read_labels(str(out)).num_rows == 16
 
 
