@@ -227,13 +227,13 @@ def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, 
            sidecar_candidates: bool = False, estimate_fov: bool = False) -> None:
     from raypipe import __version__
     from raypipe.pipelines.cluster import ensure_ray
-    from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset, read_units
+    from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset
     from raypipe.progress import Progress, count
 
     ensure_ray()
-    scans = read_units([{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in todo],
-                       settings.storage_options, limits, fov=fov)
-    rows = predict_dataset(scans, model=model, batch_size=batch_size, storage_options=settings.storage_options,
+    units = [{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in todo]
+    rows = predict_dataset(units, model=model, batch_size=batch_size, storage_options=settings.storage_options,
+                           fov=fov, limits=limits,
                            candidates=candidates, rank_candidates_too=bool(candidates) or sidecar_candidates,
                            candidate_cache=candidate_cache, estimate_fov=estimate_fov)
     schema = _table_schema(OUTPUT_SCHEMA)

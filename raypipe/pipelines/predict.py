@@ -131,7 +131,10 @@ def _expand(unit: dict, storage_options: StorageOptions, limits=None) -> list[di
         return [_error({**base, "source": unit["uri"]}, exc)]
 
 
-def _load(row: dict, storage_options: StorageOptions, limits=None, fov=None) -> dict:
+def _load(row: dict, storage_options: StorageOptions, limits=None, fov=None, grid: dict | None = None,
+          keep_unknown_fov: bool = False) -> dict:
+    """One stack read (and, with ``grid``, preprocessed for the model in the same task: only the model's
+    input crosses the object store, not the raw images)."""
     from raypipe.scans.limits import limits_scope, time_limit
     from raypipe.scans.units import load_source
 
@@ -145,10 +148,37 @@ def _load(row: dict, storage_options: StorageOptions, limits=None, fov=None) -> 
         with limits_scope(limits) as active, time_limit(active.read_seconds, row["source"]):
             stack = load_source(row["source"], storage_options, fov)
     except Exception as exc:
-        return _error(out, exc)
-    return {**out, "scan_id": stack.scan_id, "format": stack.metadata.get("format", ""), "n_images": stack.n,
-            "heights": json.dumps(None if stack.heights is None else stack.heights.tolist()),
-            "metadata": json.dumps(stack.metadata, default=str), "images": stack.images}
+        return _error(out, exc) if grid is None else _prepared(_error(out, exc), None, grid, keep_unknown_fov)
+    loaded = {**out, "scan_id": stack.scan_id, "format": stack.metadata.get("format", ""), "n_images": stack.n,
+              "heights": json.dumps(None if stack.heights is None else stack.heights.tolist()),
+              "metadata": json.dumps(stack.metadata, default=str), "images": stack.images}
+    return loaded if grid is None else _prepared(loaded, stack, grid, keep_unknown_fov)
+
+
+def _prepared(row: dict, stack, grid: dict, keep_unknown_fov: bool) -> dict:
+    """A loaded row with the model's ``input`` and ``input_preview`` instead of its raw ``images`` (kept
+    only for a stack of unknown scale when the scale is to be searched)."""
+    x, preview = np.zeros((grid["n_slices"], grid["size"], grid["size"]), np.float32), b""
+    if row["status"] == "ok":
+        try:
+            x, preview = _model_input(stack, grid)
+        except Exception as exc:
+            row = _error(row, exc)
+    unknown = keep_unknown_fov and row["status"] == "ok" and not stack.metadata.get("fov")
+    out = {k: v for k, v in row.items() if k != "images"}
+    if keep_unknown_fov:
+        out["images"] = stack.images if unknown else _EMPTY
+    return {**out, "input": x, "input_preview": preview}
+
+
+def _model_input(stack, grid: dict) -> tuple[np.ndarray, bytes]:
+    from raypipe.chem.depiction import encode_png
+    from raypipe.reports import grey_rgb
+    from raypipe.scans.preprocess import preprocess
+    from raypipe.window import Window
+
+    x = preprocess(stack, n_slices=grid["n_slices"], window=Window(size=grid["size"], fov=grid["fov"]))
+    return x, encode_png(grey_rgb(np.concatenate([x[0], x[-1]], axis=1)))
 
 
 def read_scans(uri: str, *, storage_options: StorageOptions = None, fov=None) -> ray.data.Dataset:
@@ -166,8 +196,10 @@ def read_scans(uri: str, *, storage_options: StorageOptions = None, fov=None) ->
                       storage_options, fov=fov)
 
 
-def read_units(units: list[dict], storage_options: StorageOptions = None, limits=None, fov=None) -> ray.data.Dataset:
-    """``read_scans`` for units already listed (``label_archive`` lists them to consult its table).
+def read_units(units: list[dict], storage_options: StorageOptions = None, limits=None, fov=None,
+               grid: dict | None = None, keep_unknown_fov: bool = False) -> ray.data.Dataset:
+    """``read_scans`` for units already listed (``label_archive`` lists them to consult its table); with
+    ``grid`` (the model's ``n_slices``, ``size``, ``fov``) each stack is also preprocessed in its read task.
 
     ``limits``: a :class:`raypipe.scans.limits.ReadLimits` (default: from the environment). Ray retries a
     failed read task at most once (out-of-memory kills included, where the cluster was started by raypipe).
@@ -177,18 +209,14 @@ def read_units(units: list[dict], storage_options: StorageOptions = None, limits
     with warnings.catch_warnings():  # max_retries has no named parameter in Ray 2.60 (pinned)
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
         return items.flat_map(_expand, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE).map(
-            _load, fn_kwargs={**kwargs, "fov": fov}, max_retries=1, **CPU_STAGE)
+            _load, fn_kwargs={**kwargs, "fov": fov, "grid": grid, "keep_unknown_fov": keep_unknown_fov},
+            max_retries=1, **CPU_STAGE)
 
 
 def _preprocess(batch: dict, n_slices: int, size: int, fov: float, keep_unknown_fov: bool = False) -> dict:
-    from raypipe.chem.depiction import encode_png
-    from raypipe.reports import grey_rgb
-    from raypipe.scans.preprocess import preprocess
     from raypipe.scans.stack import ScanStack
 
-    from raypipe.window import Window
-
-    window = Window(size=size, fov=fov)  # the model's grid
+    grid = {"n_slices": n_slices, "size": size, "fov": fov}  # the model's
     inputs, previews, status, error = [], [], list(batch["status"]), list(batch["error"])
     kind = list(batch["error_kind"])
     for k, images in enumerate(batch["images"]):
@@ -200,8 +228,7 @@ def _preprocess(batch: dict, n_slices: int, size: int, fov: float, keep_unknown_
                 heights = json.loads(batch["heights"][k])
                 stack = ScanStack(np.asarray(images), None if heights is None else np.asarray(heights), metadata,
                                   scan_id=batch["scan_id"][k])
-                x = preprocess(stack, n_slices=n_slices, window=window)
-                preview = encode_png(grey_rgb(np.concatenate([x[0], x[-1]], axis=1)))
+                x, preview = _model_input(stack, grid)
             except Exception as exc:
                 status[k], error[k], kind[k] = "error", _reason(exc), _kind(exc)
         inputs.append(x)
@@ -356,13 +383,18 @@ def inference_pool(reserved: int = 0) -> tuple[dict, int]:
     return {"num_cpus": threads}, max(1, (cpus - 1) // threads)
 
 
-def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, batch_size: int = 16, fov=None,
-                    candidates: list[str] | str | None = None, rank_candidates_too: bool | None = None,
-                    candidate_cache: str | None = None, estimate_fov: bool = False,
+def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | None = None, batch_size: int = 16,
+                    fov=None, candidates: list[str] | str | None = None, rank_candidates_too: bool | None = None,
+                    candidate_cache: str | None = None, estimate_fov: bool = False, limits=None,
                     storage_options: StorageOptions = None) -> ray.data.Dataset:
-    """Label every stack under ``uri`` (or the rows of a ``read_scans`` dataset) with ``model`` (a
-    model file; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA``
-    (documented in the README). Starts a local Ray when none is running.
+    """Label every stack under ``uri`` (a folder, file or ``s3://`` prefix; the rows of a ``read_scans``
+    dataset; or scan units as ``read_units`` takes them) with ``model`` (a model file; default: the
+    shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA`` (documented in the
+    README). Starts a local Ray when none is running.
+
+    Stages: each stack is read and preprocessed in one CPU task (typed columns; only the model's input
+    crosses the object store), inference runs in an actor pool, graph extraction in CPU tasks; a
+    ``read_scans`` dataset (raw images) gets a separate preprocessing stage.
 
     ``fov``: every stack's field of view (Å) over what files and sidecars say. ``candidates``: SMILES (a
     list or a .smi/.json file) the scans may show: each row's ``candidates`` column then ranks them
@@ -383,15 +415,24 @@ def predict_dataset(uri: str | ray.data.Dataset, *, model: str | None = None, ba
         from raypipe.candidates import read_candidates
 
         candidates = read_candidates(candidates)
+    grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
     ensure_ray()
-    scans = uri if isinstance(uri, ray.data.Dataset) else read_scans(uri, storage_options=storage_options, fov=fov)
+    if isinstance(uri, ray.data.Dataset):  # raw rows of read_scans: preprocess them here
+        scans = uri.map_batches(_preprocess, batch_size=batch_size,
+                                fn_kwargs={**grid, "keep_unknown_fov": estimate_fov}, **CPU_STAGE)
+    else:
+        if isinstance(uri, str):
+            from raypipe.scans.units import find_units
+
+            found, _ = find_units(uri, storage_options)
+            if not found:
+                raise FileNotFoundError(f"{redact(uri)}: no scans (HDF5, NPZ, image or SXM folders) found")
+            uri = [{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in found]
+        scans = read_units(uri, storage_options, limits, fov=fov, grid=grid, keep_unknown_fov=estimate_fov)
     big = ray.cluster_resources().get("CPU", 1) >= 4
     resources, size = inference_pool(reserved=1 if rank_candidates_too and big else 0)
-    grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
     rows = (
-        scans.map_batches(_preprocess, batch_size=batch_size, fn_kwargs={**grid, "keep_unknown_fov": estimate_fov},
-                          **CPU_STAGE)
-        .map_batches(DepictionPredictor, batch_size=batch_size, **resources,
+        scans.map_batches(DepictionPredictor, batch_size=batch_size, **resources,
                      compute=ray.data.ActorPoolStrategy(size=size),
                      fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
                                             "storage_options": storage_options,
