@@ -270,7 +270,8 @@ function apply(){
   let shown=0;
   for(const c of cards){
     const keep=(status==='all'||c.dataset.status===status)&&(truth==='all'||c.dataset.truth===truth)
-      &&(c.dataset.status!=='ok'||parseFloat(c.dataset.confidence)>=min)&&(!text||c.textContent.includes(text));
+      &&(c.dataset.status!=='ok'||!(min>0)||parseFloat(c.dataset.confidence)>=min)
+      &&(!text||c.textContent.includes(text));
     c.classList.toggle('hidden',!keep); if(keep) shown++;
   }
   const key=document.getElementById('sort').value, box=document.getElementById('cards');

@@ -173,5 +173,8 @@ def test_gallery_in_a_real_browser(ray_cluster, tmp_path):
     wrong = dom(page.as_uri() + "?truth=right")
     assert re.search(r'data-shown="(\d+)"', wrong).group(1) == str(sum(
         r["formula"] == r["truth_formula"] for r in rows[:10] if r["truth_formula"]))
+    confident = dom(page.as_uri() + "?minconf=0.5")
+    assert re.search(r'data-shown="(\d+)"', confident).group(1) == str(sum(
+        (r["confidence"] or 0) >= 0.5 for r in rows[:10]))  # an unknown confidence is not >= 0.5
     index = dom((page.parent / "index.html").as_uri())
     assert summary.run_id in index

@@ -110,8 +110,9 @@ def test_nightly_job_killed_then_rerun_gives_the_same_rows(ray_cluster, archive,
     reference = str(tmp_path / "reference")
     label_archive(str(archive), reference, model=model_file, run_date="2026-11-24", settle=0)
     out = tmp_path / "killed"
+    address = ray_cluster.get_runtime_context().gcs_address  # this session's cluster
     job = subprocess.Popen([sys.executable, "-c", (
-        "import ray, sys; ray.init(address='auto'); from raypipe.pipelines.label import label_archive; "
+        f"import ray, sys; ray.init(address={address!r}); from raypipe.pipelines.label import label_archive; "
         f"label_archive({str(archive)!r}, {str(out)!r}, model={model_file!r}, run_date='2026-11-24', settle=0)")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240

@@ -197,7 +197,10 @@ def test_transient_failures_are_retried_and_replaced(ray_cluster, tmp_path, mode
 
 
 def _job(src: Path, out: Path, model: str, run_date: str = "2026-11-24", extra: str = "") -> subprocess.Popen:
-    code = ("import ray, json; ray.init(address='auto', log_to_driver=False); "
+    import ray
+
+    address = ray.get_runtime_context().gcs_address  # this session's cluster, not whichever started last
+    code = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
             "from raypipe.pipelines.label import label_archive; "
             f"s = label_archive({str(src)!r}, {str(out)!r}, model={model!r}, run_date={run_date!r}, settle=0{extra}); "
             "print('SUMMARY', json.dumps(s.as_dict()))")

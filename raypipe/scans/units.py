@@ -50,36 +50,43 @@ class ScanUnit:
 def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[ScanUnit], int]:
     """The scan units under ``uri`` (sorted) and how many files were ignored.
 
-    Raises FileNotFoundError for a missing path or prefix.
+    The listing streams folder by folder (``fs.walk``): memory holds one folder's file list at a time and
+    one small record per unit, whatever the size of the archive. Raises FileNotFoundError for a missing
+    path or prefix.
     """
     fs, root = filesystem(uri, storage_options)
     fs.invalidate_cache()
     if not fs.exists(root):
         raise FileNotFoundError(f"{redact(uri)}: no such file, folder or prefix")
     scheme = "s3://" if is_remote(uri) else ""
-    files = {root: fs.info(root)} if fs.isfile(root) else fs.find(root, detail=True)
-    folders: dict[str, list[dict]] = {}
+    if fs.isfile(root):
+        listing = [(posixpath.dirname(root), {posixpath.basename(root): fs.info(root)})]
+    else:
+        listing = ((folder, files) for folder, _, files in fs.walk(root, detail=True))
     units, ignored = [], 0
     members = member_suffixes()
-    sidecars: dict[str, dict] = {}
-    for path, info in sorted(files.items()):
-        suffix = posixpath.splitext(path)[1].lower()
-        parts = path.split("/")
-        found = file_format(parts[-1])
-        if parts[-1] in SIDECARS:  # part of its folder's unit: a changed sidecar relabels the stack
-            sidecars[posixpath.dirname(path)] = info
-        elif any(p in NOT_SCANS for p in parts[:-1]) or parts[-1].startswith("."):
-            ignored += 1
-        elif found is not None:
-            units.append(ScanUnit(scheme + path, found.name, _fingerprint([info]), _newest([info])))
-        elif suffix in members:
-            folders.setdefault(posixpath.dirname(path), []).append(info)
-        else:
-            ignored += 1
-    for folder, infos in folders.items():
-        infos = infos + ([sidecars.pop(folder)] if folder in sidecars else [])
-        units.append(ScanUnit(scheme + folder, "folder", _fingerprint(infos), _newest(infos)))
-    ignored += len(sidecars)  # a sidecar without scans beside it
+    for folder, files in listing:
+        inside_truth = any(p in NOT_SCANS for p in folder.split("/"))
+        infos, sidecar = [], None
+        for name, info in sorted(files.items()):
+            name = posixpath.basename(name)
+            path = posixpath.join(folder, name)
+            found = file_format(name)
+            if name in SIDECARS and not inside_truth:  # part of its folder's unit: a change relabels the stack
+                sidecar = info
+            elif inside_truth or name.startswith("."):
+                ignored += 1
+            elif found is not None:
+                units.append(ScanUnit(scheme + path, found.name, _fingerprint([info]), _newest([info])))
+            elif posixpath.splitext(name)[1].lower() in members:
+                infos.append(info)
+            else:
+                ignored += 1
+        if infos:
+            infos += [sidecar] if sidecar else []
+            units.append(ScanUnit(scheme + folder, "folder", _fingerprint(infos), _newest(infos)))
+        elif sidecar is not None:
+            ignored += 1  # a sidecar without scans beside it
     return sorted(units, key=lambda u: u.uri), ignored
 
 
