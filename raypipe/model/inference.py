@@ -63,11 +63,22 @@ def write_calibration(model: str | Path | None, calibration: Calibration, out: s
                       storage_options: StorageOptions = None):
     """A copy of a model file (default: the shipped one) with ``calibration`` in its header; weights,
     config and name unchanged (the notes record where the calibration was fitted)."""
+    return rewrite_model(model, out, calibration=calibration, storage_options=storage_options)
+
+
+def rewrite_model(model: str | Path | None, out: str | Path, *, name: str | None = None, notes: dict | None = None,
+                  calibration: Calibration | None = None, storage_options: StorageOptions = None):
+    """A copy of a model file with another ``name``, more training ``notes`` (merged into its own) or a
+    ``calibration``; the weights and config are unchanged."""
     path = local_model_file(model, storage_options)
     metadata = dict(read_header(path))
-    notes = json.loads(metadata.get("notes", "{}"))
-    notes["calibration"] = calibration.fitted_on
-    metadata.update(calibration=calibration.to_json(), notes=json.dumps(notes))
+    merged = {**json.loads(metadata.get("notes", "{}")), **(notes or {})}
+    if calibration is not None:
+        merged["calibration"] = calibration.fitted_on
+        metadata["calibration"] = calibration.to_json()
+    if name is not None:
+        metadata["name"] = name
+    metadata["notes"] = json.dumps(merged)
     return _write(out, load_file(str(path)), metadata, storage_options)
 
 

@@ -142,8 +142,8 @@ def _load(row: dict, storage_options: StorageOptions, limits=None, fov=None, gri
            "source": row["source"], "scan_id": "", "format": "", "n_images": 0, "heights": "null",
            "metadata": "{}", "images": _EMPTY, "status": row.get("status", "ok"), "error": row.get("error", ""),
            "error_kind": row.get("error_kind", "")}
-    if out["status"] != "ok":
-        return out
+    if out["status"] != "ok":  # the unit failed before its stacks were known (a corrupt archive)
+        return out if grid is None else _prepared(out, None, grid, keep_unknown_fov)
     try:
         with limits_scope(limits) as active, time_limit(active.read_seconds, row["source"]):
             stack = load_source(row["source"], storage_options, fov)
@@ -164,10 +164,11 @@ def _prepared(row: dict, stack, grid: dict, keep_unknown_fov: bool) -> dict:
             x, preview = _model_input(stack, grid)
         except Exception as exc:
             row = _error(row, exc)
-    unknown = keep_unknown_fov and row["status"] == "ok" and not stack.metadata.get("fov")
+    unknown = keep_unknown_fov and row["status"] == "ok" and stack is not None and not stack.metadata.get("fov")
     out = {k: v for k, v in row.items() if k != "images"}
     if keep_unknown_fov:
         out["images"] = stack.images if unknown else _EMPTY
+    out["metadata"] = out.get("metadata", "{}")
     return {**out, "input": x, "input_preview": preview}
 
 

@@ -1,0 +1,46 @@
+"""Make a trained model the shipped one: calibrate its confidence on the val split and write it, named and
+with its training notes, to ``raypipe/models/raypipe-small.safetensors``.
+
+    python jobs/ship_model.py --model out/train/shipped-palette-cpu/model.safetensors --data out/sim/catalog-r4 \
+        --data-note "catalog-r4: ..." --hardware "2 CPU cores (1 thread), no GPU"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="the trained model file")
+    parser.add_argument("--data", required=True, help="the simulated dataset whose val split calibrates it")
+    parser.add_argument("--limit", type=int, default=800, help="val rows to calibrate on")
+    parser.add_argument("--name", default="raypipe-small")
+    parser.add_argument("--data-note", default="", help="what it was trained on (for the model's notes)")
+    parser.add_argument("--hardware", default="", help="where it was trained")
+    parser.add_argument("--out", default=str(ROOT / "raypipe" / "models" / "raypipe-small.safetensors"))
+    args = parser.parse_args()
+    from raypipe.evaluation import _predictions, _rows
+    from raypipe.model.calibration import fit
+    from raypipe.model.inference import load_model, rewrite_model
+
+    model = load_model(args.model, device="cpu")
+    rows = _rows(args.data, "val", args.limit, None)
+    _, _, feats, right = _predictions(model, rows)
+    calibration = fit(feats, right, fitted_on=f"{args.data} split val, {len(rows)} stacks")
+    notes = {"data": args.data_note or args.data, "hardware": args.hardware, "steps": model.notes.get("step"),
+             "trained_as": model.name}
+    rewrite_model(args.model, args.out, name=args.name, notes=notes, calibration=calibration)
+    shipped = load_model(args.out, device="cpu")
+    print(json.dumps({"out": args.out, "tag": shipped.tag, "notes": shipped.notes, "calibrated_on": len(rows),
+                      "formula_right_on_val": sum(right) / len(right)}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
