@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 
 def render_depiction(molecule: Molecule, window: Window | None = None) -> np.ndarray:
-    """Render ``molecule`` as an (S, S, 3) uint8 image on ``window`` (default: the project window)."""
+    """Render ``molecule`` as an (S, S, 3) uint8 image on ``window`` (default: the project window).
+
+    The top view: balls of 0.3 x the van der Waals radius, sticks half in each end's colour, z-buffered,
+    flat colours of :data:`raypipe.chem.elements.COLORS` on black (module docs). Parts outside the window
+    are cut. Returns the image; nothing raises for a valid :class:`Molecule`."""
     window = window or DEFAULT_WINDOW
     size, px = window.size, window.pixel
     image = np.zeros((size, size, 3), dtype=np.uint8)

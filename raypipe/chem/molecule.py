@@ -60,7 +60,11 @@ class Molecule:
     # --- constructors -------------------------------------------------------------------------
     @classmethod
     def from_smiles(cls, smiles: str, seed: int = 0, name: str = "") -> "Molecule":
-        """Embed a SMILES with RDKit ETKDG (given seed) and relax it with MMFF94."""
+        """Embed a SMILES with RDKit ETKDG (``seed``) and relax it with MMFF94, oriented for a top view.
+
+        Returns the :class:`Molecule` (explicit hydrogens, positions in Å, MMFF94 charges, bond orders).
+        Raises :class:`raypipe.MoleculeError` for an unparsable SMILES, several fragments, an element
+        outside H C N O F S P Cl Br I, or a molecule RDKit cannot embed."""
         Chem, AllChem, _ = _rdkit()
         mol = Chem.MolFromSmiles(smiles)
         if mol is None:
@@ -79,7 +83,11 @@ class Molecule:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Molecule":
-        """Read an XYZ (bonds perceived by RDKit), SDF or MOL file (first record)."""
+        """Read an XYZ (bonds perceived by RDKit), SDF or MOL file (its first record, with 3D coordinates).
+
+        Raises :class:`raypipe.MoleculeError` naming the file for a missing or unreadable file, an unknown
+        suffix, a molecule without 3D coordinates, bonds that cannot be perceived, or what
+        :meth:`from_smiles` refuses."""
         Chem, _, rdDetermineBonds = _rdkit()
         path = Path(path)
         if not path.is_file():

@@ -35,7 +35,11 @@ class Score:
 
 
 def score(predicted: MolGraph, truth: MolGraph | Molecule) -> Score:
-    """Compare a predicted graph with the true molecule (or its graph)."""
+    """Compare a predicted graph with the true molecule (or its graph).
+
+    Atoms are matched one-to-one by position (Hungarian assignment, at most 0.7 Å apart). Returns a
+    :class:`Score`: ``structure`` (the matched atoms carry the same bond topology, nothing missing or
+    extra), ``composition`` (same elements), ``total`` (both), per-atom ``precision`` and ``recall``."""
     if isinstance(truth, Molecule):
         truth = MolGraph.from_molecule(truth)
     pred_el = [a.element for a in predicted.atoms]
@@ -79,7 +83,10 @@ def corrugation_bin(corrugation: float) -> str:
 
 
 def aggregate(scores: list[Score], corrugations: list[float] | None = None) -> dict:
-    """Fractions of total/structure/composition and mean precision/recall, overall and by corrugation bin."""
+    """Fractions of total/structure/composition and mean precision/recall, overall and by the paper's
+    corrugation bins (0-50, 50-100, 100-150, > 150 pm) when ``corrugations`` (Å, one per score) are given.
+    Returns a dict: ``n``, ``total``, ``structure``, ``composition``, ``precision``, ``recall`` and
+    ``by_corrugation`` (the same per bin; NaN for an empty bin)."""
 
     def summary(items: list[Score]) -> dict:
         n = len(items)

@@ -80,7 +80,13 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
 
     ``parameter_sets``: "quam24", "random:K" or a list of (amplitude Å, stiffness N/m); ``limit``:
     only the first N molecules; ``num_actors``: simulation actors (default: as many as the cluster's
-    CPUs allow at ``threads_per_actor`` CPUs each). Starts a local Ray when none is running.
+    CPUs allow at ``threads_per_actor`` CPUs each); ``settings``: tip height, grid density, distance
+    jitter, window (:class:`raypipe.simulation.ppm.SimulationSettings`). Starts a local Ray when none is
+    running. Returns a :class:`SimulationSummary` (shards written and skipped, rows, rejects, seconds).
+
+    Raises FileNotFoundError for a missing molecule list, ValueError for a re-run into ``output_uri``
+    with other settings than its ``run.json`` or for bad parameter sets. Molecules that cannot be
+    simulated are not errors: they are written to ``rejects/`` with the reason.
     """
     settings = settings or SimulationSettings()
     pairs = read_molecule_list(molecules, storage_options)[:limit]

@@ -213,7 +213,10 @@ def read_labels(output_uri: str, storage_options: StorageOptions = None, *, cata
 
 
 def export_labels(output_uri: str, destination: str, storage_options: StorageOptions = None, **kwargs) -> int:
-    """The current rows as one plain Parquet file at ``destination`` (written atomically); row count."""
+    """The current rows (or, with ``as_of=``, the rows of then) as one plain Parquet file at
+    ``destination`` (a path or ``s3://``, written atomically); returns the row count. ``kwargs``: those of
+    :func:`read_labels` (``catalog``, ``table``, ``as_of``, ``columns``, ``row_filter``). Raises TableError
+    when there is no table."""
     import io
 
     import pyarrow.parquet as pq

@@ -139,7 +139,13 @@ def _check_resources(cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, storage_options: StorageOptions = None):
-    """Run (or resume, by ``run_name``) a training run; returns Ray Train's ``Result``."""
+    """Run (or resume, by ``run_name``) a training run on Ray Train; returns Ray Train's ``Result``.
+
+    Checks on the driver first (a ValueError before any worker starts): the config
+    (:meth:`TrainConfig.validate`: steps, intervals, augmentation keys, ``init_from``), the shards' grid
+    against the model's, and the cluster's CPUs against the workers'. ``storage_options``: s3fs options
+    for ``data_uri`` and ``storage_path``. At the end ``metrics.jsonl``, ``metrics.png`` and
+    ``model.safetensors`` are written beside the checkpoints."""
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

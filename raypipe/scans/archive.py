@@ -28,7 +28,8 @@ HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
 def write_archive(path: str | Path, stacks: Iterable[ScanStack]) -> int:
-    """Write ``stacks`` to a new archive at ``path`` (replacing it atomically); return how many."""
+    """Write ``stacks`` to a new archive at ``path`` (replacing it atomically: a temporary file, then a
+    rename); return how many. Each stack is stored under its ``scan_id`` with its heights and metadata."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     count = 0
@@ -65,7 +66,8 @@ def _open(path: Path | str, fileobj: BinaryIO | None = None) -> h5py.File:
 
 
 def list_archive(path: str | Path, fileobj: BinaryIO | None = None) -> list[str]:
-    """The scan ids in an archive, in file order."""
+    """The scan ids in an archive, in file order (only the index is read). Raises ScanError naming the
+    file for a file that is not a raypipe archive or cannot be read."""
     with _open(path, fileobj) as f:
         return list(f["stacks"].keys())
 
@@ -106,6 +108,7 @@ def read_single_stack(path: str | Path, closest: str | None = None) -> ScanStack
 
 
 def read_archive(path: str | Path) -> Iterator[ScanStack]:
-    """Every stack of an archive, one at a time."""
+    """Every stack of an archive, one at a time (each read only when reached). Raises ScanError naming
+    the file (or ``file::id``) for a corrupt archive or stack."""
     for scan_id in list_archive(path):
         yield read_archive_stack(path, scan_id)

@@ -60,7 +60,12 @@ def fit_window(images: np.ndarray, fov: tuple[float, float] | None, window: Wind
 
 def preprocess(stack: ScanStack, *, n_slices: int = N_SLICES, window: Window | None = None,
                median: int = 3) -> np.ndarray:
-    """Model input for one stack: (n_slices, S, S) float32, closest first (see module docs)."""
+    """Model input for one stack: (n_slices, S, S) float32, closest first (steps in the module docs).
+
+    Parameters: ``stack`` (any :class:`ScanStack`; its ``metadata["fov"]`` in Å, or None for an unknown
+    scale); ``n_slices`` and ``window`` (the model's grid: take them from ``model.config``); ``median``
+    (the median filter's size, 1 for none). Returns the z-scored float32 array. Raises ValueError for a
+    stack with fewer than 2 images (a ScanStack cannot hold one)."""
     window = window or DEFAULT_WINDOW
     images = resample_heights(stack.images, stack.heights, n_slices)
     fov = stack.metadata.get("fov")
