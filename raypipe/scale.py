@@ -1,9 +1,12 @@
 """Estimating the field of view of a scan whose scale is unknown (exported images), by test-time search:
 the model reads the stack at several assumed fields of view and the reading it is most confident in wins.
 
-Confidence here is the model's calibrated P(formula right) where it has a calibration, else the mean
-per-pixel margin of its head over the molecule's pixels; the drawing score breaks ties. The chosen field
-of view is recorded in the row (``fov``, ``fov_source = "estimated"``).
+The criterion is the model's **confidence**: its calibrated P(formula right) where it has a calibration,
+else the mean per-pixel margin of its head over the molecule's pixels; the drawing score breaks ties.
+Each try also records the median ratio of the read-back heavy-atom bonds to their ideal lengths
+(``bond_ratio``: 1 at the right scale for a model that draws atoms where they are); measured with
+today's model it chose worse than the confidence (bench/bench_scale.py, README), so it is recorded, not
+used. The chosen field of view is recorded in the row (``fov``, ``fov_source = "estimated"``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ def estimate_fov(stack: ScanStack, model, fovs=FOVS) -> tuple[float, list[dict]]
         feats = features(graph, mean, low)
         confidence = model.calibration.predict(feats) if model.calibration is not None else mean
         tried.append({"fov": float(fov), "confidence": float(confidence), "margin": mean,
-                      "quality": float(graph.confidence), "atoms": len(graph.atoms)})
-    best = max(tried, key=lambda t: (t["atoms"] > 0, round(t["confidence"], 3), t["quality"]))
+                      "quality": float(graph.confidence), "atoms": len(graph.atoms),
+                      "bond_ratio": bond_ratio(graph)})
+    best = max(tried, key=_preference)
     return best["fov"], tried
+
+
+def bond_ratio(graph) -> float | None:
+    """Median length of the graph's heavy-atom bonds over their ideal lengths; None with fewer than 3."""
+    from raypipe.chem.molgraph import ideal_length
+
+    xy = graph.positions
+    ratios = [float(np.hypot(*(xy[i] - xy[j]))) / ideal_length(graph.atoms, i, j) for i, j in graph.bonds
+              if graph.atoms[i].element != "H" and graph.atoms[j].element != "H"]
+    return float(np.median(ratios)) if len(ratios) >= 3 else None
+
+
+def _preference(tried: dict) -> tuple:
+    return (tried["atoms"] > 0, round(tried["confidence"], 3), tried["quality"])

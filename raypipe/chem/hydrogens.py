@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, RDLogger
 from rdkit.Chem import rdDetermineBonds
 from rdkit.Geometry import Point3D
 
 from raypipe.chem.molgraph import GraphAtom, MolGraph, ideal_length
+
+RDLogger.DisableLog("rdApp.*")  # invalid readings are expected here: each variant is tried, quietly
 
 VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "P": 3, "Cl": 1, "Br": 1, "I": 1}
 # Evidence for a hidden hydrogen (see _hidden_hydrogen_options), in units of
