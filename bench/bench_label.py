@@ -1,12 +1,13 @@
 """Batch labelling: end-to-end stacks per second vs a bare loop over the same model and data, and peak
 memory of the whole Ray session for a small and a 10x larger archive.
 
-Usage: python bench/bench_label.py [--small 100] [--large 1000] [--model FILE]
+Usage: python bench/bench_label.py [--sizes 100,1000,10000] [--compare 1000] [--model FILE]
 
-The archive is made from the bundled sample stacks (each copy with its own noise, so every stack is
-distinct), 100 stacks per HDF5 file. The bare loop runs in this process with every core; the pipeline
-runs on a local Ray with the same cores. Memory: the summed resident memory (PSS where available) of
-the driver and every Ray process, sampled every 0.2 s.
+The archives are made from the bundled sample stacks (each copy with its own noise, so every stack is
+distinct), 100 stacks per HDF5 file. The bare loop runs in this process with every core on the
+``--compare`` archive; the pipeline runs on a local Ray with the same cores over every size, the same
+archive first. Memory: the summed proportional resident memory (PSS where available) of this process and
+all its descendants (the local Ray it started: GCS, raylet, workers), sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -60,14 +61,29 @@ def bare_loop(folder: Path, model_path: str | None) -> float:
     return n / (time.perf_counter() - start)
 
 
-def _memory_of_session() -> int:
-    """Bytes: the driver plus every process whose command line names Ray."""
-    total = 0
-    for status in Path("/proc").glob("[0-9]*"):
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            cmd = (status / "cmdline").read_bytes()
-            if status.name != str(os.getpid()) and b"ray" not in cmd:
-                continue
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = {root}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _memory_of_session() -> int:
+    """Bytes: this process and its descendants (the local Ray it started), not other Ray sessions."""
+    total = 0
+    for pid in _descendants(os.getpid()):
+        status = Path("/proc") / str(pid)
+        try:
             rollup = status / "smaps_rollup"
             text = rollup.read_text() if rollup.exists() else (status / "status").read_text()
             key = "Pss:" if "Pss:" in text else "VmRSS:"
@@ -100,29 +116,37 @@ def pipeline(folder: Path, model_path: str | None) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", type=int, default=100)
-    parser.add_argument("--large", type=int, default=1000)
+    parser.add_argument("--sizes", default="100,1000,10000", help="archive sizes the pipeline labels")
+    parser.add_argument("--compare", type=int, default=1000, help="the size the bare loop also runs on")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--out", type=Path, default=Path("out/bench-label.json"))
     args = parser.parse_args()
     import ray
 
+    sizes = sorted({int(v) for v in args.sizes.split(",")} | {args.compare})
+    result: dict = {"machine": f"{os.cpu_count()} cores, CPU only", "pipeline": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        small = make_archive(Path(tmp) / "small", args.small)
-        large = make_archive(Path(tmp) / "large", args.large)
-        bare = bare_loop(small, args.model)
+        archives = {n: make_archive(Path(tmp) / str(n), n) for n in sizes}
+        bare = bare_loop(archives[args.compare], args.model)
         ray.init(include_dashboard=False, log_to_driver=False)
-        pipeline(small, args.model)  # warm-up: workers started, model files cached
-        rate_small, mem_small = pipeline(small, args.model)
-        rate_large, mem_large = pipeline(large, args.model)
-    print(json.dumps({
-        "machine": f"{os.cpu_count()} cores, CPU only",
-        "bare_loop_stacks_per_s": round(bare, 2),
-        f"pipeline_stacks_per_s_{args.small}": round(rate_small, 2),
-        f"pipeline_stacks_per_s_{args.large}": round(rate_large, 2),
-        "pipeline_vs_bare_loop": round(rate_large / bare, 2),
-        f"peak_session_memory_MiB_{args.small}": round(mem_small / 2**20),
-        f"peak_session_memory_MiB_{args.large}": round(mem_large / 2**20),
-    }, indent=2))
+        pipeline(archives[sizes[0]], args.model)  # warm-up: workers started, model files cached
+        for n in sizes:
+            start = time.perf_counter()
+            rate, memory = pipeline(archives[n], args.model)
+            result["pipeline"][n] = {"stacks_per_s": round(rate, 2), "seconds": round(time.perf_counter() - start, 1),
+                                     "peak_session_memory_MiB": round(memory / 2**20)}
+            print(n, result["pipeline"][n], flush=True)
+    first, last = result["pipeline"][sizes[0]], result["pipeline"][sizes[-1]]
+    result.update({
+        "bare_loop_stacks_per_s": round(bare, 2), "bare_loop_stacks": args.compare,
+        "pipeline_vs_bare_loop": round(result["pipeline"][args.compare]["stacks_per_s"] / bare, 3),
+        "memory_growth_smallest_to_largest": round(last["peak_session_memory_MiB"] / first["peak_session_memory_MiB"]
+                                                   - 1, 3),
+        "rate_largest_vs_compare": round(last["stacks_per_s"] / result["pipeline"][args.compare]["stacks_per_s"], 3),
+    })
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     python bench/multinode.py [--stacks 120] [--kill-after 15] [--train]
 
-Starts a Ray head and two worker nodes as separate ``ray start`` processes on 127.0.0.1 (the head with no
-CPUs for work; worker ``a`` with a custom ``inference`` resource; worker ``b`` with a ``spare`` one),
+Starts a Ray head and two worker nodes as separate ``ray start`` processes on 127.0.0.1, each with its own
+temp folder and agent ports as if on its own machine (the head with no CPUs for work; worker ``a`` with a
+custom ``inference`` resource; worker ``b`` with a ``spare`` one),
 submits ``jobs/label.py`` with ``ray job submit``, kills worker b's raylet (SIGKILL) ``--kill-after``
 seconds into the job, waits for the job and checks the labels table: every stack exactly once. With
 ``--train`` it does the same to a short Ray Train job (2 workers, checkpoints every few steps): the job
@@ -65,15 +66,24 @@ def raylet_with(resource: str, gcs_port: int) -> int | None:
 
 
 def start(args: list[str], env: dict) -> None:
-    done = subprocess.run([RAY, "start", *args], capture_output=True, text=True, env=env, timeout=180)
+    # every node's agents on ports of their own: several nodes (and other Ray sessions) share this machine,
+    # and an agent that loses a port race leaves its node unable to take jobs ("No available agent")
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                     "metrics-export-port", "runtime-env-agent-port")]
+    done = subprocess.run([RAY, "start", *args, *ports], capture_output=True, text=True, env=env, timeout=180)
     if done.returncode:
         raise RuntimeError(f"ray start {' '.join(args)} failed: {done.stderr[-2000:]}")
 
 
-def submit(dashboard: int, entrypoint: list[str], env: dict) -> str:
-    done = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--no-wait",
-                           "--working-dir", str(ROOT), "--", *entrypoint], capture_output=True, text=True, env=env,
-                          timeout=300, cwd=ROOT)
+def submit(dashboard: int, entrypoint: list[str], env: dict, patience: float = 180) -> str:
+    deadline = time.time() + patience
+    while True:  # the job agents come up a while after `ray start` returns, slowly on a loaded machine
+        done = subprocess.run([RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--no-wait",
+                               "--working-dir", str(ROOT), "--", *entrypoint], capture_output=True, text=True,
+                              env=env, timeout=300, cwd=ROOT)
+        if done.returncode == 0 or "No available agent" not in done.stdout + done.stderr or time.time() > deadline:
+            break
+        time.sleep(5)
     if done.returncode:
         raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
     return next(w.strip("'\"") for w in done.stdout.split() if w.strip("'\"").startswith("raysubmit_"))
@@ -82,9 +92,10 @@ def submit(dashboard: int, entrypoint: list[str], env: dict) -> str:
 def status(dashboard: int, job: str, env: dict) -> str:
     done = subprocess.run([RAY, "job", "status", "--address", f"http://127.0.0.1:{dashboard}", job],
                           capture_output=True, text=True, env=env, timeout=60)
-    for word in ("SUCCEEDED", "FAILED", "STOPPED", "RUNNING", "PENDING"):
-        if word in done.stdout:
-            return word
+    text = (done.stdout + done.stderr).lower()  # "Job 'raysubmit_…' succeeded", on either stream
+    for word in ("succeeded", "failed", "stopped", "running", "pending"):
+        if word in text:
+            return word.upper()
     return "UNKNOWN"
 
 
@@ -108,7 +119,10 @@ def main() -> None:
     parser.add_argument("--stacks", type=int, default=120)
     parser.add_argument("--kill-after", type=float, default=15.0)
     parser.add_argument("--train", action="store_true")
+    parser.add_argument("--stall-timeout", type=float, default=120.0,
+                        help="the label job's --stall-timeout: how soon it re-plans after losing the node")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still tears the cluster down (finally)
     gcs, dashboard = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
     env.pop("RAY_ADDRESS", None)
@@ -120,14 +134,19 @@ def main() -> None:
         for k, part in enumerate(sorted(src.glob("*.h5"))):  # spread the work over several units
             part.rename(src / f"night-{k:03d}.h5")
         try:
-            start(["--head", "--port", str(gcs), "--node-ip-address", "127.0.0.1", "--num-cpus", "0",
+            # each node its own temp dir (its session folder, sockets, runtime-env files), as on separate
+            # machines: with one shared folder, a node's runtime-env cleanup deleted the job's working dir
+            start(["--head", "--temp-dir", str(tmp / "n0"), "--port", str(gcs), "--node-ip-address", "127.0.0.1",
+                   "--num-cpus", "0",
                    "--dashboard-port", str(dashboard),
                    "--include-dashboard", "true", "--dashboard-host", "127.0.0.1"], env)
-            for resources in ('{"inference": 1}', '{"spare": 1}'):
-                start(["--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+            for k, resources in enumerate(('{"inference": 1}', '{"spare": 1}'), start=1):
+                start(["--address", f"127.0.0.1:{gcs}", "--temp-dir", str(tmp / f"n{k}"), "--node-ip-address",
+                       "127.0.0.1", "--num-cpus", "2",
                        "--resources", resources], env)
             out = tmp / "labels"
-            job = submit(dashboard, ["python", "jobs/label.py", str(src), "--out", str(out), "--settle", "0"], env)
+            job = submit(dashboard, [sys.executable, "jobs/label.py", str(src), "--out", str(out), "--settle", "0",
+                                     "--stall-timeout", str(args.stall_timeout)], env)
             started = time.time()
             while time.time() - started < args.kill_after and status(dashboard, job, env) in ("PENDING", "RUNNING"):
                 time.sleep(1)
@@ -149,9 +168,13 @@ def main() -> None:
                 report["label"]["log_tail"] = logs(dashboard, job, env)[-3000:]
             if args.train:
                 # worker b is gone: bring a fresh node back for the training job, then kill it mid-run
-                start(["--address", f"127.0.0.1:{gcs}", "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
-                       "--resources", '{"spare2": 1}'], env)
-                job = submit(dashboard, ["python", "jobs/train.py", "--config", "jobs/configs/train-small-cpu.yaml",
+                start(["--address", f"127.0.0.1:{gcs}", "--temp-dir", str(tmp / "n3"), "--node-ip-address",
+                       "127.0.0.1", "--num-cpus", "2", "--resources", '{"spare2": 1}'], env)
+                # as the README advises for small clusters: workers that leave CPUs for Ray Data's reads, also
+                # on the nodes left after a loss (1 CPU workers would hold all of worker a's 2: a deadlock)
+                config = tmp / "train.yaml"
+                config.write_text((ROOT / "jobs/configs/train-small-cpu.yaml").read_text() + "cpus_per_worker: 0.5\n")
+                job = submit(dashboard, [sys.executable, "jobs/train.py", "--config", str(config),
                                          "--run-name", "multinode", "--storage-path", str(tmp / "runs"),
                                          "--steps", "40"], env)
                 started = time.time()
@@ -180,7 +203,10 @@ def main() -> None:
                 except ProcessLookupError:
                     pass
             report["torn_down_pids"] = len(pids)
-    print(json.dumps(report, indent=2))
+            print(json.dumps(report, indent=2), flush=True)  # also when stopped early (SIGTERM)
+            current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # written by our `ray start`
+            if current.exists() and current.read_text().strip().endswith(f":{gcs}"):
+                current.unlink()
 
 
 if __name__ == "__main__":

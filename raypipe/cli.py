@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--retry-errors", action="store_true", help="relabel units whose rows failed before")
     label.add_argument("--lease-wait", type=float, default=900.0,
                        help="seconds to wait for another job that is writing the same table")
+    label.add_argument("--stall-timeout", type=float, default=600.0,
+                       help="seconds without progress before the run is planned once more on the cluster as it is "
+                            "(a node lost mid-run)")
     label.add_argument("--gallery", type=Path, default=None,
                        help="folder of HTML gallery pages, one per run plus index.html (default: <out>-gallery/ "
                             "beside a local --out; none for s3://)")
@@ -170,7 +173,7 @@ def _label(args) -> int:
                             retry_errors=args.retry_errors, lease_wait=args.lease_wait, progress=say,
                             show_progress=not quiet, fov=args.fov,
                             candidates=str(args.candidates) if args.candidates else None,
-                            estimate_fov=args.estimate_fov,
+                            estimate_fov=args.estimate_fov, stall_timeout=args.stall_timeout,
                             candidate_cache=args.candidate_cache or (None if is_remote(args.out) else
                                                                      args.out.rstrip("/") + "-candidates"))
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())

@@ -45,6 +45,8 @@ from raypipe.pipelines.table import (
 from raypipe.scans.units import find_units
 from raypipe.storage import StorageOptions, redact
 
+STALL_TIMEOUT = 600.0  # s without any block moving before a run is planned again (see _label)
+
 __all__ = ["LabelSummary", "label_archive", "read_labels", "parse_run_date"]
 RELABEL = (None, "all", "stale")
 
@@ -141,7 +143,8 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                   table: str = DEFAULT_TABLE, settle: float = 60.0, relabel: str | None = None,
                   retry_errors: bool = False, lease_wait: float = 900.0, lease_ttl: float = 120.0,
                   limits=None, progress=print, show_progress: bool = False, fov=None, candidates=None,
-                  candidate_cache: str | None = None, estimate_fov: bool = False) -> LabelSummary:
+                  candidate_cache: str | None = None, estimate_fov: bool = False,
+                  stall_timeout: float = STALL_TIMEOUT) -> LabelSummary:
     """Label the new and changed scans under ``uri`` into the labels table at ``output_uri`` (module docs).
 
     Raises FileNotFoundError for a missing input, ``ValueError`` for a bad ``run_date`` or ``relabel``,
@@ -149,7 +152,9 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
     conflicting commit). Bad scans never raise: they become error rows. ``progress`` receives raypipe's
     one-line messages; ``show_progress`` adds a progress bar (terminal) or periodic "N of M" lines;
     ``fov`` (Å) overrides every stack's field of view (rows record ``fov_source = user``; a unit already
-    labelled is relabelled only with ``relabel``).
+    labelled is relabelled only with ``relabel``). ``stall_timeout``: seconds without any block moving
+    before the run is planned once more on the cluster as it is then (a node lost mid-run); the second
+    stall raises ``ray.data.exceptions.ExecutionTimeoutError`` (nothing committed, retried next run).
     Ray is started (or joined) only when there is something to label.
     """
     start = time.perf_counter()
@@ -184,7 +189,8 @@ def label_archive(uri: str, output_uri: str, *, model: str | None = None, run_da
                                snapshot_id=planned, table=settings.table)
         if todo:
             _label(todo, plan, settings, summary, model, tag, batch_size, planned, lease, limits, show_progress, fov,
-                   candidates, candidate_cache, any(_has_candidates(u) for u in todo), estimate_fov)
+                   candidates, candidate_cache, any(_has_candidates(u) for u in todo), estimate_fov,
+                   stall_timeout=stall_timeout, progress=progress)
             tbl.refresh()
             summary.snapshot_id = tbl.metadata.current_snapshot_id
             removed = remove_orphans(tbl, settings)
@@ -224,18 +230,23 @@ def _has_candidates(unit) -> bool:
 
 def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, model, tag, batch_size,
            planned, lease, limits, show_progress: bool, fov=None, candidates=None, candidate_cache=None,
-           sidecar_candidates: bool = False, estimate_fov: bool = False) -> None:
+           sidecar_candidates: bool = False, estimate_fov: bool = False, stall_timeout: float = STALL_TIMEOUT,
+           progress=print) -> None:
+    import ray
+    from ray.data import DataContext
+    from ray.data.exceptions import ExecutionTimeoutError
+
     from raypipe import __version__
     from raypipe.pipelines.cluster import ensure_ray
     from raypipe.pipelines.predict import OUTPUT_SCHEMA, predict_dataset
     from raypipe.progress import Progress, count
 
     ensure_ray()
+    # A stalled run (no block moving anywhere for stall_timeout s: e.g. a node lost mid-run while the
+    # inference pool, sized for the cluster as it was, holds every CPU left) fails instead of hanging, and is
+    # planned once more on the cluster as it is now; nothing is committed before the sink's single commit.
+    DataContext.get_current().execution_no_progress_timeout_s = stall_timeout
     units = [{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in todo]
-    rows = predict_dataset(units, model=model, batch_size=batch_size, storage_options=settings.storage_options,
-                           fov=fov, limits=limits,
-                           candidates=candidates, rank_candidates_too=bool(candidates) or sidecar_candidates,
-                           candidate_cache=candidate_cache, estimate_fov=estimate_fov)
     schema = _table_schema(OUTPUT_SCHEMA)
     labelled_at = now_utc()
 
@@ -249,14 +260,26 @@ def _label(todo, plan: RunPlan, settings: TableSettings, summary: LabelSummary, 
 
     from raypipe.pipelines.labels_sink import LabelsSink
 
-    sink = LabelsSink(settings, planned_snapshot=planned, replace_units=[redact(u.uri) for u in plan.replace],
-                     lease=lease, snapshot_properties={
-                         "raypipe.run-id": summary.run_id, "raypipe.version": __version__, "raypipe.model": tag,
-                         "raypipe.input": redact(summary.input_uri), "raypipe.units-new": str(len(plan.new)),
-                         "raypipe.units-replaced": str(len(plan.replace))})
-    with Progress(_expected_stacks(todo), what="stacks", label="label", enabled=show_progress) as bar:
-        rows.map_batches(add_run_columns, batch_format="pyarrow", batch_size=None, num_cpus=0.5,
-                         fn_kwargs={"counter": bar.counter}).write_datasink(sink)
+    for attempt in (1, 2):
+        rows = predict_dataset(units, model=model, batch_size=batch_size, storage_options=settings.storage_options,
+                               fov=fov, limits=limits,
+                               candidates=candidates, rank_candidates_too=bool(candidates) or sidecar_candidates,
+                               candidate_cache=candidate_cache, estimate_fov=estimate_fov)
+        sink = LabelsSink(settings, planned_snapshot=planned, replace_units=[redact(u.uri) for u in plan.replace],
+                          lease=lease, snapshot_properties={
+                              "raypipe.run-id": summary.run_id, "raypipe.version": __version__,
+                              "raypipe.model": tag, "raypipe.input": redact(summary.input_uri),
+                              "raypipe.units-new": str(len(plan.new)), "raypipe.units-replaced": str(len(plan.replace))})
+        try:
+            with Progress(_expected_stacks(todo), what="stacks", label="label", enabled=show_progress) as bar:
+                rows.map_batches(add_run_columns, batch_format="pyarrow", batch_size=None, num_cpus=0.5,
+                                 fn_kwargs={"counter": bar.counter}).write_datasink(sink)
+            break
+        except ExecutionTimeoutError:
+            if attempt == 2:
+                raise
+            progress(f"label: no progress for {stall_timeout:.0f} s (a node lost?); labelling the same units again "
+                     f"on the cluster as it is now ({int(ray.cluster_resources().get('CPU', 0))} CPUs)")
     mine = open_table(settings).scan(row_filter=f"run_id == '{summary.run_id}'",
                                      selected_fields=("status", "error", "unit")).to_arrow()
     status = mine["status"].to_pylist()

@@ -434,7 +434,9 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | No
     resources, size = inference_pool(reserved=1 if rank_candidates_too and big else 0)
     rows = (
         scans.map_batches(DepictionPredictor, batch_size=batch_size, **resources,
-                     compute=ray.data.ActorPoolStrategy(size=size),
+                     # full size from the start, but free to shrink: a node lost mid-run leaves fewer CPUs,
+                     # and a fixed pool would then hold every CPU left while the reads wait (a deadlock)
+                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
                      fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
                                             "storage_options": storage_options,
                                             "keep_input": rank_candidates_too})

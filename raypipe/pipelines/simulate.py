@@ -108,6 +108,9 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
         from raypipe.pipelines.cluster import ensure_ray
 
         ensure_ray()
+        # a shard is one block: on a busy machine one can take longer than Ray Data's 30-minute
+        # "no progress" guard, which would abort a healthy run (a dead actor still fails it at once)
+        ray.data.DataContext.get_current().execution_no_progress_timeout_s = -1
         cpus = int(ray.cluster_resources().get("CPU", 1))
         size = num_actors or max(1, min(len(todo), cpus // threads_per_actor))
         items = [{"shard": name, "molecules": json.dumps(mols)} for name, mols in todo]
