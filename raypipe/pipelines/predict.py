@@ -434,9 +434,10 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | No
     resources, size = inference_pool(reserved=1 if rank_candidates_too and big else 0)
     rows = (
         scans.map_batches(DepictionPredictor, batch_size=batch_size, **resources,
-                     # full size from the start, but free to shrink: a node lost mid-run leaves fewer CPUs,
-                     # and a fixed pool would then hold every CPU left while the reads wait (a deadlock)
-                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
+                     # fixed size: a node lost mid-run can leave this pool holding every CPU left, and the
+                     # label job then re-plans on the smaller cluster (its stall_timeout); measured, an
+                     # autoscaling pool (min 1) did not shrink out of that state by itself
+                     compute=ray.data.ActorPoolStrategy(size=size),
                      fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
                                             "storage_options": storage_options,
                                             "keep_input": rank_candidates_too})
