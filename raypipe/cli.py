@@ -24,7 +24,11 @@ EPILOG = ("exit status: 0 done (bad scans are error rows, not failures); 1 the j
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    def _get_help_string(self, action):  # "(default: None)" says nothing; a help that names its default is enough
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _version() -> str:

@@ -1,8 +1,8 @@
 """Estimating the field of view of a scan whose scale is unknown (exported images), by test-time search:
 the model reads the stack at several assumed fields of view and the reading it is most confident in wins.
 
-The criterion is the model's **confidence**: its calibrated P(formula right) where it has a calibration,
-else the mean per-pixel margin of its head over the molecule's pixels; the drawing score breaks ties.
+The criterion is the model's **confidence**: its calibrated P(formula right) where it has a calibration
+that weighs features (one fitted on too few right readings is a constant base rate), else the mean per-pixel margin of its head over the molecule's pixels; the drawing score breaks ties.
 Each try also records the median ratio of the read-back heavy-atom bonds to their ideal lengths
 (``bond_ratio``: 1 at the right scale for a model that draws atoms where they are); measured with
 today's model it chose worse than the confidence (bench/bench_scale.py, README), so it is recorded, not
@@ -32,12 +32,13 @@ def estimate_fov(stack: ScanStack, model, fovs=FOVS) -> tuple[float, list[dict]]
     window = model.config.window
     inputs = np.stack([preprocess(with_fov(stack, f), n_slices=model.config.n_slices, window=window) for f in fovs])
     depictions, margins = model.predict(inputs, with_margin=True)
+    informative = model.calibration is not None and any(model.calibration.weights)
     tried = []
     for fov, depiction, margin in zip(fovs, depictions, margins):
         graph = extract_graph(depiction, window)
         mean, low = margin_stats(margin, depiction)
         feats = features(graph, mean, low)
-        confidence = model.calibration.predict(feats) if model.calibration is not None else mean
+        confidence = model.calibration.predict(feats) if informative else mean
         tried.append({"fov": float(fov), "confidence": float(confidence), "margin": mean,
                       "quality": float(graph.confidence), "atoms": len(graph.atoms),
                       "bond_ratio": bond_ratio(graph)})

@@ -35,6 +35,9 @@ def test_label_command_on_the_bundled_scans(ray_cluster, tmp_path, capsys):
     assert len(rows) == 16 and {r["run_date"] for r in rows} == {"2026-11-24"}
     page = next((tmp_path / "labels-gallery").glob("run-*.html")).read_text()  # beside the table, not inside
     assert page.count("class='card'") == 16 and rows[0]["model"].split("@")[0] in page
+    truth = read_labels(str(out), columns=["confidence", "formula", "truth_formula"]).to_pylist()
+    right = sum(r["formula"] == r["truth_formula"] for r in truth) / len(truth)
+    assert abs(sum(r["confidence"] for r in truth) / len(truth) - right) <= 0.2  # the shipped model is calibrated
     assert main(["label", str(scans), "--out", str(out), "--settle", "0", "--json"]) == 0  # nothing new
     assert '"units_new": 0' in capsys.readouterr().out and read_labels(str(out)).num_rows == 16
 
