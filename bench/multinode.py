@@ -65,6 +65,15 @@ def raylet_with(resource: str, gcs_port: int) -> int | None:
     return None
 
 
+def kill_node(resource: str, gcs_port: int, started: float) -> float | None:
+    """SIGKILL the raylet of the node holding ``resource``; seconds since ``started`` (None: none found)."""
+    victim = raylet_with(resource, gcs_port)
+    if victim is None:
+        return None
+    os.kill(victim, signal.SIGKILL)
+    return round(time.time() - started, 1)
+
+
 def start(args: list[str], env: dict) -> None:
     # every node's agents on ports of their own: several nodes (and other Ray sessions) share this machine,
     # and an agent that loses a port race leaves its node unable to take jobs ("No available agent")
@@ -150,10 +159,7 @@ def main() -> None:
             started = time.time()
             while time.time() - started < args.kill_after and status(dashboard, job, env) in ("PENDING", "RUNNING"):
                 time.sleep(1)
-            victim = raylet_with("spare", gcs)
-            killed_at = round(time.time() - started, 1)
-            if victim:
-                os.kill(victim, signal.SIGKILL)
+            killed_at = kill_node("spare", gcs, started)
             state = wait(dashboard, job, env, 1200)
             from raypipe.pipelines.table import read_labels
 
@@ -162,8 +168,7 @@ def main() -> None:
             report["label"] = {"job": state, "stacks_expected": args.stacks, "rows_written": len(rows),
                                "distinct": len(set(keys)), "duplicates": len(keys) - len(set(keys)),
                                "ok": sum(r["status"] == "ok" for r in rows), "node_killed": "worker b (raylet)",
-                               "killed_after_s": killed_at if victim else None,
-                               "job_seconds": round(time.time() - started, 1)}
+                               "killed_after_s": killed_at, "job_seconds": round(time.time() - started, 1)}
             if state != "SUCCEEDED":
                 report["label"]["log_tail"] = logs(dashboard, job, env)[-3000:]
             if args.train:
@@ -180,16 +185,13 @@ def main() -> None:
                 started = time.time()
                 while not list((tmp / "runs" / "multinode").glob("checkpoint_*")) and time.time() - started < 600:
                     time.sleep(2)
-                victim = raylet_with("spare2", gcs)
-                killed_at = round(time.time() - started, 1)
-                if victim:
-                    os.kill(victim, signal.SIGKILL)
+                killed_at = kill_node("spare2", gcs, started)
                 state = wait(dashboard, job, env, 1500)
                 text = logs(dashboard, job, env)
                 log = tmp / "runs" / "multinode" / "metrics.jsonl"
                 metrics = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
                 report["train"] = {"job": state, "node_killed": "fresh worker (raylet)",
-                                   "killed_after_s": killed_at if victim else None,
+                                   "killed_after_s": killed_at,
                                    "last_step": max((m["step"] for m in metrics), default=None),
                                    "resumed": any("resumed" in m.get("event", "") for m in metrics),
                                    "job_seconds": round(time.time() - started, 1)}
