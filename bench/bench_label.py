@@ -5,9 +5,11 @@ Usage: python bench/bench_label.py [--sizes 100,1000,10000] [--compare 1000] [--
 
 The archives are made from the bundled sample stacks (each copy with its own noise, so every stack is
 distinct), 100 stacks per HDF5 file. The bare loop runs in this process with every core on the
-``--compare`` archive; the pipeline runs on a local Ray with the same cores over every size, the same
-archive first. Memory: the summed proportional resident memory (PSS where available) of this process and
-all its descendants (the local Ray it started: GCS, raylet, workers), sampled every 0.2 s.
+``--compare`` archive. Each pipeline size runs in a child process of its own with a fresh local Ray on
+the same cores (as the nightly job is one process per night): a warm-up labelling of the smallest archive
+(workers started, model file cached), then the measured one. Memory: the summed proportional resident
+memory (PSS) of the child and all its descendants (GCS, raylet, workers), sampled every 0.2 s during the
+measured labelling; the peak's largest processes are reported by name.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -78,29 +82,36 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def _memory_of_session() -> int:
-    """Bytes: this process and its descendants (the local Ray it started), not other Ray sessions."""
-    total = 0
+def _memory_of_session() -> tuple[int, dict[str, int]]:
+    """Bytes: this process and its descendants (the local Ray it started, not other Ray sessions), and
+    the same summed by process title."""
+    total, by_name = 0, {}
     for pid in _descendants(os.getpid()):
         status = Path("/proc") / str(pid)
         try:
             rollup = status / "smaps_rollup"
             text = rollup.read_text() if rollup.exists() else (status / "status").read_text()
             key = "Pss:" if "Pss:" in text else "VmRSS:"
-            total += int(next(line for line in text.splitlines() if line.startswith(key)).split()[1]) * 1024
+            size = int(next(line for line in text.splitlines() if line.startswith(key)).split()[1]) * 1024
+            name = (status / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except (OSError, StopIteration, ValueError):
             continue
-    return total
+        name = name if name.startswith("ray::") else Path(name).name
+        total += size
+        by_name[name] = by_name.get(name, 0) + size
+    return total, by_name
 
 
-def pipeline(folder: Path, model_path: str | None) -> tuple[float, int]:
+def pipeline(folder: Path, model_path: str | None) -> tuple[float, int, dict[str, int]]:
     from raypipe.pipelines.predict import predict_dataset
 
-    peak, stop = [0], threading.Event()
+    peak, stop = [0, {}], threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _memory_of_session())
+            total, by_name = _memory_of_session()
+            if total > peak[0]:
+                peak[:] = [total, by_name]
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample)
@@ -111,7 +122,21 @@ def pipeline(folder: Path, model_path: str | None) -> tuple[float, int]:
     rate = n / (time.perf_counter() - start)
     stop.set()
     sampler.join()
-    return rate, peak[0]
+    return rate, peak[0], peak[1]
+
+
+def child(folder: Path, warm: Path, model_path: str | None) -> dict:
+    """One size in this process: a fresh local Ray, a warm-up on ``warm``, then ``folder`` measured."""
+    from raypipe.pipelines.cluster import ensure_ray
+
+    ensure_ray()  # as the label job starts its local Ray
+    pipeline(warm, model_path)
+    start = time.perf_counter()
+    rate, memory, by_name = pipeline(folder, model_path)
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
+    return {"stacks_per_s": round(rate, 2), "seconds": round(time.perf_counter() - start, 1),
+            "peak_session_memory_MiB": round(memory / 2**20),
+            "peak_by_process_MiB": {name: round(size / 2**20) for name, size in top}}
 
 
 def main() -> None:
@@ -120,21 +145,23 @@ def main() -> None:
     parser.add_argument("--compare", type=int, default=1000, help="the size the bare loop also runs on")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--out", type=Path, default=Path("out/bench-label.json"))
+    parser.add_argument("--child", nargs=2, type=Path, metavar=("ARCHIVE", "WARMUP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import ray
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], args.model)))
+        return
 
     sizes = sorted({int(v) for v in args.sizes.split(",")} | {args.compare})
     result: dict = {"machine": f"{os.cpu_count()} cores, CPU only", "pipeline": {}}
     with tempfile.TemporaryDirectory() as tmp:
         archives = {n: make_archive(Path(tmp) / str(n), n) for n in sizes}
         bare = bare_loop(archives[args.compare], args.model)
-        ray.init(include_dashboard=False, log_to_driver=False)
-        pipeline(archives[sizes[0]], args.model)  # warm-up: workers started, model files cached
         for n in sizes:
-            start = time.perf_counter()
-            rate, memory = pipeline(archives[n], args.model)
-            result["pipeline"][n] = {"stacks_per_s": round(rate, 2), "seconds": round(time.perf_counter() - start, 1),
-                                     "peak_session_memory_MiB": round(memory / 2**20)}
+            command = [sys.executable, __file__, "--child", str(archives[n]), str(archives[sizes[0]])]
+            if args.model:
+                command += ["--model", args.model]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            result["pipeline"][n] = json.loads(done.stdout.strip().splitlines()[-1])
             print(n, result["pipeline"][n], flush=True)
     first, last = result["pipeline"][sizes[0]], result["pipeline"][sizes[-1]]
     result.update({

@@ -69,6 +69,23 @@ def test_read_scans_one_row_per_stack(ray_cluster, archive):
         read_scans(str(archive / "empty"))
 
 
+def test_an_archive_is_read_in_small_blocks(ray_cluster, archive, monkeypatch):
+    """The 15-stack archive travels in blocks of at most READ_BLOCK_ROWS stacks (several read tasks, no
+    block holding a whole archive), with every stack once; 0 keeps one block per unit."""
+    import raypipe.pipelines.predict as predict
+
+    def blocks(rows_per_block: int) -> list[int]:
+        monkeypatch.setattr(predict, "READ_BLOCK_ROWS", rows_per_block)
+        dataset = predict.read_scans(str(archive / "sample_scans.h5")).materialize()
+        assert sorted(dataset.unique("source")) == sorted(r["source"] for r in dataset.take_all())  # each once
+        assert dataset.count() == 15
+        return [meta.num_rows for bundle in dataset.iter_internal_ref_bundles() for meta in bundle.metadata]
+
+    small = blocks(4)
+    assert max(small) <= 4 and len(small) >= 4 and sum(small) == 15
+    assert blocks(0) == [15]
+
+
 def test_nightly_job_twice_locally_same_rows(ray_cluster, archive, model_file, tmp_path):
     from raypipe.pipelines.label import label_archive
     from raypipe.reports import label_gallery
@@ -133,6 +150,42 @@ def test_nightly_job_killed_then_rerun_gives_the_same_rows(ray_cluster, archive,
     orphans = [f for f in data_files if f"file://{f}" not in referenced]
     assert remove_orphans(table, settings, older_than_s=0) == len(orphans)
     assert _rows(str(out)) and len(list(out.glob("table/data/*.parquet"))) == len(data_files) - len(orphans)
+
+
+def test_a_stalled_run_is_planned_again_and_commits_once(ray_cluster, archive, model_file, tmp_path):
+    """Another tenant takes the cluster's CPUs mid-night: the inference actors cannot start and no block
+    moves. After ``stall_timeout`` the run is planned again (nothing committed meanwhile); the CPUs come
+    back and the table gets exactly one row per stack."""
+    from raypipe.pipelines.label import label_archive
+
+    @ray_cluster.remote(num_cpus=3.5)
+    class Tenant:
+        def ready(self) -> bool:
+            return True
+
+    tenant = Tenant.remote()
+    assert ray_cluster.get(tenant.ready.remote(), timeout=60)
+    said: list[str] = []
+
+    def progress(message: str) -> None:
+        said.append(message)
+        if "no progress for" in message:
+            ray_cluster.kill(tenant)  # the CPUs come back before the second plan
+
+    from ray.data import DataContext
+
+    out, before = str(tmp_path / "labels"), DataContext.get_current().execution_no_progress_timeout_s
+    try:
+        summary = label_archive(str(archive), out, model=model_file, run_date="2026-11-24", settle=0,
+                                stall_timeout=30, progress=progress)
+    finally:
+        ray_cluster.kill(tenant)
+        DataContext.get_current().execution_no_progress_timeout_s = before  # the later tests' default
+    assert sum("no progress for 30 s" in m for m in said) == 1, said
+    assert (summary.ok, summary.errors) == (N_GOOD, 2)
+    rows = _rows(out)
+    assert len(rows) == N_GOOD + 2 and len({_key(r) for r in rows}) == len(rows)
+    assert {r["run_id"] for r in rows} == {summary.run_id}
 
 
 def test_nightly_job_twice_on_s3_same_rows(ray_cluster, s3_server, archive, model_file, capfd, tmp_path):

@@ -3,7 +3,10 @@
 file -> ScanStack -> preprocessed tensor -> predicted depiction -> graph -> row:
 
 1. the scan units under the URI are listed (``raypipe.scans.units``); HDF5 archives are expanded into
-   their stacks by tasks, each reading only the archive's index;
+   their stacks by tasks, each reading only the archive's index; the stacks then travel in blocks of at
+   most ``READ_BLOCK_ROWS`` (16, env ``RAYPIPE_READ_BLOCK_ROWS``; 0: one block per unit), a streaming
+   repartition, so that one archive is read by several tasks at once and no block in flight holds a
+   whole archive (measured: ``bench/bench_label.py``, README "Performance settings");
 2. ``read_scans``: each stack is loaded by a task (one row per stack);
 3. preprocessing (``raypipe.preprocess``) in CPU tasks;
 4. inference in a pool of actors, one model load per actor: one GPU each when the cluster has GPUs,
@@ -16,6 +19,7 @@ the stacks beside it are unaffected.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
@@ -100,6 +104,8 @@ _EMPTY = np.zeros((0, 0, 0), np.float32)
 # CPU stages ask for half a CPU: they are light, two share a core, and a request unlike the inference
 # actors' keeps Ray Data from fusing them into the actors (reads would then wait on inference)
 CPU_STAGE = {"num_cpus": 0.5}
+# stacks per block after an archive is expanded (module docs); a block of 16 model inputs is ~10 MB
+READ_BLOCK_ROWS = int(os.environ.get("RAYPIPE_READ_BLOCK_ROWS", "16"))
 
 
 def _reason(exc: BaseException) -> str:
@@ -209,7 +215,10 @@ def read_units(units: list[dict], storage_options: StorageOptions = None, limits
     kwargs = {"storage_options": storage_options, "limits": limits}
     with warnings.catch_warnings():  # max_retries has no named parameter in Ray 2.60 (pinned)
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        return items.flat_map(_expand, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE).map(
+        sources = items.flat_map(_expand, fn_kwargs=kwargs, max_retries=1, **CPU_STAGE)
+        if READ_BLOCK_ROWS:  # an archive's stacks in small blocks: read in parallel, small blocks in flight
+            sources = sources.repartition(target_num_rows_per_block=READ_BLOCK_ROWS)
+        return sources.map(
             _load, fn_kwargs={**kwargs, "fov": fov, "grid": grid, "keep_unknown_fov": keep_unknown_fov},
             max_retries=1, **CPU_STAGE)
 
