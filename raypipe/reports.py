@@ -97,11 +97,15 @@ def contact_sheet(tiles: list[tuple[str, str, np.ndarray]], scale: int = 2, colu
     return sheet
 
 
+def grey(image: np.ndarray) -> np.ndarray:
+    """A 2D array scaled to its own range as a grey (H, W) uint8 image."""
+    image = image.astype(np.float32)
+    return ((image - image.min()) / max(float(np.ptp(image)), 1e-9) * 255).astype(np.uint8)
+
+
 def grey_rgb(image: np.ndarray) -> np.ndarray:
     """A 2D array scaled to its own range as a grey (H, W, 3) uint8 image."""
-    image = image.astype(np.float32)
-    scaled = (image - image.min()) / max(float(np.ptp(image)), 1e-9) * 255
-    return np.repeat(scaled.astype(np.uint8)[..., None], 3, axis=2)
+    return np.repeat(grey(image)[..., None], 3, axis=2)
 
 
 def draw_graph(atoms: list[dict], bonds: list[dict], window: Window | None = None, scale: int = 2) -> np.ndarray:

@@ -98,6 +98,10 @@ def test_nightly_job_twice_locally_same_rows(ray_cluster, archive, model_file, t
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(r["model"].startswith("untrained@") and r["depiction"][:4] == b"\x89PNG" for r in ok)
     assert all(r["n_images"] == 10 and len(r["heights"]) == 10 for r in ok)
+    from raypipe.chem.depiction import decode_png
+
+    previews = [decode_png(r["input_preview"]) for r in ok]  # closest and farthest slices, side by side
+    assert all(p.shape == (128, 256, 3) and p.std() > 0 for p in previews)
     assert {r["truth_formula"] for r in ok} >= {"C24H8O6", "C14H10"}
     assert {r["run_date"] for r in rows} == {"2026-11-24"} and {r["run_id"] for r in rows} == {first.run_id}
     errors = {Path(r["unit"]).name: r["error_kind"] for r in rows if r["status"] == "error"}
@@ -236,6 +240,19 @@ def test_a_model_on_another_grid_labels_on_its_own_grid(ray_cluster, tmp_path):
     from raypipe.chem.depiction import decode_png
 
     assert decode_png(rows[0]["depiction"]).shape == (64, 64, 3)
+
+
+def test_labelling_runs_under_a_small_object_store_budget(ray_cluster, model_file, monkeypatch):
+    """Backpressure: the dataset carries an object-store budget (OBJECT_STORE_MB per inference actor);
+    even a 1 MiB budget, smaller than one block, labels every stack (Ray Data still runs one at a time)."""
+    import raypipe.pipelines.predict as predict
+
+    monkeypatch.setattr(predict, "OBJECT_STORE_MB", 1)
+    rows = predict.predict_dataset(str(Path(__file__).resolve().parents[1] / "examples" / "scans"), model=model_file)
+    limit = rows.context.execution_options.resource_limits.object_store_memory
+    assert 2**20 <= limit <= 8 * 2**20  # 1 MiB per actor, a few actors at most on the test cluster
+    labelled = rows.take_all()
+    assert len(labelled) == 16 and {r["status"] for r in labelled} == {"ok"}, {r["error"] for r in labelled}
 
 
 def test_model_files_in_object_storage(s3_server, tmp_path):

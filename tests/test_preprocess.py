@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from raypipe import ScanStack, Window, preprocess
-from raypipe.scans.preprocess import fit_window, resample_heights
+from raypipe.scans.preprocess import fit_window, median3, resample_heights
 from helpers import synthetic_stack
 
 
@@ -33,6 +33,20 @@ def test_median_filter_removes_salt_noise() -> None:
     x = preprocess(ScanStack(images, metadata={"fov": [18.0, 18.0]}))
     assert x[:, 40, 40].max() < x[:, 65, 65].min()
     assert preprocess(ScanStack(images, metadata={"fov": [18.0, 18.0]}), median=1)[0, 40, 40] > x[0, 65, 65]
+
+
+def test_the_fast_median_is_scipys_median_value_for_value() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    cases = [rng.normal(size=(10, 128, 128)).astype(np.float32),  # the model's grid
+             rng.integers(0, 3, size=(4, 17, 9)).astype(np.float32),  # many ties
+             rng.normal(size=(2, 1, 5)), rng.normal(size=(3, 2, 1)), rng.normal(size=(1, 1, 1))]  # tiny edges
+    for images in cases:
+        expected = ndimage.median_filter(images, size=(1, 3, 3))
+        got = median3(images)
+        assert got.dtype == images.dtype and got.shape == images.shape
+        np.testing.assert_array_equal(got, expected)
 
 
 def test_known_fov_is_rescaled_to_the_window_pixel() -> None:

@@ -18,6 +18,7 @@ the stacks beside it are unaffected.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -106,6 +107,12 @@ _EMPTY = np.zeros((0, 0, 0), np.float32)
 CPU_STAGE = {"num_cpus": 0.5}
 # stacks per block after an archive is expanded (module docs); a block of 16 model inputs is ~10 MB
 READ_BLOCK_ROWS = int(os.environ.get("RAYPIPE_READ_BLOCK_ROWS", "16"))
+# Ray Data's object-store budget per inference actor, MiB (0: Ray's default, a fraction of the object
+# store, ~3.5 GiB here): the blocks in flight between stages stay within it. Measured on 2 cores, 3,000
+# stacks: peak 2,683 against 3,057 MiB, 21.2 against 20.3 stacks/s (README "Performance settings")
+OBJECT_STORE_MB = int(os.environ.get("RAYPIPE_OBJECT_STORE_MB", "200"))
+# torch threads per inference actor (0: from the pool, ``inference_pool``)
+INFERENCE_THREADS = int(os.environ.get("RAYPIPE_INFERENCE_THREADS", "0"))
 
 
 def _reason(exc: BaseException) -> str:
@@ -179,13 +186,20 @@ def _prepared(row: dict, stack, grid: dict, keep_unknown_fov: bool) -> dict:
 
 
 def _model_input(stack, grid: dict) -> tuple[np.ndarray, bytes]:
-    from raypipe.chem.depiction import encode_png
-    from raypipe.reports import grey_rgb
     from raypipe.scans.preprocess import preprocess
     from raypipe.window import Window
 
     x = preprocess(stack, n_slices=grid["n_slices"], window=Window(size=grid["size"], fov=grid["fov"]))
-    return x, encode_png(grey_rgb(np.concatenate([x[0], x[-1]], axis=1)))
+    return x, input_preview(x)
+
+
+def input_preview(x: np.ndarray) -> bytes:
+    """The ``input_preview`` column: the closest and farthest model-input slices side by side, a grey PNG
+    at low compression (an RGB one at the default level cost 6-16 ms a stack, more than preprocessing)."""
+    from raypipe.chem.depiction import encode_png
+    from raypipe.reports import grey
+
+    return encode_png(grey(np.concatenate([x[0], x[-1]], axis=1)), compress_level=1)
 
 
 def read_scans(uri: str, *, storage_options: StorageOptions = None, fov=None) -> ray.data.Dataset:
@@ -269,8 +283,6 @@ class DepictionPredictor:
         self.keep_input = keep_input
 
     def _estimate_scales(self, batch: dict) -> dict:
-        from raypipe.chem.depiction import encode_png
-        from raypipe.reports import grey_rgb
         from raypipe.scale import estimate_fov, with_fov
         from raypipe.scans.preprocess import preprocess
         from raypipe.scans.stack import ScanStack
@@ -286,7 +298,7 @@ class DepictionPredictor:
             fov, tried = estimate_fov(stack, self.model)
             chosen = with_fov(stack, fov)
             inputs[k] = preprocess(chosen, n_slices=self.model.config.n_slices, window=self.model.config.window)
-            previews[k] = encode_png(grey_rgb(np.concatenate([inputs[k][0], inputs[k][-1]], axis=1)))
+            previews[k] = input_preview(inputs[k])
             metadata[k] = json.dumps({**meta, "fov": chosen.metadata["fov"], "fov_source": "estimated",
                                       "fov_search": tried}, default=str)
         out = {key: v for key, v in batch.items() if key != "images"}
@@ -308,6 +320,7 @@ class DepictionPredictor:
         out = {k: v for k, v in batch.items() if k != "input" or self.keep_input}
         return {**out, "depiction": depictions, "margin_mean": margin_mean, "margin_low": margin_low,
                 "model": np.array([self.model.tag] * len(ok), dtype=object)}
+
 
 
 def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str | None = None) -> pa.Table:
@@ -364,33 +377,45 @@ def _fov(metadata: dict) -> list[float] | None:
 
 
 def _truth_depiction(truth: dict, window) -> bytes | None:
-    """The true molecule drawn on the model's window, from the atoms a simulated scan carries."""
-    atoms = truth.get("atoms")
-    if not atoms:
+    """The true molecule drawn on the model's window, from the atoms a simulated scan carries (drawn once
+    per molecule and window in a worker: a simulated archive holds each molecule under several parameter
+    sets, and drawing cost ~9 ms a stack)."""
+    if not truth.get("atoms"):
         return None
+    return _drawn_truth(json.dumps({"atoms": truth["atoms"], "bonds": truth.get("bonds", []),
+                                    "smiles": truth.get("smiles") or ""}, sort_keys=True), window)
+
+
+@functools.lru_cache(maxsize=512)
+def _drawn_truth(truth_json: str, window) -> bytes | None:
     from raypipe.chem.depiction import encode_png, render_depiction
     from raypipe.chem.molecule import Molecule
 
+    truth = json.loads(truth_json)
+    atoms = truth["atoms"]
     try:
         molecule = Molecule(tuple(a["element"] for a in atoms),
                             np.array([[a["x"], a["y"], a["z"]] for a in atoms], dtype=np.float64),
-                            np.zeros(len(atoms)), tuple((b["i"], b["j"], b.get("order", 1.0)) for b in truth.get("bonds", [])),
-                            truth.get("smiles") or "")
+                            np.zeros(len(atoms)), tuple((b["i"], b["j"], b.get("order", 1.0)) for b in truth["bonds"]),
+                            truth["smiles"])
         return encode_png(render_depiction(molecule, window))
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def inference_pool(reserved: int = 0) -> tuple[dict, int]:
-    """Ray resources per inference actor and the pool size, from the cluster's resources: at least one
-    CPU stays free for the read, preprocessing and extraction tasks (actors holding every CPU would starve
-    them: a deadlock), beside ``reserved`` CPUs for other actor pools (candidate ranking)."""
+def inference_pool(reserved: int = 0) -> tuple[dict, int, int]:
+    """Ray resources per inference actor, the pool size and each actor's torch threads, from the
+    cluster's resources: at least one CPU stays free for the read, preprocessing and extraction tasks
+    (actors holding every CPU would starve them: a deadlock), beside ``reserved`` CPUs for other actor
+    pools (candidate ranking). Torch threads: the actor's CPUs, or ``RAYPIPE_INFERENCE_THREADS`` (on 2
+    cores, 2 threads for the one actor labelled 1,000 stacks ~10 % faster but its memory grew by ~450 MiB
+    over 10,000: README "Performance settings")."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1)) - reserved
     if gpus:
-        return {"num_gpus": 1, "num_cpus": 1}, gpus
+        return {"num_gpus": 1, "num_cpus": 1}, gpus, INFERENCE_THREADS or 1
     threads = max(1, (cpus - 1) // 2) if cpus > 2 else 1
-    return {"num_cpus": threads}, max(1, (cpus - 1) // threads)
+    return {"num_cpus": threads}, max(1, (cpus - 1) // threads), INFERENCE_THREADS or threads
 
 
 def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | None = None, batch_size: int = 16,
@@ -404,8 +429,10 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | No
 
     Stages: each stack is read and preprocessed in one CPU task (typed columns; only the model's input
     crosses the object store), inference runs in an actor pool, graph extraction in CPU tasks; a
-    ``read_scans`` dataset (raw images) gets a separate preprocessing stage.
+    ``read_scans`` dataset (raw images) gets a separate preprocessing stage. The dataset's context gets
+    an object-store budget of ``OBJECT_STORE_MB`` per inference actor (backpressure: flat memory).
 
+    ``batch_size``: stacks per inference (and extraction) batch.
     ``fov``: every stack's field of view (Å) over what files and sidecars say. ``candidates``: SMILES (a
     list or a .smi/.json file) the scans may show: each row's ``candidates`` column then ranks them
     (:mod:`raypipe.candidates`); a sidecar's own ``candidates`` take precedence for its scan. Ranking runs
@@ -427,6 +454,8 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | No
         candidates = read_candidates(candidates)
     grid = {"n_slices": config.n_slices, "size": config.size, "fov": config.fov}
     ensure_ray()
+    big = ray.cluster_resources().get("CPU", 1) >= 4
+    resources, size, threads = inference_pool(reserved=1 if rank_candidates_too and big else 0)
     if isinstance(uri, ray.data.Dataset):  # raw rows of read_scans: preprocess them here
         scans = uri.map_batches(_preprocess, batch_size=batch_size,
                                 fn_kwargs={**grid, "keep_unknown_fov": estimate_fov}, **CPU_STAGE)
@@ -439,15 +468,13 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | No
                 raise FileNotFoundError(f"{redact(uri)}: no scans (HDF5, NPZ, image or SXM folders) found")
             uri = [{"uri": u.uri, "kind": u.kind, "fingerprint": u.fingerprint, "key": u.key} for u in found]
         scans = read_units(uri, storage_options, limits, fov=fov, grid=grid, keep_unknown_fov=estimate_fov)
-    big = ray.cluster_resources().get("CPU", 1) >= 4
-    resources, size = inference_pool(reserved=1 if rank_candidates_too and big else 0)
     rows = (
         scans.map_batches(DepictionPredictor, batch_size=batch_size, **resources,
                      # fixed size: a node lost mid-run can leave this pool holding every CPU left, and the
                      # label job then re-plans on the smaller cluster (its stall_timeout); measured, an
                      # autoscaling pool (min 1) did not shrink out of that state by itself
                      compute=ray.data.ActorPoolStrategy(size=size),
-                     fn_constructor_kwargs={"model_path": model, "threads": int(resources["num_cpus"]),
+                     fn_constructor_kwargs={"model_path": model, "threads": threads,
                                             "storage_options": storage_options,
                                             "keep_input": rank_candidates_too})
     )
@@ -456,9 +483,13 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | No
                                 compute=ray.data.ActorPoolStrategy(size=1),
                                 fn_constructor_kwargs={"candidates": candidates or [], "size": config.size,
                                                        "fov": config.fov, "cache_folder": candidate_cache})
-    return rows.map_batches(_extract, batch_size=batch_size,
+    rows = rows.map_batches(_extract, batch_size=batch_size,
                             fn_kwargs={"size": config.size, "fov": config.fov, "calibration": calibration},
                             **CPU_STAGE)
+    if OBJECT_STORE_MB:  # backpressure: a bounded object-store budget for this dataset (and its reads)
+        options = rows.context.execution_options
+        options.resource_limits = options.resource_limits.copy(object_store_memory=OBJECT_STORE_MB * 2**20 * size)
+    return rows
 
 
 class CandidateRanker:
