@@ -407,14 +407,17 @@ def inference_pool(reserved: int = 0) -> tuple[dict, int, int]:
     """Ray resources per inference actor, the pool size and each actor's torch threads, from the
     cluster's resources: at least one CPU stays free for the read, preprocessing and extraction tasks
     (actors holding every CPU would starve them: a deadlock), beside ``reserved`` CPUs for other actor
-    pools (candidate ranking). Torch threads: the actor's CPUs, or ``RAYPIPE_INFERENCE_THREADS`` (on 2
-    cores, 2 threads for the one actor with 32-stack blocks: 0.83x the bare loop against 0.76x, but peak
-    memory +16.6 % from 100 to 1,000 stacks: README "Performance settings")."""
+    pools (candidate ranking). Torch threads: the actor's CPUs; on a cluster of 2 CPUs the one actor
+    holds 1 and predicts on 2 threads, as the other stages leave their CPU idle part of the time
+    (measured: 0.99x the bare loop against 0.94x with 1 thread, README "Performance settings").
+    ``RAYPIPE_INFERENCE_THREADS`` overrides the threads."""
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1)) - reserved
     if gpus:
         return {"num_gpus": 1, "num_cpus": 1}, gpus, INFERENCE_THREADS or 1
-    threads = max(1, (cpus - 1) // 2) if cpus > 2 else 1
+    if cpus <= 2:
+        return {"num_cpus": 1}, 1, INFERENCE_THREADS or max(1, cpus)
+    threads = max(1, (cpus - 1) // 2)
     return {"num_cpus": threads}, max(1, (cpus - 1) // threads), INFERENCE_THREADS or threads
 
 
