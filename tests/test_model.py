@@ -59,6 +59,27 @@ def test_the_channels_last_stem_computes_what_the_standard_layout_does():
         assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
 
 
+def test_predict_in_micro_batches_gives_the_whole_batch_result(monkeypatch, tmp_path):
+    """On a CPU, predict runs the network a few stacks at a time (cache, memory): same depictions and
+    margins as one pass over the whole batch, odd sizes and an empty batch included."""
+    import raypipe.model.inference as inference
+
+    torch.manual_seed(0)
+    model = load_model(save_model(define_G(TINY).eval(), TINY, tmp_path / "m.safetensors", name="tiny", half=False),
+                       device="cpu")
+    x = np.random.default_rng(0).normal(size=(5, 10, 64, 64)).astype(np.float32)
+    results = {}
+    for step in (0, 2, 3):
+        monkeypatch.setattr(inference, "CPU_MICRO_BATCH", step)
+        results[step] = model.predict(x, with_margin=True)
+        empty, margins = model.predict(x[:0], with_margin=True)
+        assert empty.shape == (0, 64, 64, 3) and margins.shape == (0, 64, 64)
+    for step in (2, 3):
+        assert np.array_equal(results[step][0], results[0][0])
+        assert np.allclose(results[step][1], results[0][1], atol=1e-5)
+    assert results[0][0].shape == (5, 64, 64, 3)
+
+
 def test_config_round_trip(tmp_path):
     TINY.save(tmp_path / "c.json")
     assert ModelConfig.load(tmp_path / "c.json") == TINY
