@@ -105,15 +105,15 @@ def _memory_of_session() -> tuple[int, dict[str, int]]:
     return total, by_name
 
 
-def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple[float, int, dict[str, int]]:
-    """Labels ``folder``: stacks/s, and with ``sample`` the peak memory (the sampler's CPU slows the
-    labelling by a few per cent on 2 cores: speed is also measured without it)."""
+def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple[float, int, dict[str, int], float]:
+    """Labels ``folder``: stacks/s and, with ``sample``, the peak memory, its largest processes and the
+    sampler's share of the machine's CPU (~10 % on 2 cores: the compared speed is measured unsampled)."""
     from raypipe.pipelines.predict import predict_dataset
 
     peak, stop, cost = [0, {}], threading.Event(), [0.0]
 
     def sampler_loop() -> None:
-        while sample and not stop.is_set():
+        while not stop.is_set():
             total, by_name = _memory_of_session()
             if total > peak[0]:
                 peak[:] = [total, by_name]
@@ -121,14 +121,16 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
         cost[0] = time.thread_time()
 
     sampler = threading.Thread(target=sampler_loop)
-    sampler.start()
+    if sample:
+        sampler.start()
     start, n = time.perf_counter(), 0
     for batch in predict_dataset(str(folder), model=model_path).iter_batches(batch_size=64):
         n += len(batch["status"])
     seconds = time.perf_counter() - start
-    stop.set()
-    sampler.join()
-    return n / seconds, peak[0], {**peak[1], "_sampler_cpu_share": cost[0] / (seconds * (os.cpu_count() or 1))}
+    if sample:
+        stop.set()
+        sampler.join()
+    return n / seconds, peak[0], peak[1], cost[0] / (seconds * (os.cpu_count() or 1))
 
 
 def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool) -> dict:
@@ -142,11 +144,10 @@ def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool) -> 
     speed = {}
     if speed_run:
         start = time.perf_counter()
-        rate, _, _ = pipeline(folder, model_path, sample=False)
+        rate = pipeline(folder, model_path, sample=False)[0]
         speed = {"stacks_per_s_unsampled": round(rate, 2), "seconds_unsampled": round(time.perf_counter() - start, 1)}
     start = time.perf_counter()
-    rate, memory, by_name = pipeline(folder, model_path)
-    share = by_name.pop("_sampler_cpu_share")
+    rate, memory, by_name, share = pipeline(folder, model_path)
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
     return {**speed, "stacks_per_s": round(rate, 2), "seconds": round(time.perf_counter() - start, 1),
             "memory_sampler_cpu_share": round(share, 4),
