@@ -7,7 +7,8 @@ The archives are made from the bundled sample stacks (each copy with its own noi
 distinct), 100 stacks per HDF5 file. The bare loop runs in this process with every core on the
 ``--compare`` archive. Each pipeline size runs in a child process of its own with a fresh local Ray on
 the same cores (as the nightly job is one process per night): a warm-up labelling of the smallest archive
-(workers started, model file cached), then the measured ones. The ``--compare`` size is labelled once
+(workers started, model file cached), then the measured ones, each once the earlier run's inference actor
+has exited (Ray Data kills it asynchronously: a run started at once counts both actors). The ``--compare`` size is labelled once
 without the memory sampler: the speed compared with the bare loop, which runs unsampled too (the sampler
 costs ~10 % of a 2-core machine's CPU). Then every size is labelled with the sampler: the summed
 proportional resident memory (PSS) of the child and all its descendants (GCS, raylet, workers), every
@@ -133,6 +134,24 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
     return n / seconds, peak[0], peak[1], cost[0] / (seconds * (os.cpu_count() or 1))
 
 
+def _wait_for_actors_to_exit(timeout_s: float = 60.0) -> float:
+    """Seconds until no inference actor of an earlier run is alive in this session: Ray Data kills a
+    finished run's actor pool asynchronously, and a run started at once overlaps the old actor's exit
+    with the new one's model load (measured: both at once, ~550 + ~340 MiB, in a peak)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        alive = False
+        for pid in _descendants(os.getpid()):
+            try:
+                alive |= b"DepictionPredictor" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+            except OSError:
+                continue
+        if not alive:
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - start
+
+
 def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool) -> dict:
     """One size in this process: a fresh local Ray, a warm-up on ``warm``, then ``folder`` labelled with
     the memory sampler and, with ``speed_run``, once more without it (the speed compared with the bare
@@ -143,14 +162,16 @@ def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool) -> 
     pipeline(warm, model_path, sample=False)
     speed = {}
     if speed_run:
+        _wait_for_actors_to_exit()
         start = time.perf_counter()
         rate = pipeline(folder, model_path, sample=False)[0]
         speed = {"stacks_per_s_unsampled": round(rate, 2), "seconds_unsampled": round(time.perf_counter() - start, 1)}
+    waited = _wait_for_actors_to_exit()
     start = time.perf_counter()
     rate, memory, by_name, share = pipeline(folder, model_path)
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
     return {**speed, "stacks_per_s": round(rate, 2), "seconds": round(time.perf_counter() - start, 1),
-            "memory_sampler_cpu_share": round(share, 4),
+            "memory_sampler_cpu_share": round(share, 4), "waited_for_earlier_actor_s": round(waited, 1),
             "peak_session_memory_MiB": round(memory / 2**20),
             "peak_by_process_MiB": {name: round(size / 2**20) for name, size in top}}
 

@@ -21,6 +21,9 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="the trained model file")
     parser.add_argument("--data", required=True, help="the simulated dataset whose val split calibrates it")
     parser.add_argument("--limit", type=int, default=800, help="val rows to calibrate on")
+    parser.add_argument("--views", type=int, default=4,
+                        help="test-time augmentation written into the model: how many flips of each stack it "
+                             "combines (1-4; the calibration is fitted with them; each view costs one pass)")
     parser.add_argument("--name", default="raypipe-small")
     parser.add_argument("--data-note", default="", help="what it was trained on (for the model's notes)")
     parser.add_argument("--hardware", default="", help="where it was trained")
@@ -30,15 +33,17 @@ def main() -> None:
     from raypipe.model.calibration import fit
     from raypipe.model.inference import load_model, rewrite_model
 
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device="cpu", views=args.views)
     rows = _rows(args.data, "val", args.limit, None)
     _, _, feats, right = _predictions(model, rows)
-    calibration = fit(feats, right, fitted_on=f"{args.data} split val, {len(rows)} stacks")
+    calibration = fit(feats, right, fitted_on=f"{args.data} split val, {len(rows)} stacks, "
+                                                           f"{args.views} views")
     notes = {"data": args.data_note or args.data, "hardware": args.hardware, "steps": model.notes.get("step"),
              "trained_as": model.name}
-    rewrite_model(args.model, args.out, name=args.name, notes=notes, calibration=calibration)
+    rewrite_model(args.model, args.out, name=args.name, notes=notes, calibration=calibration,
+                  views=args.views)
     shipped = load_model(args.out, device="cpu")
-    print(json.dumps({"out": args.out, "tag": shipped.tag, "notes": shipped.notes, "calibrated_on": len(rows),
+    print(json.dumps({"out": args.out, "tag": shipped.tag, "notes": shipped.notes, "calibrated_on": len(rows), "views": shipped.views,
                       "formula_right_on_val": sum(right) / len(right)}, indent=2, default=str))
 
 

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="train, val, test, or all (every row: a dataset simulated for a check)")
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N rows")
     evaluate.add_argument("--gallery", type=Path, default=None, help="write a gallery PNG here")
+    evaluate.add_argument("--views", type=int, default=None, choices=range(1, 5), metavar="1-4",
+                          help="test-time augmentation: flips of each stack combined (default: the model's own)")
     evaluate.add_argument("--reliability", type=Path, default=None,
                           help="write the reliability diagram of the model's confidence (PNG) here")
     calibrate = commands.add_parser("calibrate", help="fit a model's confidence (P(formula right)) on simulated "
@@ -106,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--split", default="val", help="the split to fit on (never the test split)")
     calibrate.add_argument("--limit", type=int, default=None, help="only the first N rows")
     calibrate.add_argument("--out", required=True, help="the calibrated model file to write")
+    calibrate.add_argument("--views", type=int, default=None, choices=range(1, 5), metavar="1-4",
+                           help="test-time augmentation of the copy: flips of each stack combined, each one pass "
+                                "(default: the model's own; 1 is fastest)")
     label = commands.add_parser("label", help="label the new scans of an archive into the labels table (nightly job)")
     label.add_argument("input", nargs="?", default=str(EXAMPLES / "scans"),
                        help="folder, file or s3:// prefix of scans; default: the bundled sample scans")
@@ -184,7 +189,7 @@ def _label(args) -> int:
     gallery = args.gallery or (None if is_remote(args.out) else
                                Path(args.out.rstrip("/")).parent / f"{Path(args.out.rstrip('/')).name}-gallery")
     if gallery is not None and summary.ok + summary.errors:
-        from raypipe.model.inference import model_config
+        from raypipe.model.files import model_config
         from raypipe.pipelines.table import read_labels
         from raypipe.reports import run_gallery
 
@@ -300,15 +305,16 @@ def _run(args) -> int:
         from raypipe.evaluation import evaluate as run_evaluation
 
         result = run_evaluation(args.data, args.model, split=None if args.split == "all" else args.split,
-                                limit=args.limit, gallery_path=args.gallery, reliability_path=args.reliability)
+                                limit=args.limit, gallery_path=args.gallery, reliability_path=args.reliability,
+                                views=args.views)
         print(json.dumps(_finite(result), indent=2, allow_nan=False))
     elif args.command == "calibrate":
         from raypipe.evaluation import calibrate
 
         if args.split == "test":
             raise ValueError("calibrate on the val split (or another that is not used to report figures), not test")
-        print(json.dumps(_finite(calibrate(args.data, args.model, args.out, split=args.split, limit=args.limit)),
-                         indent=2))
+        print(json.dumps(_finite(calibrate(args.data, args.model, args.out, split=args.split, limit=args.limit,
+                                           views=args.views)), indent=2))
     elif args.command == "label":
         return _label(args)
     elif args.command == "export":

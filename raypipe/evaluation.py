@@ -132,7 +132,8 @@ def _rows(dataset_uri: str, split: str | None, limit: int | None, storage_option
 
 def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split: str | None = "test",
              limit: int | None = None, gallery_path: str | Path | None = None,
-             reliability_path: str | Path | None = None, storage_options: StorageOptions = None) -> dict:
+             reliability_path: str | Path | None = None, views: int | None = None,
+             storage_options: StorageOptions = None) -> dict:
     """Evaluate ``model`` (default: the shipped one) on one split of a simulated dataset (``split=None``:
     every row, e.g. a dataset simulated for a check).
 
@@ -140,14 +141,19 @@ def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split
     ``by_corrugation``, ``confusion`` and ``calibration`` (the expected calibration error of the model's
     ``confidence`` against formulas right, its reliability bins, and the mean confidence beside the
     fraction right; null for a model without calibration); with ``gallery_path`` also writes the gallery
-    PNG there, with ``reliability_path`` the reliability diagram.
+    PNG there, with ``reliability_path`` the reliability diagram. ``views``: test-time augmentation
+    (default: the model's own; its calibration was fitted with those).
     """
     from raypipe.model.calibration import reliability, reliability_png
 
-    model = model if isinstance(model, Model) else load_model(model, storage_options=storage_options)
+    model = model if isinstance(model, Model) else load_model(model, storage_options=storage_options, views=views)
+    if views is not None and model.views != views:
+        from dataclasses import replace
+
+        model = replace(model, views=views)
     rows = _rows(dataset_uri, split, limit, storage_options)
     depictions, graphs, feats, right = _predictions(model, rows)
-    result = {"model": model.tag, "split": split or "all", **score_rows(depictions, rows, graphs)}
+    result = {"model": model.tag, "views": model.views, "split": split or "all", **score_rows(depictions, rows, graphs)}
     result["calibration"] = None
     if model.calibration is not None:
         confidence = [model.calibration.predict(f) for f in feats]
@@ -164,17 +170,21 @@ def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split
 
 
 def calibrate(dataset_uri: str, model: str | Path | None, out: str | Path, *, split: str = "val",
-              limit: int | None = None, storage_options: StorageOptions = None) -> dict:
+              limit: int | None = None, views: int | None = None, storage_options: StorageOptions = None) -> dict:
     """Fit the model's confidence (P(formula right)) on a split with known truth and write a copy of the
-    model file with that calibration in its header to ``out``. Returns the fit's summary."""
+    model file with that calibration in its header to ``out``; with ``views`` the copy predicts with that
+    many views (test-time augmentation, ``raypipe.model.inference.VIEWS``; default: the model's own),
+    and is calibrated with them. Returns the fit's summary."""
     from raypipe.model.calibration import fit, reliability
-    from raypipe.model.inference import write_calibration
+    from raypipe.model.inference import rewrite_model
 
-    loaded = load_model(model, storage_options=storage_options)
+    loaded = load_model(model, storage_options=storage_options, views=views)
     rows = _rows(dataset_uri, split, limit, storage_options)
     _, _, feats, right = _predictions(loaded, rows)
-    calibration = fit(feats, right, fitted_on=f"{dataset_uri} split {split}, {len(rows)} stacks")
-    write_calibration(model, calibration, out, storage_options=storage_options)
+    calibration = fit(feats, right, fitted_on=f"{dataset_uri} split {split}, {len(rows)} stacks, "
+                                              f"{loaded.views} views")
+    rewrite_model(model, out, calibration=calibration, views=loaded.views, storage_options=storage_options)
     ece, bins = reliability([calibration.predict(f) for f in feats], right)
-    return {"model": str(out), "n": len(rows), "formula_right": float(np.mean(right)), "ece_on_fit": ece,
+    return {"model": str(out), "n": len(rows), "views": loaded.views, "formula_right": float(np.mean(right)),
+            "ece_on_fit": ece,
             "weights": dict(zip(calibration.features, calibration.weights)), "bias": calibration.bias}

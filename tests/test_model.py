@@ -80,6 +80,32 @@ def test_predict_in_micro_batches_gives_the_whole_batch_result(monkeypatch, tmp_
     assert results[0][0].shape == (5, 64, 64, 3)
 
 
+@pytest.mark.parametrize("head", ["palette", "rgb"])
+def test_test_time_views_make_the_prediction_follow_a_flipped_scan(tmp_path, head):
+    """With the 4 flips of the scan plane combined, a flipped stack gets exactly the flipped depiction (the
+    views are a group); one view gives no such guarantee. The views are part of the model file."""
+    from raypipe.model.inference import rewrite_model
+
+    config = ModelConfig(size=64, ngf=8, ndf=8, conv3d_channels=4, head=head)
+    torch.manual_seed(1)
+    path = save_model(define_G(config).eval(), config, tmp_path / "m.safetensors", name="tiny", half=False)
+    model = load_model(path, device="cpu")
+    assert model.views == 1
+    x = np.random.default_rng(1).normal(size=(3, 10, 64, 64)).astype(np.float32)
+    flipped = x[..., ::-1].copy()
+    one, four = model.predict(flipped), model.predict(flipped, views=4)
+    assert not np.array_equal(one, model.predict(x)[:, :, ::-1])
+    assert (four != model.predict(x, views=4)[:, :, ::-1]).any(axis=-1).mean() < 1e-3  # float ties only
+    assert not np.array_equal(four, one)
+    depictions, margins = model.predict(x, views=2, with_margin=True)
+    assert depictions.shape == (3, 64, 64, 3) and margins.shape == (3, 64, 64)
+
+    four_views = load_model(rewrite_model(path, tmp_path / "v.safetensors", views=4), device="cpu")
+    assert four_views.views == 4 and four_views.tag != model.tag
+    assert np.array_equal(four_views.predict(x), model.predict(x, views=4))
+    with pytest.raises(ValueError, match="views must be 1 to 4"):
+        model.predict(x, views=5)
+
 def test_config_round_trip(tmp_path):
     TINY.save(tmp_path / "c.json")
     assert ModelConfig.load(tmp_path / "c.json") == TINY
@@ -160,6 +186,22 @@ def test_model_file_round_trip(tmp_path):
         load_model(tmp_path / "other.safetensors")
 
 
+
+def test_the_labelling_driver_reads_model_files_without_torch(tmp_path):
+    """The driver plans a labelling run from the model file's header (grid, calibration, tag); only the
+    inference actors import torch (~320 MiB a process)."""
+    import subprocess
+    import sys
+
+    path = save_model(define_G(TINY), TINY, tmp_path / "m.safetensors", name="tiny")
+    code = ("import sys; import raypipe.pipelines.predict, raypipe.pipelines.label, raypipe.cli; "
+            "from raypipe.model.files import model_config, model_tag, read_header, local_model_file; "
+            f"c = model_config({str(path)!r}); t = model_tag({str(path)!r}); model_config(None); "
+            f"read_header(local_model_file({str(path)!r})); "
+            "print(c.size, t, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    size, tag, torch_loaded = done.stdout.split()
+    assert (int(size), tag.split("@")[0], torch_loaded) == (64, "tiny", "False")
 def test_foreground_weighted_l1_counts_molecule_pixels_more():
     from dataclasses import replace
 

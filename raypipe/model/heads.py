@@ -11,7 +11,8 @@ loss that trains it. A new head is one class here and one entry in ``HEADS``.
   softmax-weighted palette image, as pix2pix's sees the generator's RGB.
 
 Every head gives ``image`` (a differentiable RGB in [-1, 1], what the discriminator judges),
-``depiction`` (uint8 RGB for extraction) and ``margin`` (per-pixel certainty in [0, 1]).
+``depiction`` (uint8 RGB for extraction), ``margin`` (per-pixel certainty in [0, 1]) and ``combine`` (one
+output from the outputs of several views of a stack: test-time augmentation, ``Model.predict``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class RGBHead:
     def depiction(self, output: torch.Tensor) -> np.ndarray:
         return to_uint8(output)
 
+    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The mean colour of several views' outputs (each mapped back onto the stack's frame)."""
+        return torch.stack(outputs).mean(dim=0)
+
     def margin(self, output: torch.Tensor) -> torch.Tensor:
         """How far each pixel's colour is from the second-nearest palette colour, relative to the nearest."""
         pal = PALETTE.to(output.device, output.dtype)
@@ -94,6 +99,10 @@ class PaletteHead:
     def depiction(self, output: torch.Tensor) -> np.ndarray:
         pal = (palette()).astype(np.uint8)
         return pal[output.argmax(dim=1).cpu().numpy()]
+
+    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Logits of the views' mean class probabilities (each view mapped back onto the stack's frame)."""
+        return torch.stack([o.softmax(dim=1) for o in outputs]).mean(dim=0).clamp_min(1e-12).log()
 
     def margin(self, output: torch.Tensor) -> torch.Tensor:
         """Per pixel: top-1 minus top-2 class probability."""

@@ -81,7 +81,7 @@ class TrainConfig:
         self.model_config()
         self.augment_config()
         if self.init_from:
-            from raypipe.model.inference import read_header
+            from raypipe.model.files import read_header
 
             if not Path(self.init_from).is_file():
                 raise FileNotFoundError(f"init_from {self.init_from}: no such model file")

@@ -114,7 +114,7 @@ def parse_run_date(text: str | None) -> str:
 
 
 def _model_tag(model: str | None, storage_options: StorageOptions = None) -> str:
-    from raypipe.model.inference import model_tag
+    from raypipe.model.files import model_tag
 
     return model_tag(model, storage_options)
 

@@ -446,7 +446,7 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model: str | No
     """
     if rank_candidates_too is None:
         rank_candidates_too = bool(candidates)
-    from raypipe.model.inference import local_model_file, model_config, read_header
+    from raypipe.model.files import local_model_file, model_config, read_header
     from raypipe.pipelines.cluster import ensure_ray
 
     config = model_config(model, storage_options)  # the grid comes from the model (checked before Ray starts)
