@@ -1,7 +1,7 @@
 """Batch labelling: end-to-end stacks per second vs a bare loop over the same model and data, and peak
 memory of the whole Ray session for a small and a 10x larger archive.
 
-Usage: python bench/bench_label.py [--sizes 100,1000,10000] [--compare 1000] [--model FILE]
+Usage: python bench/bench_label.py [--sizes 100,1000,10000] [--compare 1000] [--model FILE] [--views N]
 
 The archives are made from the bundled sample stacks (each copy with its own noise, so every stack is
 distinct), 100 stacks per HDF5 file. The bare loop runs in this process with every core on the
@@ -101,6 +101,10 @@ def _memory_of_session() -> tuple[int, dict[str, int]]:
         except (OSError, StopIteration, ValueError):
             continue
         name = name if name.startswith("ray::") else Path(name).name
+        if "DepictionPredictor" in name:
+            _PREDICTOR_PIDS.add(pid)
+        elif pid in _PREDICTOR_PIDS:
+            name += " (an inference actor exiting)"
         total += size
         by_name[name] = by_name.get(name, 0) + size
     return total, by_name
@@ -127,6 +131,9 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
     start, n = time.perf_counter(), 0
     for batch in predict_dataset(str(folder), model=model_path).iter_batches(batch_size=64):
         n += len(batch["status"])
+        if n <= 64:
+            _predictor_pids()  # remember the actor's process (cheap: once a run, and at its end)
+    _predictor_pids()
     seconds = time.perf_counter() - start
     if sample:
         stop.set()
@@ -134,19 +141,40 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
     return n / seconds, peak[0], peak[1], cost[0] / (seconds * (os.cpu_count() or 1))
 
 
+_PREDICTOR_PIDS: set[int] = set()  # inference actors' processes seen in this session's runs
+
+
+def _predictor_pids() -> set[int]:
+    """The processes of this session now titled as an inference actor (remembered: a killed actor's
+    process is retitled ``ray::IDLE`` while it exits, with its memory still resident)."""
+    found = set()
+    for pid in _descendants(os.getpid()):
+        try:
+            if b"DepictionPredictor" in (Path("/proc") / str(pid) / "cmdline").read_bytes():
+                found.add(pid)
+        except OSError:
+            continue
+    _PREDICTOR_PIDS.update(found)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _wait_for_actors_to_exit(timeout_s: float = 60.0) -> float:
     """Seconds until no inference actor of an earlier run is alive in this session: Ray Data kills a
     finished run's actor pool asynchronously, and a run started at once overlaps the old actor's exit
-    with the new one's model load (measured: both at once, ~550 + ~340 MiB, in a peak)."""
+    with the new one's model load (measured: both at once, ~550 + ~340 MiB, in a peak). Waits for every
+    process that was ever an inference actor here, whatever its title now."""
     start = time.perf_counter()
     while time.perf_counter() - start < timeout_s:
-        alive = False
-        for pid in _descendants(os.getpid()):
-            try:
-                alive |= b"DepictionPredictor" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
-            except OSError:
-                continue
-        if not alive:
+        _predictor_pids()
+        if not any(_alive(pid) for pid in _PREDICTOR_PIDS):
             break
         time.sleep(0.2)
     return time.perf_counter() - start
@@ -181,6 +209,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000", help="archive sizes the pipeline labels")
     parser.add_argument("--compare", type=int, default=1000, help="the size the bare loop also runs on")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    parser.add_argument("--views", type=int, default=1,
+                        help="test-time views of the model, for both the bare loop and the pipeline (a copy of "
+                             "the model file with these; 1: one network pass a stack, as the figures of earlier "
+                             "sessions; 0: the model file's own)")
     parser.add_argument("--out", type=Path, default=Path("out/bench-label.json"))
     parser.add_argument("--child", nargs=2, type=Path, metavar=("ARCHIVE", "WARMUP"), help=argparse.SUPPRESS)
     parser.add_argument("--speed-run", action="store_true", help=argparse.SUPPRESS)
@@ -192,6 +224,11 @@ def main() -> None:
     sizes = sorted({int(v) for v in args.sizes.split(",")} | {args.compare})
     result: dict = {"machine": f"{os.cpu_count()} cores, CPU only", "pipeline": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.views:
+            from raypipe.model.inference import rewrite_model
+
+            args.model = str(rewrite_model(args.model, Path(tmp) / "model.safetensors", views=args.views))
+        result["views"] = args.views or "the model's own"
         archives = {n: make_archive(Path(tmp) / str(n), n) for n in sizes}
         bare = bare_loop(archives[args.compare], args.model)
         for n in sizes:
