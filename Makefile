@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, on its own: pip then takes a CPU build where the machine has one on disk (a resolve of the
+	# whole project picked PyPI's CUDA build, GBs, over it)
+	$(PY) -m pip install --quiet 'torch==2.13.0'
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -12,7 +12,8 @@ has exited (Ray Data kills it asynchronously: a run started at once counts both 
 without the memory sampler: the speed compared with the bare loop, which runs unsampled too (the sampler
 costs ~10 % of a 2-core machine's CPU). Then every size is labelled with the sampler: the summed
 proportional resident memory (PSS) of the child and all its descendants (GCS, raylet, workers), every
-0.2 s; the peak's largest processes are reported by name, and the sampler's own CPU share.
+0.2 s; the peak's largest processes are reported by name, the sampler's own CPU share and how many Ray worker
+processes were started during the run (each pays its imports: ~1 s of CPU, ~200 MiB).
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def _memory_of_session() -> tuple[int, dict[str, int]]:
         except (OSError, StopIteration, ValueError):
             continue
         name = name if name.startswith("ray::") else Path(name).name
+        if name.startswith("ray::"):
+            _WORKERS_SEEN.add(pid)
         if "DepictionPredictor" in name:
             _PREDICTOR_PIDS.add(pid)
         elif pid in _PREDICTOR_PIDS:
@@ -110,7 +113,7 @@ def _memory_of_session() -> tuple[int, dict[str, int]]:
     return total, by_name
 
 
-def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple[float, int, dict[str, int], float]:
+def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple[float, int, dict[str, int], float, int]:
     """Labels ``folder``: stacks/s and, with ``sample``, the peak memory, its largest processes and the
     sampler's share of the machine's CPU (~10 % on 2 cores: the compared speed is measured unsampled)."""
     from raypipe.pipelines.predict import predict_dataset
@@ -128,6 +131,7 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
     sampler = threading.Thread(target=sampler_loop)
     if sample:
         sampler.start()
+    known = set(_descendants(os.getpid()))
     start, n = time.perf_counter(), 0
     for batch in predict_dataset(str(folder), model=model_path).iter_batches(batch_size=64):
         n += len(batch["status"])
@@ -138,9 +142,11 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
     if sample:
         stop.set()
         sampler.join()
-    return n / seconds, peak[0], peak[1], cost[0] / (seconds * (os.cpu_count() or 1))
+    started = len(_WORKERS_SEEN - known)  # worker processes started during the run (sampled runs)
+    return n / seconds, peak[0], peak[1], cost[0] / (seconds * (os.cpu_count() or 1)), started
 
 
+_WORKERS_SEEN: set[int] = set()  # Ray worker processes the memory sampler has seen
 _PREDICTOR_PIDS: set[int] = set()  # inference actors' processes seen in this session's runs
 
 
@@ -196,11 +202,11 @@ def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool) -> 
         speed = {"stacks_per_s_unsampled": round(rate, 2), "seconds_unsampled": round(time.perf_counter() - start, 1)}
     waited = _wait_for_actors_to_exit()
     start = time.perf_counter()
-    rate, memory, by_name, share = pipeline(folder, model_path)
+    rate, memory, by_name, share, started = pipeline(folder, model_path)
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
     return {**speed, "stacks_per_s": round(rate, 2), "seconds": round(time.perf_counter() - start, 1),
             "memory_sampler_cpu_share": round(share, 4), "waited_for_earlier_actor_s": round(waited, 1),
-            "peak_session_memory_MiB": round(memory / 2**20),
+            "peak_session_memory_MiB": round(memory / 2**20), "ray_worker_processes_started": started,
             "peak_by_process_MiB": {name: round(size / 2**20) for name, size in top}}
 
 

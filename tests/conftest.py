@@ -21,8 +21,13 @@ def experimental() -> Path:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One real local Ray per test session; 4 logical CPUs so actor pools leave room for reads/writes."""
+    import os
+
     import ray
 
+    from raypipe.pipelines.cluster import LOCAL_RAY_ENV
+
+    os.environ.update(LOCAL_RAY_ENV)  # the worker pool of the local Ray raypipe starts (ensure_ray)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"POCL_MAX_PTHREAD_COUNT": "1"}})
     yield ray
