@@ -133,7 +133,10 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still tears the cluster down (finally)
     gcs, dashboard = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    from raypipe.pipelines.cluster import LOCAL_RAY_ENV
+
+    # the nodes' environment as k8s/settings.env gives a cluster's (the worker-pool setting)
+    env = {**LOCAL_RAY_ENV, **os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
     env.pop("RAY_ADDRESS", None)
     report: dict = {"nodes": ["head (0 CPU)", "worker a (2 CPU, inference)", "worker b (2 CPU, spare)"]}
     with tempfile.TemporaryDirectory() as tmp:
