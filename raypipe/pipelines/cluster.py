@@ -16,9 +16,10 @@ import sys
 # Ray's worker pool kills idle task workers above one per CPU after 1 s, and the labelling pipeline's
 # stages run more tasks than CPUs at once: a 1,000-stack run on 2 CPUs started ~30 new worker processes,
 # each paying ~1 s of CPU for its imports (numpy, RDKit, raypipe) and ~200 MiB while it lived. Idle
-# workers kept for 10 minutes are reused instead (2 new ones a run). Set for the local Ray raypipe starts;
-# a cluster's nodes take the same variable in their environment (k8s/).
-LOCAL_RAY_ENV = {"RAY_idle_worker_killing_time_threshold_ms": "600000"}
+# workers kept for 10 minutes are reused instead (2 new ones a run). And a task killed for memory is
+# retried once, not forever. Set for the local Ray raypipe starts (unless the environment says otherwise);
+# a cluster's nodes take the worker-pool variable in their environment (k8s/).
+LOCAL_RAY_ENV = {"RAY_idle_worker_killing_time_threshold_ms": "600000", "RAY_task_oom_retries": "1"}
 
 _VERBOSE = False
 _ADDRESS: str | None = None
@@ -61,7 +62,7 @@ def native_stderr_to(path: str | os.PathLike):
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Connect to (or start) Ray once. A local Ray retries an out-of-memory kill once, not forever."""
+    """Connect to (or start) Ray once; a local Ray with ``LOCAL_RAY_ENV``."""
     import ray
 
     if ray.is_initialized():
@@ -71,7 +72,6 @@ def ensure_ray(address: str | None = None) -> None:
     if address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=address, **quiet)
     else:
-        os.environ.setdefault("RAY_task_oom_retries", "1")
         for key, value in LOCAL_RAY_ENV.items():
             os.environ.setdefault(key, value)
         ray.init(include_dashboard=False, **quiet)
