@@ -134,10 +134,9 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
     known = set(_descendants(os.getpid()))
     start, n = time.perf_counter(), 0
     for batch in predict_dataset(str(folder), model=model_path).iter_batches(batch_size=64):
+        if not n:
+            _predictor_pids()  # remember the actor's process while it is titled as one (once a run)
         n += len(batch["status"])
-        if n <= 64:
-            _predictor_pids()  # remember the actor's process (cheap: once a run, and at its end)
-    _predictor_pids()
     seconds = time.perf_counter() - start
     if sample:
         stop.set()

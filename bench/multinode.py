@@ -135,7 +135,7 @@ def main() -> None:
     gcs, dashboard = free_port(), free_port()
     from raypipe.pipelines.cluster import LOCAL_RAY_ENV
 
-    # the nodes' environment as k8s/settings.env gives a cluster's (the worker-pool setting)
+    # the nodes get the environment raypipe gives the Ray it starts (the worker pool also in k8s/settings.env)
     env = {**LOCAL_RAY_ENV, **os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
     env.pop("RAY_ADDRESS", None)
     report: dict = {"nodes": ["head (0 CPU)", "worker a (2 CPU, inference)", "worker b (2 CPU, spare)"]}
