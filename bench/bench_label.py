@@ -1,7 +1,7 @@
 """Batch labelling: end-to-end stacks per second vs a bare loop over the same model and data, and peak
 memory of the whole Ray session for a small and a 10x larger archive.
 
-Usage: python bench/bench_label.py [--sizes 100,1000,10000] [--compare 1000] [--model FILE] [--views N]
+Usage: python bench/bench_label.py [--sizes 100,1000,10000] [--compare 1000] [--repeat 3] [--model FILE] [--views N]
 
 The archives are made from the bundled sample stacks (each copy with its own noise, so every stack is
 distinct), 100 stacks per HDF5 file. The bare loop runs in this process with every core on the
@@ -10,7 +10,9 @@ the same cores (as the nightly job is one process per night): a warm-up labellin
 (workers started, model file cached), then the measured ones, each once the earlier run's inference actor
 has exited (Ray Data kills it asynchronously: a run started at once counts both actors). The ``--compare`` size is labelled once
 without the memory sampler: the speed compared with the bare loop, which runs unsampled too (the sampler
-costs ~10 % of a 2-core machine's CPU). Then every size is labelled with the sampler: the summed
+costs ~10 % of a 2-core machine's CPU); with ``--repeat N`` the bare loop and that unsampled run alternate N
+times (each pipeline run in a fresh child) and the ratio reported is the median of the N pairs' ratios, since
+runs of the same code differ by about +-7 %. Then every size is labelled with the sampler: the summed
 proportional resident memory (PSS) of the child and all its descendants (GCS, raylet, workers), every
 0.2 s; the peak's largest processes are reported by name, the sampler's own CPU share and how many Ray worker
 processes were started during the run (each pays its imports: ~1 s of CPU, ~200 MiB).
@@ -185,10 +187,10 @@ def _wait_for_actors_to_exit(timeout_s: float = 60.0) -> float:
     return time.perf_counter() - start
 
 
-def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool) -> dict:
+def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool, sampled: bool = True) -> dict:
     """One size in this process: a fresh local Ray, a warm-up on ``warm``, then ``folder`` labelled with
-    the memory sampler and, with ``speed_run``, once more without it (the speed compared with the bare
-    loop)."""
+    the memory sampler (unless not ``sampled``) and, with ``speed_run``, first once without it (the speed
+    compared with the bare loop)."""
     from raypipe.pipelines.cluster import ensure_ray
 
     ensure_ray()  # as the label job starts its local Ray
@@ -199,6 +201,8 @@ def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool) -> 
         start = time.perf_counter()
         rate = pipeline(folder, model_path, sample=False)[0]
         speed = {"stacks_per_s_unsampled": round(rate, 2), "seconds_unsampled": round(time.perf_counter() - start, 1)}
+    if not sampled:
+        return speed
     waited = _wait_for_actors_to_exit()
     start = time.perf_counter()
     rate, memory, by_name, share, started = pipeline(folder, model_path)
@@ -213,6 +217,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100,1000,10000", help="archive sizes the pipeline labels")
     parser.add_argument("--compare", type=int, default=1000, help="the size the bare loop also runs on")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="bare loop / unsampled pipeline pairs on the --compare size (the median ratio is reported)")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--views", type=int, default=1,
                         help="test-time views of the model, for both the bare loop and the pipeline (a copy of "
@@ -221,9 +227,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench-label.json"))
     parser.add_argument("--child", nargs=2, type=Path, metavar=("ARCHIVE", "WARMUP"), help=argparse.SUPPRESS)
     parser.add_argument("--speed-run", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--unsampled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], args.model, args.speed_run)))
+        print(json.dumps(child(args.child[0], args.child[1], args.model, args.speed_run, not args.unsampled)))
         return
 
     sizes = sorted({int(v) for v in args.sizes.split(",")} | {args.compare})
@@ -235,19 +242,32 @@ def main() -> None:
             args.model = str(rewrite_model(args.model, Path(tmp) / "model.safetensors", views=args.views))
         result["views"] = args.views or "the model's own"
         archives = {n: make_archive(Path(tmp) / str(n), n) for n in sizes}
-        bare = bare_loop(archives[args.compare], args.model)
-        for n in sizes:
-            command = [sys.executable, __file__, "--child", str(archives[n]), str(archives[sizes[0]])]
-            command += ["--speed-run"] if n == args.compare else []
+
+        def run_child(n: int, *flags: str) -> dict:
+            command = [sys.executable, __file__, "--child", str(archives[n]), str(archives[sizes[0]]), *flags]
             if args.model:
                 command += ["--model", args.model]
             done = subprocess.run(command, check=True, capture_output=True, text=True)
-            result["pipeline"][n] = json.loads(done.stdout.strip().splitlines()[-1])
+            return json.loads(done.stdout.strip().splitlines()[-1])
+
+        pairs = []  # (bare loop, unsampled pipeline) on the --compare archive, alternating
+        for _ in range(max(1, args.repeat)):
+            bare = bare_loop(archives[args.compare], args.model)
+            speed = run_child(args.compare, "--speed-run", "--unsampled")["stacks_per_s_unsampled"]
+            pairs.append((round(bare, 2), speed))
+            print("bare loop / pipeline", pairs[-1], flush=True)
+        for n in sizes:
+            result["pipeline"][n] = run_child(n)
             print(n, result["pipeline"][n], flush=True)
     first, last = result["pipeline"][sizes[0]], result["pipeline"][sizes[-1]]
+    bare = float(np.median([b for b, _ in pairs]))
+    compare_rate = float(np.median([p for _, p in pairs]))
+    result["pipeline"][args.compare]["stacks_per_s_unsampled"] = compare_rate
     result.update({
         "bare_loop_stacks_per_s": round(bare, 2), "bare_loop_stacks": args.compare,
-        "pipeline_vs_bare_loop": round(result["pipeline"][args.compare]["stacks_per_s_unsampled"] / bare, 3),
+        "speed_pairs": pairs,
+        "pipeline_vs_bare_loop": round(float(np.median([p / b for b, p in pairs])), 3),
+        "pipeline_vs_bare_loop_each": [round(p / b, 3) for b, p in pairs],
         "pipeline_sampled_vs_bare_loop": round(result["pipeline"][args.compare]["stacks_per_s"] / bare, 3),
         "memory_growth_smallest_to_largest": round(last["peak_session_memory_MiB"] / first["peak_session_memory_MiB"]
                                                    - 1, 3),
