@@ -65,8 +65,9 @@ def bare_loop(folder: Path, model_path: str | None) -> float:
         stacks = list(read_archive(path))
         for k in range(0, len(stacks), 16):
             batch = stacks[k:k + 16]
-            for depiction in model.predict(np.stack([preprocess(s) for s in batch])):
-                extract_graph(depiction)
+            prediction = model.infer(np.stack([preprocess(s) for s in batch]))
+            for k, depiction in enumerate(prediction.depictions):
+                extract_graph(depiction, model.config.window, prediction.centre_map(k))
                 encode_png(depiction)
                 n += 1
     return n / (time.perf_counter() - start)

@@ -17,26 +17,30 @@ from PIL import Image
 from raypipe.chem.depiction import decode_png
 from raypipe.chem.graph import MolGraph, extract_graph
 from raypipe.chem.scoring import aggregate, element_pairs, score
-from raypipe.model.inference import Model, load_model
+from raypipe.model.inference import Model, Prediction, load_model
 from raypipe.reports import grey_rgb
 from raypipe.scans.preprocess import normalise
 from raypipe.storage import StorageOptions
 
 
-def predict_rows(model: Model, rows: list[dict], batch_size: int = 16, *, with_margin: bool = False):
-    """(N, S, S, 3) predicted depictions of simulated rows (each with a raw ``stack``); with ``with_margin``
-    also the (N, S, S) per-pixel margins of the model's head."""
-    out, margins = [], []
+def predict_rows(model: Model, rows: list[dict], batch_size: int = 16) -> Prediction:
+    """The model's :class:`~raypipe.model.inference.Prediction` (depictions, margins, centre maps) for
+    simulated rows (each with a raw ``stack``)."""
+    parts = []
     for k in range(0, len(rows), batch_size):
         batch = np.stack([normalise(r["stack"].astype(np.float32)) for r in rows[k:k + batch_size]])
-        depictions, margin = model.predict(batch, with_margin=True)
-        out.append(depictions)
-        margins.append(margin)
-    size = model.config.size
-    depictions = np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
-    if with_margin:
-        return depictions, (np.concatenate(margins) if margins else np.zeros((0, size, size), np.float32))
-    return depictions
+        parts.append(model.infer(batch))
+    if not parts:
+        size = model.config.size
+        empty = np.zeros((0, size, size), np.float32)
+        return Prediction(np.zeros((0, size, size, 3), np.uint8), empty, empty if model.has_centres else None)
+    return Prediction(np.concatenate([p.depictions for p in parts]), np.concatenate([p.margins for p in parts]),
+                      np.concatenate([p.centres for p in parts]) if model.has_centres else None)
+
+
+def read_graphs(prediction: Prediction, window) -> list[MolGraph]:
+    """The graphs of a prediction's depictions (read at its atom-centre maps where the model has them)."""
+    return [extract_graph(d, window, prediction.centre_map(k)) for k, d in enumerate(prediction.depictions)]
 
 
 def score_rows(depictions: np.ndarray, rows: list[dict], graphs: list[MolGraph] | None = None) -> dict:
@@ -73,10 +77,11 @@ def validate(generator, config, rows: list[dict]) -> dict:
     was_training = model.generator.training
     model.generator.eval()
     try:
-        depictions = predict_rows(model, rows)
+        prediction = predict_rows(model, rows)
     finally:
         model.generator.train(was_training)
-    result = score_rows(depictions, rows)
+    depictions = prediction.depictions
+    result = score_rows(depictions, rows, read_graphs(prediction, config.window))
     return {"val_total": result["total"], "val_structure": result["structure"],
             "val_composition": result["composition"], "val_precision": result["precision"],
             "val_recall": result["recall"], "val_loss": pixel_error(depictions, rows)}
@@ -113,9 +118,10 @@ def _predictions(model: Model, rows: list[dict]) -> tuple[np.ndarray, list[MolGr
     """Depictions, read-back graphs, calibration features and formula-right flags of simulated rows."""
     from raypipe.model.calibration import features, margin_stats
 
-    depictions, margins = predict_rows(model, rows, with_margin=True)
-    graphs = [extract_graph(d, model.config.window) for d in depictions]
-    feats = [features(g, *margin_stats(m, d)) for g, m, d in zip(graphs, margins, depictions)]
+    prediction = predict_rows(model, rows)
+    depictions = prediction.depictions
+    graphs = read_graphs(prediction, model.config.window)
+    feats = [features(g, *margin_stats(m, d)) for g, m, d in zip(graphs, prediction.margins, depictions)]
     right = [g.formula == r["formula"] for g, r in zip(graphs, rows)]
     return depictions, graphs, feats, right
 

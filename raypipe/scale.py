@@ -31,11 +31,11 @@ def estimate_fov(stack: ScanStack, model, fovs=FOVS) -> tuple[float, list[dict]]
 
     window = model.config.window
     inputs = np.stack([preprocess(with_fov(stack, f), n_slices=model.config.n_slices, window=window) for f in fovs])
-    depictions, margins = model.predict(inputs, with_margin=True)
+    prediction = model.infer(inputs)
     informative = model.calibration is not None and any(model.calibration.weights)
     tried = []
-    for fov, depiction, margin in zip(fovs, depictions, margins):
-        graph = extract_graph(depiction, window)
+    for k, (fov, depiction, margin) in enumerate(zip(fovs, prediction.depictions, prediction.margins)):
+        graph = extract_graph(depiction, window, prediction.centre_map(k))
         mean, low = margin_stats(margin, depiction)
         feats = features(graph, mean, low)
         confidence = model.calibration.predict(feats) if informative else mean

@@ -183,3 +183,26 @@ def test_score_categories() -> None:
     assert summary["total"] == 0.5
     assert summary["by_corrugation"]["0-50 pm"]["total"] == 1.0
     assert summary["by_corrugation"][">150 pm"]["total"] == 0.0
+
+
+def test_atoms_are_read_at_the_peaks_of_an_atom_centre_map() -> None:
+    """A model with the atom-centre output: atoms at the map's peaks, elements from the depiction. On a true
+    depiction it reads what the ball search reads; where the balls merge (a depiction drawn too thick, as a
+    blurred prediction's rings are) the ball search loses the ring carbons and the map still has them."""
+    from raypipe.model.data import centre_targets
+
+    for smiles in ("c1ccc2cc3ccccc3cc2c1", "Brc1cc(Cl)cc(Cl)c1", "O=C(O)c1ccc(Br)cc1"):
+        m = Molecule.from_smiles(smiles)
+        depiction = render_depiction(m)
+        centres = (centre_targets(depiction[None], DEFAULT_WINDOW)[0] + 1) / 2
+        assert centres.max() == pytest.approx(1.0, abs=0.05) and np.median(centres) == 0.0
+        read = extract_graph(depiction, DEFAULT_WINDOW, centres)
+        assert score(read, m).total and read.smiles == extract_graph(depiction).smiles == m.smiles, smiles
+        background = ~depiction.any(axis=-1)
+        distance, (rows, cols) = ndimage.distance_transform_edt(background, return_indices=True)
+        thick = (depiction[rows, cols] * (distance <= 3)[..., None]).astype(np.uint8)  # every ball grown by 3 px
+        assert extract_graph(thick).formula != m.formula, smiles
+        assert score(extract_graph(thick, DEFAULT_WINDOW, centres), m).total, smiles
+    with pytest.raises(ValueError, match="centre map of shape"):
+        extract_graph(depiction, DEFAULT_WINDOW, centres[:64])
+    assert extract_graph(depiction, DEFAULT_WINDOW, np.zeros((128, 128), np.float32)).atoms == []

@@ -228,18 +228,29 @@ def test_storage_redacts_credentials_but_not_paths(monkeypatch):
     assert redact("s3://AKIAKEY1:VerySecret42@bucket/x and VerySecret42") == "s3://***@bucket/x and ***"
 
 
-def test_a_model_on_another_grid_labels_on_its_own_grid(ray_cluster, tmp_path):
-    """The grid comes from the model: a 64-pixel model labels (it used to abort the whole job)."""
+@pytest.mark.parametrize("centres", [False, True])
+def test_a_model_on_another_grid_labels_on_its_own_grid(ray_cluster, tmp_path, centres):
+    """The grid comes from the model: a 64-pixel model labels (it used to abort the whole job). A model with
+    the atom-centre output sends its maps from the inference actors to the extraction, which reads atoms
+    only at their peaks: a map without any reads no atom, whatever the depictions show."""
+    import torch
+
+    from raypipe.chem.depiction import decode_png
     from raypipe.pipelines.predict import predict_dataset
 
-    config = ModelConfig(size=64, fov=18.0, ngf=8, ndf=8, conv3d_channels=4, head="palette")
-    path = save_model(define_G(config), config, tmp_path / "m64.safetensors", name="grid64")
+    config = ModelConfig(size=64, fov=18.0, ngf=8, ndf=8, conv3d_channels=4, head="palette", centres=centres)
+    torch.manual_seed(0)
+    generator = define_G(config)
+    if centres:  # a centre map of ~0 everywhere
+        torch.nn.init.zeros_(generator.centres[-1].weight)
+        torch.nn.init.constant_(generator.centres[-1].bias, -20.0)
+    path = save_model(generator, config, tmp_path / "m64.safetensors", name="grid64")
     rows = predict_dataset(str(Path(__file__).resolve().parents[1] / "examples" / "scans"),
                            model=str(path)).take_all()
     assert len(rows) == 16 and {r["status"] for r in rows} == {"ok"}, {r["error"] for r in rows}
-    from raypipe.chem.depiction import decode_png
-
     assert decode_png(rows[0]["depiction"]).shape == (64, 64, 3)
+    drawn = [r for r in rows if decode_png(r["depiction"]).any()]
+    assert drawn and all(bool(r["atoms"]) != centres for r in drawn)
 
 
 def test_labelling_runs_under_a_small_object_store_budget(ray_cluster, model_file, monkeypatch):

@@ -408,3 +408,87 @@ def test_calibration_says_how_often_it_is_right(tmp_path):
     calibrated = load_model(write_calibration(path, calibration, tmp_path / "c.safetensors"), device="cpu")
     assert load_model(path).calibration is None and calibrated.calibration == calibration
     assert calibrated.notes == {"calibration": ""}
+
+
+def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
+    """``centres``: one more output channel. Trained alone (``trainable="centres"``) it learns while every
+    other weight and batch-norm statistic stays as it was, so the depictions do not change; the model file
+    (format 3) carries it, ``infer`` returns the map, the 4 views keep it following a flipped scan, and a
+    model without it can start a run with it (not the other way round)."""
+    import json
+    from dataclasses import replace
+
+    from safetensors import safe_open
+
+    from raypipe.model.files import FORMAT_VERSION
+    from raypipe.model.run import TrainConfig, init_generator
+
+    plain = replace(TINY, head="palette")
+    config = replace(plain, centres=True)
+    torch.manual_seed(0)
+    base = save_model(define_G(plain).eval(), plain, tmp_path / "base.safetensors", name="base", half=False)
+    model = Pix2Pix(config, trainable="centres")
+    init_generator(model.G, base)
+    before = {k: v.clone() for k, v in model.G.state_dict().items() if not k.startswith("centres.")}
+    stack = 0.1 * torch.randn(4, 10, 64, 64)
+    target = -torch.ones(4, 4, 64, 64)
+    spots = torch.zeros(4, 64, 64, dtype=torch.bool)
+    for b, (r, c) in enumerate([(10, 12), (30, 40), (50, 20), (20, 50)]):  # a bright square marks an atom
+        stack[b, :, r:r + 4, c:c + 4] = 3.0
+        spots[b, r:r + 4, c:c + 4] = True
+    target[:, 3][spots] = 1.0
+    first = model.train_step(stack, target)["loss_G_centres"]
+    for _ in range(40):
+        last = model.train_step(stack, target)["loss_G_centres"]
+    assert last < 0.2 * first
+    after = model.G.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running statistics
+
+    path = save_model(model.G.eval(), config, tmp_path / "centres.safetensors", name="centres", half=False)
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata()
+    assert header["format_version"] == str(FORMAT_VERSION) == "3" and json.loads(header["config"])["centres"]
+    loaded, old = load_model(path, device="cpu"), load_model(base, device="cpu")
+    x = stack.numpy()
+    out = loaded.infer(x)
+    assert loaded.has_centres and not old.has_centres and old.infer(x).centres is None
+    assert out.centres.shape == (4, 64, 64) and 0 <= out.centres.min() and out.centres.max() <= 1
+    assert out.centres[spots.numpy()].mean() > 0.5 > 0.1 > out.centres[~spots.numpy()].mean()  # learnt
+    assert np.array_equal(out.depictions, old.predict(x))  # the depictions are the base model's
+    flipped = loaded.infer(x[..., ::-1].copy(), views=4).centres
+    assert np.allclose(flipped, loaded.infer(x, views=4).centres[..., ::-1], atol=1e-5)
+
+    cfg = dict(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="c", model="small-palette")
+    with pytest.raises(ValueError, match="needs the atom-centre output"):
+        TrainConfig(**cfg, trainable="centres").validate()
+    with pytest.raises(ValueError, match="trainable must be one of"):
+        TrainConfig(**cfg, trainable="head").validate()
+    with pytest.raises(ValueError, match="differs from this run's"):  # a centre model cannot start a plain run
+        TrainConfig(**cfg, model_overrides={"size": 64, "ngf": 8, "conv3d_channels": 4},
+                    init_from=str(path)).validate()
+
+
+def test_centre_targets_mark_the_atoms_the_depiction_shows_and_move_with_it():
+    """The centre target (a fourth target channel): one spot per atom the true depiction shows, and
+    augmentation keeps it on the depiction's atoms."""
+    import pyarrow.parquet as pq
+
+    from raypipe.chem.depiction import decode_png
+    from raypipe.chem.graph import classify_pixels
+    from raypipe.chem.pixels import find_atoms
+    from raypipe.model.data import decode_targets
+    from raypipe.window import DEFAULT_WINDOW
+
+    pngs = pq.read_table(SAMPLE / "shards" / "shard-00000.parquet", columns=["target_png"])["target_png"].to_pylist()
+    targets = decode_targets(pngs, DEFAULT_WINDOW)
+    assert targets.shape == (len(pngs), 4, 128, 128)
+    assert np.array_equal(targets[:, :3], decode_targets(pngs))
+    from scipy import ndimage
+
+    for png, spots in zip(pngs, targets[:, 3]):
+        peaks = (spots == ndimage.maximum_filter(spots, size=3)) & (spots > 0.5)
+        assert ndimage.label(peaks)[1] == len(find_atoms(classify_pixels(decode_png(png)), DEFAULT_WINDOW))
+    stack = torch.as_tensor(targets[:, :1]).repeat(1, 10, 1, 1)
+    _, moved = augment(stack, torch.as_tensor(targets), AugmentConfig.experimental(), torch.Generator().manual_seed(0))
+    on_spots = moved[:, 3] > 0.5
+    assert on_spots.any() and (moved[:, :3].amax(dim=1)[on_spots] > -1).all()  # every spot still on a drawn atom

@@ -32,9 +32,15 @@ from raypipe.window import DEFAULT_WINDOW, Window
 __all__ = ["GraphAtom", "MolGraph", "classify_pixels", "extract_graph", "graph_smiles"]
 
 
-def extract_graph(depiction: np.ndarray, window: Window | None = None) -> MolGraph:
-    """Decode an (S, S, 3) uint8 depiction into a :class:`MolGraph` (positions in Å on ``window``)."""
+def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None) -> MolGraph:
+    """Decode an (S, S, 3) uint8 depiction into a :class:`MolGraph` (positions in Å on ``window``).
+
+    ``centres``: the (S, S) atom-centre probabilities of a model with that output (``Model.infer``); the
+    atoms are then read at its peaks, their elements, the bonds and the hidden hydrogens from the
+    depiction as before (:mod:`raypipe.chem.pixels`)."""
     window = window or DEFAULT_WINDOW
     if depiction.ndim != 3 or depiction.shape[2] < 3 or depiction.shape[:2] != (window.size, window.size):
         raise ValueError(f"depiction of shape {depiction.shape} does not fit a {window.size}-pixel window")
-    return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window))
+    if centres is not None and np.shape(centres) != depiction.shape[:2]:
+        raise ValueError(f"centre map of shape {np.shape(centres)} does not fit the depiction {depiction.shape[:2]}")
+    return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window, centres))

@@ -8,6 +8,11 @@
 3. bonds: atom pairs closer (in projection) than 1.25 x the sum of their covalent radii whose joining
    line runs over the foreground for at least 80% of its length, with no heavy atom on its middle;
    confidence is that fraction. One bond per H, and no false triangles.
+
+With a model's atom-centre map (config ``centres``) step 2 reads the map instead: atoms sit at its peaks
+(``CENTRE_THRESHOLD``), each of the element whose colour the depiction shows most around the peak. A
+blurred predicted depiction merges the balls of a ring into a thick ring, where no ball can be told
+apart; the map still peaks at the atoms.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ MIN_OWN_FILL = 0.3
 OCCLUDED_WEIGHT = 0.5
 MIN_UNDER_H_FILL = 0.66  # a heavy atom half under an H: its ball at least this full
 MIN_LINE_FILL = 0.8
+CENTRE_THRESHOLD = 0.3  # an atom-centre map's local maximum at least this high is an atom
+CENTRE_VOTE_RADIUS = 2.5  # pixels around a centre whose depiction colours choose its element
 
 
 class Candidate(NamedTuple):
@@ -40,9 +47,10 @@ class Candidate(NamedTuple):
     own: tuple[float, float]  # (col, row) of the centroid of its own colour
 
 
-def atoms_and_bonds(labels: np.ndarray, window: Window) -> MolGraph:
-    """The atoms and bonds a labelled depiction shows (no hidden hydrogens yet)."""
-    atoms = find_atoms(labels, window)
+def atoms_and_bonds(labels: np.ndarray, window: Window, centres: np.ndarray | None = None) -> MolGraph:
+    """The atoms and bonds a labelled depiction shows (no hidden hydrogens yet); with ``centres`` (a model's
+    (S, S) atom-centre probabilities) the atoms are read from that map (:func:`atoms_at_centres`)."""
+    atoms = find_atoms(labels, window) if centres is None else atoms_at_centres(labels, centres, window)
     # sticks are thinner than a pixel and a half: follow them on the foreground grown by one pixel
     bonds, bond_conf = find_bonds(atoms, ndimage.binary_dilation(labels > 0, np.ones((3, 3), bool)), window)
     return clean_bonds(MolGraph(atoms, bonds, bond_conf))
@@ -102,11 +110,42 @@ def find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
         if all(np.hypot(cand.col - k.col, cand.row - k.row) >= limit or _under_hydrogen(cand, k, window)
                for k in kept):
             kept.append(cand)
-    if not kept:
+    return _in_reading_order([(k.element, k.col, k.row, k.fill) for k in kept], window)
+
+
+def _in_reading_order(found: list[tuple[str, float, float, float]], window: Window) -> list[GraphAtom]:
+    """(element, col, row, confidence) -> atoms in Å, top to bottom, left to right."""
+    if not found:
         return []
-    xy = window.to_angstrom(np.array([(k.col, k.row) for k in kept]))
-    order = np.lexsort((xy[:, 0], -xy[:, 1]))  # reading order: top to bottom, left to right
-    return [GraphAtom(kept[i].element, float(xy[i, 0]), float(xy[i, 1]), kept[i].fill) for i in order]
+    xy = window.to_angstrom(np.array([(col, row) for _, col, row, _ in found]))
+    order = np.lexsort((xy[:, 0], -xy[:, 1]))
+    return [GraphAtom(found[i][0], float(xy[i, 0]), float(xy[i, 1]), float(found[i][3])) for i in order]
+
+
+def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window) -> list[GraphAtom]:
+    """Atoms at the local maxima (over +-2 pixels) of an atom-centre map that reach ``CENTRE_THRESHOLD``:
+    each placed at the map's weighted centre over the peak's 3 x 3 pixels, of the element the labelled
+    depiction shows most within ``CENTRE_VOTE_RADIUS`` pixels (a peak over background is dropped), with
+    the peak's height as its confidence."""
+    centres = np.asarray(centres, dtype=np.float32)
+    peaks = (centres == ndimage.maximum_filter(centres, size=5, mode="constant")) & (centres >= CENTRE_THRESHOLD)
+    blobs, n = ndimage.label(peaks)
+    size = labels.shape[0]
+    grid = np.arange(size) + 0.5  # pixel centres
+    found = []
+    for r, c in ndimage.center_of_mass(peaks, blobs, range(1, n + 1)):
+        r0, c0 = int(round(r)), int(round(c))
+        rows, cols = slice(max(r0 - 1, 0), r0 + 2), slice(max(c0 - 1, 0), c0 + 2)
+        w = centres[rows, cols]
+        row = float(w.sum(1) @ grid[rows] / w.sum())
+        col = float(w.sum(0) @ grid[cols] / w.sum())
+        reach = int(np.ceil(CENTRE_VOTE_RADIUS))
+        rr, cc = slice(max(r0 - reach, 0), r0 + reach + 1), slice(max(c0 - reach, 0), c0 + reach + 1)
+        disc = (grid[rr, None] - row) ** 2 + (grid[None, cc] - col) ** 2 <= CENTRE_VOTE_RADIUS**2
+        votes = np.bincount(labels[rr, cc][disc], minlength=len(ELEMENTS) + 1)[1:]
+        if votes.any():
+            found.append((ELEMENTS[int(votes.argmax())], col, row, float(centres[r0, c0])))
+    return _in_reading_order(found, window)
 
 
 def _disc_fractions(mask: np.ndarray, foreground: np.ndarray,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 HEADS = ("rgb", "palette")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+TRAINABLE = ("all", "centres")  # what a training run updates (``TrainConfig.trainable``, ``Pix2Pix``)
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,14 @@ class ModelConfig:
 
     Loss weights: ``lambda_adv`` (adversarial term; 0 trains the generator alone and skips the
     discriminator), ``lambda_l1`` and ``l1_foreground_weight`` (RGB head), ``lambda_ce``,
-    ``ce_foreground_weight``, ``focal_gamma`` and ``lambda_dice`` (palette head).
+    ``ce_foreground_weight``, ``focal_gamma`` and ``lambda_dice`` (palette head), ``lambda_centres``
+    (the atom-centre output).
+
+    ``centres``: beside the head, a small branch on the decoder's last features predicts, per pixel, the
+    probability that a visible atom's centre lies there (one more output channel; trained on Gaussian
+    spots at the atoms the true depiction shows). The depiction is unchanged; graph extraction then places
+    atoms at the peaks of that map instead of searching the depiction for balls, which a blurred
+    depiction (ring carbons merged into a thick ring) hides (:mod:`raypipe.model.heads`).
     """
 
     n_slices: int = 10
@@ -47,6 +55,8 @@ class ModelConfig:
     ce_foreground_weight: float = 5.0  # weight of every element class against the background's 1
     focal_gamma: float = 0.0  # 0 = plain cross-entropy; > 0 down-weights pixels already right
     lambda_dice: float = 0.0  # soft Dice over the element classes, added to the cross-entropy
+    centres: bool = False  # an atom-centre output beside the head (class docs)
+    lambda_centres: float = 1.0  # weight of the atom-centre loss (weighted binary cross-entropy)
     lr: float = 2e-4
     beta1: float = 0.5
     lr_schedule: str = "constant"  # "constant", "cosine" (to lr_min_ratio x lr) or "linear" (pix2pix's decay)

@@ -18,14 +18,51 @@ import numpy as np
 from raypipe.storage import StorageOptions, filesystem, join
 
 
-def decode_targets(pngs) -> np.ndarray:
-    """PNG depictions -> (N, 3, S, S) float32 in [-1, 1] (Pillow only: no RDKit needed here)."""
+def decode_targets(pngs, centres=None) -> np.ndarray:
+    """PNG depictions -> (N, 3, S, S) float32 in [-1, 1] (Pillow only: no RDKit needed here). With
+    ``centres`` (the model's :class:`raypipe.Window`, for a model with the atom-centre output) a fourth
+    channel holds each depiction's centre target (:func:`centre_targets`)."""
     import io
 
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")).transpose(2, 0, 1)
-                     for p in pngs]).astype(np.float32) / 127.5 - 1.0
+    pictures = np.stack([np.asarray(Image.open(io.BytesIO(p)).convert("RGB")) for p in pngs])
+    targets = pictures.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+    if centres is None:
+        return targets
+    # a shard holds each molecule under several parameter sets: one centre target per distinct depiction
+    distinct = {bytes(p): k for k, p in enumerate(pngs)}
+    first = list(distinct.values())
+    spots = centre_targets(pictures[first], centres)
+    index = {key: n for n, key in enumerate(distinct)}
+    return np.concatenate([targets, spots[[index[bytes(p)] for p in pngs]][:, None]], axis=1)
+
+
+def centre_targets(depictions: np.ndarray, window) -> np.ndarray:
+    """(N, S, S, 3) uint8 true depictions -> (N, S, S) float32 centre targets in [-1, 1]: a Gaussian spot of
+    ``CENTRE_SIGMA`` pixels (peak 1) at every atom the depiction shows, found as graph extraction finds
+    them (:func:`raypipe.chem.pixels.find_atoms`: a hydrogen hiding its twin or its atom is one spot, as
+    the top view shows it), -1 elsewhere."""
+    from raypipe.chem.pixels import classify_pixels, find_atoms
+    from raypipe.model.heads import CENTRE_SIGMA
+
+    size = depictions.shape[1]
+    centre = np.arange(size) + 0.5  # pixel centres
+    out = np.zeros(depictions.shape[:3], np.float32)
+    reach = int(np.ceil(4 * CENTRE_SIGMA))
+    for n, depiction in enumerate(depictions):
+        atoms = find_atoms(classify_pixels(depiction), window)
+        if not atoms:
+            continue
+        for col, row in window.to_pixels(np.array([(a.x, a.y) for a in atoms])):
+            r0, r1 = max(int(row) - reach, 0), min(int(row) + reach + 1, size)
+            c0, c1 = max(int(col) - reach, 0), min(int(col) + reach + 1, size)
+            if r0 >= r1 or c0 >= c1:
+                continue
+            spot = np.exp(-((centre[r0:r1, None] - row) ** 2 + (centre[None, c0:c1] - col) ** 2)
+                          / (2 * CENTRE_SIGMA**2))
+            np.maximum(out[n, r0:r1, c0:c1], spot, out=out[n, r0:r1, c0:c1])
+    return out * 2 - 1
 
 
 def zscore_stacks(stacks: np.ndarray) -> np.ndarray:
@@ -81,11 +118,13 @@ def read_shard(fs, path: str, split: str | None, columns: list[str]) -> dict[str
 
 class ShardStream:
     """Endless random batches ``(stack, target)`` of one split: raw z-scored stacks (B, D, S, S) float32
-    and target depictions (B, 3, S, S) in [-1, 1] (module docs)."""
+    and target depictions (B, 3, S, S) in [-1, 1], with their centre targets as a fourth channel when
+    ``centres`` (the model's window) is given (module docs)."""
 
     def __init__(self, data_uri: str, split: str = "train", *, batch_size: int = 16, seed: int = 0,
-                 buffer_shards: int = 8, storage_options: StorageOptions = None) -> None:
+                 buffer_shards: int = 8, storage_options: StorageOptions = None, centres=None) -> None:
         self.data_uri, self.split, self.batch_size = data_uri, split, batch_size
+        self.centres = centres
         self.buffer_shards = buffer_shards
         self.storage_options = storage_options
         self.rng = np.random.default_rng(seed)
@@ -110,7 +149,7 @@ class ShardStream:
             rows = read_shard(fs, path, self.split, ["stack", "target_png"])
             if len(rows["target_png"]):
                 stacks.append(zscore_stacks(rows["stack"]).astype(np.float16))  # half the buffer's memory
-                targets.append(decode_targets(rows["target_png"]).astype(np.float16))  # colours within 3e-4
+                targets.append(decode_targets(rows["target_png"], self.centres).astype(np.float16))  # within 3e-4
         if not stacks:
             return np.zeros((0,)), np.zeros((0,))
         return np.concatenate(stacks), np.concatenate(targets)

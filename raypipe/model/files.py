@@ -18,7 +18,9 @@ from safetensors import safe_open
 from raypipe.model.config import ModelConfig
 from raypipe.storage import StorageOptions, filesystem, is_remote, redact, write_bytes_atomic
 
-FORMAT_VERSION = 2
+# 1: no head in the config (the RGB head); 2: the config has the grid and the head; 3: the config may add an
+# atom-centre output (``centres``), whose weights an older raypipe would not expect
+FORMAT_VERSION = 3
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "raypipe-small.safetensors"
 
 

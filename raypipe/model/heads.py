@@ -13,6 +13,13 @@ loss that trains it. A new head is one class here and one entry in ``HEADS``.
 Every head gives ``image`` (a differentiable RGB in [-1, 1], what the discriminator judges),
 ``depiction`` (uint8 RGB for extraction), ``margin`` (per-pixel certainty in [0, 1]) and ``combine`` (one
 output from the outputs of several views of a stack: test-time augmentation, ``Model.predict``).
+
+The atom-centre output (config ``centres``) is shared by both heads (:class:`Head`): one more channel after
+the head's own, the logit of a visible atom's centre at each pixel. Its target is a fourth channel of the
+training target, Gaussian spots of ``CENTRE_SIGMA`` pixels at the atoms the true depiction shows
+(:func:`raypipe.model.data.centre_targets`), in [-1, 1] like the depiction, so augmentation moves it with
+the depiction; its loss is binary cross-entropy with the spots weighted ``CENTRE_WEIGHT`` times (they cover
+~1 % of the pixels). Views are combined by their mean probability.
 """
 
 from __future__ import annotations
@@ -35,39 +42,87 @@ def classes_of(target: torch.Tensor) -> torch.Tensor:
     return distance.argmin(dim=1)
 
 
+CENTRE_SIGMA = 1.0  # pixels: the Gaussian spot at each visible atom's centre in the centre target
+CENTRE_WEIGHT = 20.0  # extra weight of the spots' pixels in the centre loss
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class RGBHead:
-    name = "rgb"
-    channels = 3
+class Head:
+    """What both heads share: the optional atom-centre channel after the head's own ``channels``. A head
+    class implements ``image``, ``depiction``, ``margin`` on its own channels (``own``), ``_combine`` and
+    ``_loss``."""
+
+    name = ""
+    channels = 0
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+
+    def own(self, output: torch.Tensor) -> torch.Tensor:
+        """The head's own channels of a generator output."""
+        return output[:, :self.channels]
+
+    def centres(self, output: torch.Tensor) -> torch.Tensor | None:
+        """(B, S, S) probability of a visible atom's centre at each pixel, or None (no centre output)."""
+        return output[:, self.channels].sigmoid() if self.config.centres else None
+
+    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """One output from several views' outputs (each mapped back onto the stack's frame)."""
+        combined = self._combine([self.own(o) for o in outputs])
+        if not self.config.centres:
+            return combined
+        p = torch.stack([o[:, self.channels:self.channels + 1].sigmoid() for o in outputs]).mean(dim=0)
+        return torch.cat([combined, torch.logit(p.clamp(1e-6, 1 - 1e-6))], dim=1)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The head's loss on the depiction (``target[:, :3]``) plus, with a centre output and a centre
+        target (``target[:, 3]``), ``lambda_centres`` x :meth:`centre_loss`."""
+        total, parts = self._loss(self.own(output), target[:, :3])
+        if self.config.centres and target.shape[1] > 3:
+            centre = self.centre_loss(output[:, self.channels], target)
+            total = total + self.config.lambda_centres * centre
+            parts["loss_G_centres"] = centre.item()
+        return total, parts
+
+    @staticmethod
+    def centre_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy of the (B, S, S) centre logit against the centre target (``target[:, 3]``,
+        in [-1, 1]), the spots' pixels weighted ``CENTRE_WEIGHT`` times more."""
+        spots = (target[:, 3] + 1) / 2
+        weight = 1 + CENTRE_WEIGHT * spots
+        return (weight * F.binary_cross_entropy_with_logits(logit, spots, reduction="none")).mean()
+
+
+class RGBHead(Head):
+    name = "rgb"
+    channels = 3
 
     def activation(self) -> nn.Module:
         return nn.Tanh()
 
     def image(self, output: torch.Tensor) -> torch.Tensor:
-        return output
+        return self.own(output)
 
     def depiction(self, output: torch.Tensor) -> np.ndarray:
-        return to_uint8(output)
+        return to_uint8(self.own(output))
 
-    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """The mean colour of several views' outputs (each mapped back onto the stack's frame)."""
+    def _combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The mean colour of several views' outputs."""
         return torch.stack(outputs).mean(dim=0)
 
     def margin(self, output: torch.Tensor) -> torch.Tensor:
         """How far each pixel's colour is from the second-nearest palette colour, relative to the nearest."""
+        output = self.own(output)
         pal = PALETTE.to(output.device, output.dtype)
         distance = ((output.unsqueeze(1) - pal[None, :, :, None, None]) ** 2).sum(dim=2).sqrt()
         two = distance.topk(2, dim=1, largest=False).values
         return ((two[:, 1] - two[:, 0]) / two[:, 1].clamp_min(1e-6)).clamp(0, 1)
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """``lambda_l1`` x L1; molecule pixels (target not black) weighted by ``l1_foreground_weight``.
 
         Depictions are ~90 % black background: with a plain L1 a small model trained briefly learns to
@@ -82,31 +137,29 @@ class RGBHead:
         return self.config.lambda_l1 * l1, {"loss_G_L1": l1.item()}
 
 
-class PaletteHead:
+class PaletteHead(Head):
     name = "palette"
     channels = len(PALETTE)
-
-    def __init__(self, config: ModelConfig) -> None:
-        self.config = config
 
     def activation(self) -> nn.Module:
         return nn.Identity()
 
     def image(self, output: torch.Tensor) -> torch.Tensor:
         """The softmax-weighted palette colour of each pixel, (B, 3, S, S) in [-1, 1]."""
+        output = self.own(output)
         return torch.einsum("bkhw,kc->bchw", output.softmax(dim=1), PALETTE.to(output.device, output.dtype))
 
     def depiction(self, output: torch.Tensor) -> np.ndarray:
         pal = (palette()).astype(np.uint8)
-        return pal[output.argmax(dim=1).cpu().numpy()]
+        return pal[self.own(output).argmax(dim=1).cpu().numpy()]
 
-    def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
-        """Logits of the views' mean class probabilities (each view mapped back onto the stack's frame)."""
+    def _combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
+        """Logits of the views' mean class probabilities."""
         return torch.stack([o.softmax(dim=1) for o in outputs]).mean(dim=0).clamp_min(1e-12).log()
 
     def margin(self, output: torch.Tensor) -> torch.Tensor:
         """Per pixel: top-1 minus top-2 class probability."""
-        two = output.softmax(dim=1).topk(2, dim=1).values
+        two = self.own(output).softmax(dim=1).topk(2, dim=1).values
         return two[:, 0] - two[:, 1]
 
     def class_weights(self, device, dtype) -> torch.Tensor:
@@ -114,7 +167,7 @@ class PaletteHead:
         w[0] = 1.0
         return w
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         classes = classes_of(target)
         weights = self.class_weights(output.device, output.dtype)

@@ -128,31 +128,58 @@ class Model:
         """(n_slices, S, S): what :func:`raypipe.preprocess` must produce for this model."""
         return (self.config.n_slices, self.config.size, self.config.size)
 
+    @property
+    def has_centres(self) -> bool:
+        """Whether the model has the atom-centre output (config ``centres``)."""
+        return self.config.centres
+
     @torch.no_grad()
-    def predict(self, stacks: np.ndarray | torch.Tensor, *, with_margin: bool = False, views: int | None = None):
-        """(B, n_slices, S, S) preprocessed stacks -> (B, S, S, 3) uint8 depictions; with ``with_margin``
-        also (B, S, S) float32 per-pixel certainty in [0, 1] (the head's margin). ``views``: how many of
-        ``VIEWS`` each stack is seen in (default: the model's own, ``self.views``); each costs one pass."""
+    def infer(self, stacks: np.ndarray | torch.Tensor, *, views: int | None = None) -> "Prediction":
+        """(B, n_slices, S, S) preprocessed stacks -> a :class:`Prediction`: depictions, the head's per-pixel
+        margins and, for a model with the atom-centre output, its centre probabilities. ``views``: how many
+        of ``VIEWS`` each stack is seen in (default: the model's own, ``self.views``); each costs one pass."""
         x = torch.as_tensor(stacks, dtype=torch.float32, device=self.device)
         if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"expected stacks of shape (B, {', '.join(map(str, self.input_shape))}), "
                              f"got {tuple(x.shape)}")
         views = VIEWS[:check_views(views or self.views)]
         step = CPU_MICRO_BATCH if self.device.type == "cpu" and CPU_MICRO_BATCH > 0 else len(x)
-        depictions, margins = [], []
+        head = self.generator.head
+        depictions, margins, centres = [], [], []
         for start in range(0, len(x), max(1, step)):
             part = x[start:start + step]
             if len(views) == 1:
                 y = self.generator(part)
             else:  # each flip is its own inverse
-                y = self.generator.head.combine([view(self.generator(view(part))) for view in views])
-            depictions.append(self.generator.head.depiction(y))
-            if with_margin:
-                margins.append(self.generator.head.margin(y).float().cpu().numpy())
-        depictions = np.concatenate(depictions) if depictions else np.zeros((0, *x.shape[2:], 3), np.uint8)
-        if with_margin:
-            return depictions, np.concatenate(margins) if margins else np.zeros((0, *x.shape[2:]), np.float32)
-        return depictions
+                y = head.combine([view(self.generator(view(part))) for view in views])
+            depictions.append(head.depiction(y))
+            margins.append(head.margin(y).float().cpu().numpy())
+            if self.has_centres:
+                centres.append(head.centres(y).float().cpu().numpy())
+        empty = np.zeros((0, *x.shape[2:]), np.float32)
+        return Prediction(np.concatenate(depictions) if depictions else np.zeros((0, *x.shape[2:], 3), np.uint8),
+                          np.concatenate(margins) if margins else empty,
+                          (np.concatenate(centres) if centres else empty) if self.has_centres else None)
+
+    def predict(self, stacks: np.ndarray | torch.Tensor, *, with_margin: bool = False, views: int | None = None):
+        """(B, n_slices, S, S) preprocessed stacks -> (B, S, S, 3) uint8 depictions; with ``with_margin``
+        also (B, S, S) float32 per-pixel certainty in [0, 1] (the head's margin). ``views`` as in
+        :meth:`infer`, which also gives the atom-centre map."""
+        out = self.infer(stacks, views=views)
+        return (out.depictions, out.margins) if with_margin else out.depictions
+
+
+@dataclass
+class Prediction:
+    """What a model predicts for a batch of stacks (:meth:`Model.infer`)."""
+
+    depictions: np.ndarray  # (B, S, S, 3) uint8
+    margins: np.ndarray  # (B, S, S) float32 in [0, 1]: the head's per-pixel certainty
+    centres: np.ndarray | None  # (B, S, S) float32 atom-centre probabilities; None without that output
+
+    def centre_map(self, k: int) -> np.ndarray | None:
+        """Stack ``k``'s centre map, or None (what :func:`raypipe.extract_graph` takes as ``centres``)."""
+        return None if self.centres is None else self.centres[k]
 
 
 def check_views(views: int) -> int:

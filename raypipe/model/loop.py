@@ -106,7 +106,7 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
         {"train": cfg.__dict__, "model": model_config.to_dict(), "augment": augment_config.to_dict()}, indent=2))
 
     torch.manual_seed(cfg.seed)
-    model = Pix2Pix(model_config, device)
+    model = Pix2Pix(model_config, device, trainable=cfg.trainable)
     state = RunState()
     latest = checkpoints / "LATEST"
     if latest.exists():
@@ -121,8 +121,9 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
     rows_val = rows_val if rows_val is not None else fixed_rows(cfg.data_uri, "val", cfg.val_samples)
     validate = _validator()
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + state.step)
+    centres = model_config.window if model_config.centres else None
     stream = stream if stream is not None else ShardStream(cfg.data_uri, "train", batch_size=cfg.batch_size,
-                                                           seed=cfg.seed + state.step)
+                                                           seed=cfg.seed + state.step, centres=centres)
     progress(f"train: {cfg.run_name} on {device}, {cfg.steps} steps of {cfg.batch_size}, "
              f"{len(rows_val)} validation rows, head {model_config.head}")
     batches = iter(stream)

@@ -7,7 +7,10 @@ px); six 2D blocks (4x4 conv stride 2, batch norm, LeakyReLU 0.2; channels 2, 4,
 take it to 1 x 1, so the encoder downsamples 7 times. The decoder mirrors it with transposed
 convolutions, batch norm, ReLU and dropout on its first three blocks, concatenating the skip
 connections, and ends in a transposed convolution at full size into the output head
-(:mod:`raypipe.model.heads`): 3 channels with tanh (``rgb``, as published) or 11 palette logits.
+(:mod:`raypipe.model.heads`): 3 channels with tanh (``rgb``, as published) or 11 palette logits. With
+``centres`` in the config, a small branch on the same last features (two 3x3 convolutions of
+``CENTRE_WIDTH`` channels, then a transposed convolution at full size) adds one channel after the head's:
+the logit of an atom centre at each pixel.
 
 Discriminator (``define_D``): PatchGAN on the stack concatenated with the depiction: 4x4 stride-2
 convolutions of 1, 2, 4, 8, 8 x ndf channels with batch norm (not on the first) and LeakyReLU 0.2, then a
@@ -29,6 +32,7 @@ ENCODER_MULTS = (2, 4, 8, 8, 8, 8)
 # network's work; in channels-last-3d oneDNN runs it about twice as fast on a CPU, with the same values
 # (bench/bench_layout.py; test_the_channels_last_stem_computes_what_the_standard_layout_does)
 STEM_LAYOUT = torch.channels_last_3d
+CENTRE_WIDTH = 32  # channels of the atom-centre branch (config ``centres``)
 
 
 class Down(nn.Sequential):
@@ -81,6 +85,11 @@ class Generator(nn.Module):
         self.up = nn.ModuleList(ups)
         self.out = nn.Sequential(nn.ConvTranspose2d(config.ngf + c_stem, self.head.channels, 4, 2, 1),
                                  self.head.activation())
+        self.centres = nn.Sequential(
+            nn.Conv2d(config.ngf + c_stem, CENTRE_WIDTH, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(CENTRE_WIDTH, CENTRE_WIDTH, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(CENTRE_WIDTH, 1, 4, 2, 1),
+        ) if config.centres else None
 
     def use_stem_layout(self, layout: torch.memory_format) -> "Generator":
         """The 3D stem's memory layout (``STEM_LAYOUT``; ``torch.contiguous_format``: the standard one).
@@ -104,6 +113,16 @@ class Generator(nn.Module):
         return load_model(path, device, storage_options=storage_options).generator
 
     def forward(self, stack: torch.Tensor) -> torch.Tensor:
+        """(B, n_slices, S, S) -> (B, C, S, S): the head's channels, then the atom-centre logit if any."""
+        return self.outputs(self.features(stack))
+
+    def outputs(self, features: torch.Tensor) -> torch.Tensor:
+        """The output layers on the decoder's last ``features`` (what :meth:`features` returns)."""
+        out = self.out(features)
+        return out if self.centres is None else torch.cat([out, self.centres(features)], dim=1)
+
+    def features(self, stack: torch.Tensor) -> torch.Tensor:
+        """The decoder's last features (B, ngf + stem channels, S/2, S/2), before the output layers."""
         x = self.input_dropout(stack).unsqueeze(1).contiguous(memory_format=self.stem_layout)
         x = self.conv3d(x)  # (B, C, D/2, S/2, S/2)
         x = nn.functional.leaky_relu(x.flatten(1, 2), 0.2)  # (B, C * D/2, S/2, S/2)
@@ -113,7 +132,7 @@ class Generator(nn.Module):
         y = skips.pop()
         for block in self.up:
             y = torch.cat([block(y), skips.pop()], dim=1)
-        return self.out(y)
+        return y
 
 
 class Discriminator(nn.Module):

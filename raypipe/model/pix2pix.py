@@ -20,20 +20,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raypipe.model.config import ModelConfig
+from raypipe.model.config import TRAINABLE, ModelConfig
 from raypipe.model.networks import define_D, define_G
 
 
 class Pix2Pix:
     def __init__(self, config: ModelConfig, device: torch.device | str = "cpu",
-                 wrap: Callable[[nn.Module], nn.Module] | None = None) -> None:
-        """``wrap``: applied to each network after it moves to ``device`` (e.g. Ray Train's prepare_model)."""
+                 wrap: Callable[[nn.Module], nn.Module] | None = None, trainable: str = "all") -> None:
+        """``wrap``: applied to each network after it moves to ``device`` (e.g. Ray Train's prepare_model).
+        ``trainable``: "all", or "centres": only the atom-centre branch learns, on the features of the rest
+        of the generator kept as it is (eval mode, no gradients: a fast way to add the centre output to a
+        trained model; the depictions stay exactly the same)."""
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
+        if trainable == "centres" and not config.centres:
+            raise ValueError("trainable 'centres' needs a model with the atom-centre output (centres: true)")
         self.config = config
+        self.trainable = trainable
         self.device = torch.device(device)
         wrap = wrap or (lambda net: net)
         self.G = wrap(define_G(config).to(self.device))
         self.D = wrap(define_D(config).to(self.device))
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+        params = self.generator.centres.parameters() if trainable == "centres" else self.G.parameters()
+        self.opt_G = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
 
     @property
@@ -55,16 +64,20 @@ class Pix2Pix:
 
     def train_step(self, stack: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """One optimisation step of D then G on a batch ((B, n_slices, S, S) stacks, (B, 3, S, S) target
-        depictions in [-1, 1]); returns the losses. With ``lambda_adv`` 0 the discriminator is skipped."""
+        depictions in [-1, 1], with a fourth channel, the centre target, for a model with centres); returns
+        the losses. With ``lambda_adv`` 0 the discriminator is skipped."""
+        if self.trainable == "centres":
+            return self._centres_step(stack, target)
         self.G.train(), self.D.train()
         output = self.G(stack)
         fake = self.head.image(output)
+        depiction = target[:, :3]
         losses: dict[str, float] = {}
         adversarial = self.config.lambda_adv > 0
 
         if adversarial:
             self.opt_D.zero_grad(set_to_none=True)
-            logits = self.D(torch.cat([stack, stack]), torch.cat([target, fake.detach()]))
+            logits = self.D(torch.cat([stack, stack]), torch.cat([depiction, fake.detach()]))
             real_logits, fake_logits = logits.chunk(2)
             loss_D = 0.5 * (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
                             + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
@@ -86,11 +99,24 @@ class Pix2Pix:
         self.opt_G.step()
         return {**losses, **parts}
 
+    def _centres_step(self, stack: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """``trainable`` "centres": the rest of the generator in eval mode without gradients."""
+        bare = self.generator
+        bare.eval()
+        bare.centres.train()
+        with torch.no_grad():
+            features = bare.features(stack)
+        loss = self.head.centre_loss(bare.centres(features)[:, 0], target)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_G.step()
+        return {"loss_G_centres": loss.item()}
+
     def l1(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The RGB head's L1 term (without ``lambda_l1``); see :class:`raypipe.model.heads.RGBHead`."""
         from raypipe.model.heads import RGBHead
 
-        return RGBHead(self.config).loss(fake, target)[0] / self.config.lambda_l1
+        return RGBHead(self.config)._loss(fake, target[:, :3])[0] / self.config.lambda_l1
 
     def state_dict(self) -> dict:
         """Both networks, both optimisers (plain tensors and numbers: loadable with weights_only=True)."""

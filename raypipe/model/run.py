@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raypipe.model.augment import AugmentConfig
-from raypipe.model.config import ModelConfig
+from raypipe.model.config import TRAINABLE, ModelConfig
 
 
 @dataclass
@@ -32,6 +32,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     augment: dict = field(default_factory=dict)  # AugmentConfig fields; "preset": "experimental" for the recipe
     init_from: str | None = None  # a model file whose generator weights start this run (same architecture)
+    trainable: str = "all"  # plain loop: "all", or "centres" (only the atom-centre branch learns; Pix2Pix)
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -78,8 +79,12 @@ class TrainConfig:
                              f"({self.checkpoint_every})")
         if self.num_workers < 1 or self.batch_size < 1 or self.steps < 1:
             raise ValueError("num_workers, batch_size and steps must be positive")
-        self.model_config()
+        model_config = self.model_config()
         self.augment_config()
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.trainable == "centres" and not model_config.centres:
+            raise ValueError("trainable 'centres' needs the atom-centre output: set centres: true in model_overrides")
         if self.init_from:
             from raypipe.model.files import read_header
 
@@ -89,7 +94,7 @@ class TrainConfig:
             theirs = ModelConfig.from_dict(json.loads(header["config"]))
             mine = self.model_config()
             shape = ("n_slices", "size", "head", "ngf", "conv3d_channels")
-            if any(getattr(theirs, k) != getattr(mine, k) for k in shape):
+            if any(getattr(theirs, k) != getattr(mine, k) for k in shape) or (theirs.centres and not mine.centres):
                 raise ValueError(f"init_from {self.init_from}: its network ({_shape(theirs, shape)}) differs from "
                                  f"this run's ({_shape(mine, shape)})")
 
@@ -168,14 +173,19 @@ class RunState:
 
 
 def init_generator(generator, path: str | Path) -> None:
-    """Start from a model file's weights (``init_from``): a later session continues an earlier model."""
+    """Start from a model file's weights (``init_from``): a later session continues an earlier model. A
+    model without the atom-centre output may start one with it: the new branch keeps its fresh weights."""
     import torch
     from safetensors.torch import load_file
 
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     target = getattr(generator, "module", generator)
     with torch.no_grad():
-        target.load_state_dict(state)
+        missing, unexpected = target.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("centres.")]
+    if missing or unexpected:
+        raise ValueError(f"init_from {path}: its weights do not fit this run's network "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 def plot_metrics(log: list[dict]) -> bytes:

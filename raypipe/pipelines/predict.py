@@ -311,15 +311,20 @@ class DepictionPredictor:
         ok = np.array([s == "ok" for s in batch["status"]])
         size = self.model.config.size
         depictions = np.zeros((len(ok), size, size, 3), np.uint8)
+        # a model with the atom-centre output: its map travels on to the extraction stage
+        centres = np.zeros((len(ok), size, size), np.float32) if self.model.has_centres else None
         margin_mean, margin_low = np.full(len(ok), 0.5), np.full(len(ok), 0.5)
         if ok.any():
-            predicted, margins = self.model.predict(batch["input"][ok], with_margin=True)
-            depictions[ok] = predicted
-            for k, depiction, margin in zip(np.flatnonzero(ok), predicted, margins):
+            prediction = self.model.infer(batch["input"][ok])
+            depictions[ok] = prediction.depictions
+            for k, depiction, margin in zip(np.flatnonzero(ok), prediction.depictions, prediction.margins):
                 margin_mean[k], margin_low[k] = margin_stats(margin, depiction)
+            if centres is not None:
+                centres[ok] = prediction.centres
         out = {k: v for k, v in batch.items() if k != "input" or self.keep_input}
-        return {**out, "depiction": depictions, "margin_mean": margin_mean, "margin_low": margin_low,
-                "model": np.array([self.model.tag] * len(ok), dtype=object)}
+        out = {**out, "depiction": depictions, "margin_mean": margin_mean, "margin_low": margin_low,
+               "model": np.array([self.model.tag] * len(ok), dtype=object)}
+        return out if centres is None else {**out, "centres": centres}
 
 
 
@@ -357,7 +362,8 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str |
         if row["status"] == "ok":
             try:
                 depiction = batch["depiction"][k]
-                graph = extract_graph(depiction, window)
+                centres = batch["centres"][k] if "centres" in batch else None
+                graph = extract_graph(depiction, window, centres)
                 atoms, bonds = graph.to_rows()
                 feats = features(graph, batch["margin_mean"][k], batch["margin_low"][k])
                 row.update(depiction=encode_png(depiction), atoms=atoms, bonds=bonds, formula=graph.formula,

@@ -28,12 +28,14 @@ from raypipe.storage import StorageOptions, arrow_filesystem, filesystem, is_rem
 __all__ = ["TrainConfig", "decode_batch", "train", "train_func", "plot_metrics"]
 
 
-def decode_batch(batch: dict) -> dict:
+def decode_batch(batch: dict, centres=None) -> dict:
     """Ray Data UDF: raw float16 stacks -> z-scored float32 (the median comes after augmentation, as in
-    :func:`raypipe.model.augment.augment`); PNG targets -> (3, S, S) in [-1, 1]."""
+    :func:`raypipe.model.augment.augment`); PNG targets -> (3, S, S) in [-1, 1], with the centre target as
+    a fourth channel when ``centres`` (the model's window) is given."""
     from raypipe.model.data import decode_targets, zscore_stacks
 
-    return {"stack": zscore_stacks(np.stack(list(batch["stack"]))), "target": decode_targets(batch["target_png"])}
+    return {"stack": zscore_stacks(np.stack(list(batch["stack"]))),
+            "target": decode_targets(batch["target_png"], centres)}
 
 
 def train_func(config: dict) -> None:
@@ -115,8 +117,10 @@ def _datasets(cfg: TrainConfig, storage_options: StorageOptions):
     fs, base = filesystem(cfg.data_uri, storage_options)
     shards = ray.data.read_parquet(join(base, "shards"), filesystem=arrow_filesystem(fs),
                                    columns=["stack", "target_png", "split", "atoms", "bonds", "corrugation"])
+    model_config = cfg.model_config()
+    centres = model_config.window if model_config.centres else None
     train = shards.filter(expr=col("split") == "train").select_columns(["stack", "target_png"]).map_batches(
-        decode_batch, batch_size=16)
+        decode_batch, batch_size=16, fn_kwargs={"centres": centres})
     if cfg.cache_data:
         train = train.materialize()
     # the val rows are few: read them now, so rank 0 never waits for read tasks while workers hold the CPUs
@@ -153,6 +157,8 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
     from raypipe.model.data import check_grid
 
     cfg.validate()
+    if cfg.trainable != "all":
+        raise ValueError(f"trainable {cfg.trainable!r} runs in the plain loop (jobs/train_local.py), not on Ray Train")
     check_grid(cfg.data_uri, cfg.model_config(), storage_options)
     _check_resources(cfg)
     trainer = TorchTrainer(
