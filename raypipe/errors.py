@@ -12,3 +12,8 @@ class ScanError(ValueError):
 
 class MoleculeError(ValueError):
     """A molecule cannot be built or is outside what raypipe handles (elements, fragments, geometry)."""
+
+
+class DepictionError(ValueError):
+    """A depiction that graph extraction cannot read as one molecule (e.g. far more balls than any molecule
+    in the window has: an untrained model's noise, or a model given scans unlike its training data)."""

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from raypipe.chem.depiction import decode_png
-from raypipe.chem.graph import MolGraph, extract_graph
+from raypipe.chem.graph import MolGraph, read_graph
 from raypipe.chem.scoring import aggregate, element_pairs, score
 from raypipe.model.inference import Model, Prediction, load_model
 from raypipe.reports import grey_rgb
@@ -40,7 +40,7 @@ def predict_rows(model: Model, rows: list[dict], batch_size: int = 16) -> Predic
 
 def read_graphs(prediction: Prediction, window) -> list[MolGraph]:
     """The graphs of a prediction's depictions (read at its atom-centre maps where the model has them)."""
-    return [extract_graph(d, window, prediction.centre_map(k)) for k, d in enumerate(prediction.depictions)]
+    return [read_graph(d, window, prediction.centre_map(k)) for k, d in enumerate(prediction.depictions)]
 
 
 def score_rows(depictions: np.ndarray, rows: list[dict], graphs: list[MolGraph] | None = None) -> dict:
@@ -48,7 +48,7 @@ def score_rows(depictions: np.ndarray, rows: list[dict], graphs: list[MolGraph] 
     described above."""
     scores, confusion = [], defaultdict(Counter)
     for k, (depiction, row) in enumerate(zip(depictions, rows)):
-        predicted = graphs[k] if graphs is not None else extract_graph(depiction)
+        predicted = graphs[k] if graphs is not None else read_graph(depiction)
         truth = MolGraph.from_rows(row["atoms"], row["bonds"])
         scores.append(score(predicted, truth))
         for true_el, pred_el in element_pairs(predicted, truth):

@@ -25,7 +25,7 @@ def with_fov(stack: ScanStack, fov: float) -> ScanStack:
 
 def estimate_fov(stack: ScanStack, model, fovs=FOVS) -> tuple[float, list[dict]]:
     """(best field of view in Å along x, one dict per tried fov: fov, confidence, margin, quality)."""
-    from raypipe.chem.graph import extract_graph
+    from raypipe.chem.graph import read_graph
     from raypipe.model.calibration import features, margin_stats
     from raypipe.scans.preprocess import preprocess
 
@@ -35,7 +35,7 @@ def estimate_fov(stack: ScanStack, model, fovs=FOVS) -> tuple[float, list[dict]]
     informative = model.calibration is not None and any(model.calibration.weights)
     tried = []
     for k, (fov, depiction, margin) in enumerate(zip(fovs, prediction.depictions, prediction.margins)):
-        graph = extract_graph(depiction, window, prediction.centre_map(k))
+        graph = read_graph(depiction, window, prediction.centre_map(k))
         mean, low = margin_stats(margin, depiction)
         feats = features(graph, mean, low)
         confidence = model.calibration.predict(feats) if informative else mean

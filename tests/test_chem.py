@@ -206,3 +206,31 @@ def test_atoms_are_read_at_the_peaks_of_an_atom_centre_map() -> None:
     with pytest.raises(ValueError, match="centre map of shape"):
         extract_graph(depiction, DEFAULT_WINDOW, centres[:64])
     assert extract_graph(depiction, DEFAULT_WINDOW, np.zeros((128, 128), np.float32)).atoms == []
+
+
+def test_a_depiction_of_noise_is_refused_quickly_not_paired_for_minutes() -> None:
+    """An untrained model paints palette noise: thousands of ball-like blobs. Extraction stops at MAX_ATOMS
+    with a DepictionError that says why (pairing them all took minutes a depiction), by the ball search and
+    by a centre map full of peaks alike; 196 separate balls (fewer than the limit) are still read. Scoring reads
+    the refused depiction as the empty graph."""
+    from raypipe.chem.elements import ball_radius
+    from raypipe.chem.pixels import MAX_ATOMS
+    from raypipe.errors import DepictionError
+
+    def lattice(spacing: int) -> np.ndarray:  # hydrogen balls on a square lattice, none touching
+        yy, xx = np.mgrid[0:128, 0:128] + 0.5
+        d = np.hypot(xx % spacing - spacing / 2, yy % spacing - spacing / 2)
+        image = np.zeros((128, 128, 3), np.uint8)
+        image[d <= ball_radius("H") / DEFAULT_WINDOW.pixel] = palette()[ELEMENTS.index("H") + 1]
+        return image
+
+    peaks = np.zeros((128, 128), np.float32)
+    peaks[3::6, 3::6] = 0.9  # a peak on every ball
+    for centres in (None, peaks):
+        with pytest.raises(DepictionError, match=f"more than {MAX_ATOMS} atoms"):
+            extract_graph(lattice(6), DEFAULT_WINDOW, centres)  # 441 balls
+    assert len(extract_graph(lattice(9)).atoms) == 14 * 14 < MAX_ATOMS
+    # scoring (validation, evaluate, the scale search) reads such a depiction as no molecule: wrong, not fatal
+    from raypipe.chem.graph import read_graph
+
+    assert read_graph(lattice(6)).atoms == [] and read_graph(lattice(9)).formula == "H196"

@@ -247,10 +247,18 @@ def test_a_model_on_another_grid_labels_on_its_own_grid(ray_cluster, tmp_path, c
     path = save_model(generator, config, tmp_path / "m64.safetensors", name="grid64")
     rows = predict_dataset(str(Path(__file__).resolve().parents[1] / "examples" / "scans"),
                            model=str(path)).take_all()
-    assert len(rows) == 16 and {r["status"] for r in rows} == {"ok"}, {r["error"] for r in rows}
-    assert decode_png(rows[0]["depiction"]).shape == (64, 64, 3)
+    assert len(rows) == 16 and all(r["depiction"] for r in rows)
+    assert {decode_png(r["depiction"]).shape for r in rows} == {(64, 64, 3)}
     drawn = [r for r in rows if decode_png(r["depiction"]).any()]
-    assert drawn and all(bool(r["atoms"]) != centres for r in drawn)
+    assert drawn
+    if centres:
+        assert all(r["status"] == "ok" and not r["atoms"] for r in rows), {r["error"] for r in rows}
+    else:
+        # an untrained network paints noise: more balls than a molecule has, an error row that keeps the
+        # picture and says why (reading it used to pair thousands of blobs for minutes a stack)
+        for r in drawn:
+            assert r["atoms"] or (r["status"], r["error_kind"]) == ("error", "permanent"), r["error"]
+            assert r["status"] == "ok" or "DepictionError" in r["error"] and "MAX_ATOMS" in r["error"]
 
 
 def test_labelling_runs_under_a_small_object_store_budget(ray_cluster, model_file, monkeypatch):

@@ -29,7 +29,7 @@ from raypipe.chem.molgraph import GraphAtom, MolGraph
 from raypipe.chem.pixels import atoms_and_bonds, classify_pixels
 from raypipe.window import DEFAULT_WINDOW, Window
 
-__all__ = ["GraphAtom", "MolGraph", "classify_pixels", "extract_graph", "graph_smiles"]
+__all__ = ["GraphAtom", "MolGraph", "classify_pixels", "extract_graph", "graph_smiles", "read_graph"]
 
 
 def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None) -> MolGraph:
@@ -44,3 +44,15 @@ def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: 
     if centres is not None and np.shape(centres) != depiction.shape[:2]:
         raise ValueError(f"centre map of shape {np.shape(centres)} does not fit the depiction {depiction.shape[:2]}")
     return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window, centres))
+
+
+def read_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None) -> MolGraph:
+    """:func:`extract_graph` for scoring and ranking: a depiction that shows no molecule (a
+    :class:`~raypipe.errors.DepictionError`, e.g. an early model's noise) reads as the empty graph, which
+    scores as wrong, instead of stopping a validation or a scale search."""
+    from raypipe.errors import DepictionError
+
+    try:
+        return extract_graph(depiction, window, centres)
+    except DepictionError:
+        return MolGraph([], [])

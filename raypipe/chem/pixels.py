@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from raypipe.chem.elements import COVALENT_RADII, ELEMENTS, ball_radius, palette
 from raypipe.chem.molgraph import GraphAtom, MolGraph, ideal_length
+from raypipe.errors import DepictionError
 from raypipe.window import Window
 
 BOND_FACTOR = 1.25
@@ -35,6 +36,9 @@ MIN_UNDER_H_FILL = 0.66  # a heavy atom half under an H: its ball at least this 
 MIN_LINE_FILL = 0.8
 CENTRE_THRESHOLD = 0.3  # an atom-centre map's local maximum at least this high is an atom
 CENTRE_VOTE_RADIUS = 2.5  # pixels around a centre whose depiction colours choose its element
+# more atoms than this in one depiction is not a molecule (a flat molecule filling the 18 A window, H
+# included, has fewer than ~250): extraction stops there instead of pairing thousands of noise blobs
+MAX_ATOMS = 300
 
 
 class Candidate(NamedTuple):
@@ -51,6 +55,7 @@ def atoms_and_bonds(labels: np.ndarray, window: Window, centres: np.ndarray | No
     """The atoms and bonds a labelled depiction shows (no hidden hydrogens yet); with ``centres`` (a model's
     (S, S) atom-centre probabilities) the atoms are read from that map (:func:`atoms_at_centres`)."""
     atoms = find_atoms(labels, window) if centres is None else atoms_at_centres(labels, centres, window)
+    _check_count(len(atoms))
     # sticks are thinner than a pixel and a half: follow them on the foreground grown by one pixel
     bonds, bond_conf = find_bonds(atoms, ndimage.binary_dilation(labels > 0, np.ones((3, 3), bool)), window)
     return clean_bonds(MolGraph(atoms, bonds, bond_conf))
@@ -110,7 +115,14 @@ def find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
         if all(np.hypot(cand.col - k.col, cand.row - k.row) >= limit or _under_hydrogen(cand, k, window)
                for k in kept):
             kept.append(cand)
+            _check_count(len(kept))
     return _in_reading_order([(k.element, k.col, k.row, k.fill) for k in kept], window)
+
+
+def _check_count(n: int) -> None:
+    if n > MAX_ATOMS:
+        raise DepictionError(f"the depiction shows more than {MAX_ATOMS} atoms (MAX_ATOMS): not one molecule's "
+                             "depiction (an untrained model, or scans unlike the model's training data?)")
 
 
 def _in_reading_order(found: list[tuple[str, float, float, float]], window: Window) -> list[GraphAtom]:
@@ -230,6 +242,10 @@ def find_bonds(atoms: list[GraphAtom], foreground: np.ndarray, window: Window) -
     hydrogen = cov == COVALENT_RADII["H"]
     limit[hydrogen[:, None] & hydrogen[None, :]] = 0  # no H-H bonds
     pix = window.to_pixels(xy)
+    # per atom, once: the half ball radius a third atom must come within to block a bond, heavy or not
+    # (computing these per candidate pair made a noisy depiction of thousands of blobs take many minutes)
+    half_radius = 0.5 * np.array([ball_radius(a.element) for a in atoms])
+    heavy = np.array([a.element != "H" for a in atoms])
     bonds, confidence = [], []
     for i, j in zip(*np.nonzero(np.triu(dist <= limit, k=1))):
         steps = max(int(np.hypot(*(pix[j] - pix[i])) * 2), 2)
@@ -238,24 +254,23 @@ def find_bonds(atoms: list[GraphAtom], foreground: np.ndarray, window: Window) -
         cols = np.clip(pts[:, 0].astype(int), 0, foreground.shape[1] - 1)
         rows = np.clip(pts[:, 1].astype(int), 0, foreground.shape[0] - 1)
         fill = float(foreground[rows, cols].mean())
-        if fill >= MIN_LINE_FILL and not _atom_between(xy, i, j, atoms):
+        if fill >= MIN_LINE_FILL and not _atom_between(xy, i, j, half_radius, heavy):
             bonds.append((int(i), int(j)))
             confidence.append(fill)
     return bonds, confidence
 
 
-def _atom_between(xy: np.ndarray, i: int, j: int, atoms: list[GraphAtom]) -> bool:
-    """True when a third, heavy atom sits on the middle half of segment i-j (so i and j are not bonded).
+def _atom_between(xy: np.ndarray, i: int, j: int, half_radius: np.ndarray, heavy: np.ndarray) -> bool:
+    """True when a third, heavy atom sits on the middle half of segment i-j (so i and j are not bonded):
+    within half its ball radius (``half_radius``, per atom) of the segment.
 
     Hydrogens never block: one bonds to a single atom, so an H projected over a bond is not a link.
     """
     axis = xy[j] - xy[i]
     t = (xy - xy[i]) @ axis / float(axis @ axis)
     off = np.abs((xy[:, 0] - xy[i, 0]) * axis[1] - (xy[:, 1] - xy[i, 1]) * axis[0]) / np.hypot(*axis)
-    radii = np.array([ball_radius(a.element) for a in atoms])
-    between = (t > 0.25) & (t < 0.75) & (off < 0.5 * radii)
+    between = (t > 0.25) & (t < 0.75) & (off < half_radius) & heavy
     between[[i, j]] = False
-    between &= np.array([a.element != "H" for a in atoms])
     return bool(between.any())
 
 

@@ -95,8 +95,9 @@ OUTPUT_SCHEMA = pa.schema([
     _field("model", pa.string(), "the model that labelled the row: name@first 12 hex of its file's SHA-256"),
     _field("status", pa.string(), "ok or error"),
     _field("error", pa.string(), "for an error row: the file and the reason"),
-    _field("error_kind", pa.string(), "permanent (a ScanError: the file is what it is) or transient (I/O, a time "
-                                      "limit, a crash: retried by the next run); null for ok rows"),
+    _field("error_kind", pa.string(), "permanent (a ScanError: the file is what it is; a DepictionError: "
+                                      "the model drew no readable molecule, the depiction kept) or transient (I/O, "
+                                      "a time limit, a crash: retried by the next run); null for ok rows"),
     _field("unit", pa.string(), "the scan unit (file or folder) the row came from"),
     _field("unit_fingerprint", pa.string(), "fingerprint of the unit's files (names, sizes, times) when read"),
 ])
@@ -121,9 +122,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _kind(exc: BaseException) -> str:
-    from raypipe.errors import ScanError
+    from raypipe.errors import DepictionError, ScanError
 
-    return "permanent" if isinstance(exc, ScanError) else "transient"
+    return "permanent" if isinstance(exc, (ScanError, DepictionError)) else "transient"
 
 
 def _error(row: dict, exc: BaseException) -> dict:
@@ -331,6 +332,7 @@ class DepictionPredictor:
 def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str | None = None) -> pa.Table:
     from raypipe.chem.depiction import encode_png
     from raypipe.chem.graph import extract_graph
+    from raypipe.errors import DepictionError
     from raypipe.model.calibration import Calibration, features
     from raypipe.window import Window
 
@@ -369,6 +371,8 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str |
                 row.update(depiction=encode_png(depiction), atoms=atoms, bonds=bonds, formula=graph.formula,
                            smiles=graph.smiles, depiction_quality=graph.confidence,
                            confidence=calibrated.predict(feats) if calibrated else None)
+            except DepictionError as exc:  # the model drew something no graph can be read from: show it
+                row.update(status="error", error=_reason(exc), error_kind=_kind(exc), depiction=encode_png(depiction))
             except Exception as exc:
                 row.update(status="error", error=_reason(exc), error_kind=_kind(exc))
         rows.append(row)
