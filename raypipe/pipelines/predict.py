@@ -371,10 +371,10 @@ def _extract(batch: dict, size: int = 128, fov: float = 18.0, calibration: str |
                 row.update(depiction=encode_png(depiction), atoms=atoms, bonds=bonds, formula=graph.formula,
                            smiles=graph.smiles, depiction_quality=graph.confidence,
                            confidence=calibrated.predict(feats) if calibrated else None)
-            except DepictionError as exc:  # the model drew something no graph can be read from: show it
-                row.update(status="error", error=_reason(exc), error_kind=_kind(exc), depiction=encode_png(depiction))
             except Exception as exc:
                 row.update(status="error", error=_reason(exc), error_kind=_kind(exc))
+                if isinstance(exc, DepictionError):  # the model drew something no graph can be read from: show it
+                    row["depiction"] = encode_png(depiction)
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
 
