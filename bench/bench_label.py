@@ -2,6 +2,7 @@
 memory of the whole Ray session for a small and a 10x larger archive.
 
 Usage: python bench/bench_label.py [--sizes 100,1000,10000] [--compare 1000] [--repeat 3] [--model FILE] [--views N]
+                                  [--trace FOLDER]
 
 The archives are made from the bundled sample stacks (each copy with its own noise, so every stack is
 distinct), 100 stacks per HDF5 file. The bare loop runs in this process with every core on the
@@ -15,12 +16,16 @@ times (each pipeline run in a fresh child) and the ratio reported is the median 
 runs of the same code differ by about +-7 %. Then every size is labelled with the sampler: the summed
 proportional resident memory (PSS) of the child and all its descendants (GCS, raylet, workers), every
 0.2 s; the peak's largest processes are reported by name, the sampler's own CPU share and how many Ray worker
-processes were started during the run (each pays its imports: ~1 s of CPU, ~200 MiB).
+processes were started during the run (each pays its imports: ~1 s of CPU, ~200 MiB), and the peak by
+kind of page (``Anon``: heaps; ``File``: libraries; ``Shmem``: the object store's pages). ``--trace FOLDER``
+writes each sampled run's memory by process every 5 s (``SIZE.jsonl``): where a run's memory grows, and when.
+``--repeat 0`` measures memory only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -35,6 +40,7 @@ import numpy as np
 from raypipe.scans.archive import read_archive, write_archive
 from raypipe.scans.stack import ScanStack
 
+TRACE_EVERY_S = 5.0  # --trace: one line of per-process memory this often
 SAMPLE_EVERY_S = 0.2  # memory samples: one costs ~17-50 ms of CPU (smaps_rollup of every process)
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scans" / "sample_scans.h5"
 
@@ -90,20 +96,28 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def _memory_of_session() -> tuple[int, dict[str, int]]:
-    """Bytes: this process and its descendants (the local Ray it started, not other Ray sessions), and
-    the same summed by process title."""
-    total, by_name = 0, {}
+KINDS = ("Pss_Anon:", "Pss_File:", "Pss_Shmem:")  # the heap, mapped files (libraries), the object store
+
+
+def _memory_of_session() -> tuple[int, dict[str, int], dict[str, int]]:
+    """Bytes: this process and its descendants (the local Ray it started, not other Ray sessions), the
+    same summed by process title, and by kind of page (``KINDS``, where the kernel reports them)."""
+    total, by_name, by_kind = 0, {}, {}
     for pid in _descendants(os.getpid()):
         status = Path("/proc") / str(pid)
         try:
             rollup = status / "smaps_rollup"
             text = rollup.read_text() if rollup.exists() else (status / "status").read_text()
             key = "Pss:" if "Pss:" in text else "VmRSS:"
-            size = int(next(line for line in text.splitlines() if line.startswith(key)).split()[1]) * 1024
+            fields = {line.split()[0]: int(line.split()[1]) * 1024 for line in text.splitlines()
+                      if line.startswith((key, *KINDS))}
+            size = fields[key]
             name = (status / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except (OSError, StopIteration, ValueError):
+        except (OSError, KeyError, IndexError, ValueError):
             continue
+        for kind in KINDS:
+            if kind in fields:
+                by_kind[kind[4:-1]] = by_kind.get(kind[4:-1], 0) + fields[kind]
         name = name if name.startswith("ray::") else Path(name).name
         if name.startswith("ray::"):
             _WORKERS_SEEN.add(pid)
@@ -113,22 +127,35 @@ def _memory_of_session() -> tuple[int, dict[str, int]]:
             name += " (an inference actor exiting)"
         total += size
         by_name[name] = by_name.get(name, 0) + size
-    return total, by_name
+    return total, by_name, by_kind
 
 
-def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple[float, int, dict[str, int], float, int]:
-    """Labels ``folder``: stacks/s and, with ``sample``, the peak memory, its largest processes and the
-    sampler's share of the machine's CPU (~10 % on 2 cores: the compared speed is measured unsampled)."""
+def pipeline(folder: Path, model_path: str | None, sample: bool = True,
+             trace: Path | None = None) -> tuple[float, int, dict[str, int], float, int, dict[str, int]]:
+    """Labels ``folder``: stacks/s and, with ``sample``, the peak memory, its largest processes, the
+    sampler's share of the machine's CPU (~10 % on 2 cores: the compared speed is measured unsampled) and
+    the peak by kind of page. With ``trace``, a line of JSON every ``TRACE_EVERY_S`` there: seconds,
+    total and each process title's MiB (where memory grows over a run, not only at its peak)."""
     from raypipe.pipelines.predict import predict_dataset
 
-    peak, stop, cost = [0, {}], threading.Event(), [0.0]
+    peak, stop, cost = [0, {}, {}], threading.Event(), [0.0]
+    start = time.perf_counter()
 
     def sampler_loop() -> None:
-        while not stop.is_set():
-            total, by_name = _memory_of_session()
-            if total > peak[0]:
-                peak[:] = [total, by_name]
-            stop.wait(SAMPLE_EVERY_S)
+        traced = -TRACE_EVERY_S
+        with open(trace, "a") if trace else contextlib.nullcontext() as log:
+            while not stop.is_set():
+                total, by_name, by_kind = _memory_of_session()
+                if total > peak[0]:
+                    peak[:] = [total, by_name, by_kind]
+                now = time.perf_counter() - start
+                if log and now - traced >= TRACE_EVERY_S:
+                    traced = now
+                    log.write(json.dumps({"s": round(now, 1), "MiB": round(total / 2**20),
+                                          **{k: round(v / 2**20) for k, v in by_kind.items()},
+                                          "by_process": {k: round(v / 2**20) for k, v in by_name.items()}}) + "\n")
+                    log.flush()
+                stop.wait(SAMPLE_EVERY_S)
         cost[0] = time.thread_time()
 
     sampler = threading.Thread(target=sampler_loop)
@@ -145,7 +172,7 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True) -> tuple
         stop.set()
         sampler.join()
     started = len(_WORKERS_SEEN - known)  # worker processes started during the run (sampled runs)
-    return n / seconds, peak[0], peak[1], cost[0] / (seconds * (os.cpu_count() or 1)), started
+    return n / seconds, peak[0], peak[1], cost[0] / (seconds * (os.cpu_count() or 1)), started, peak[2]
 
 
 _WORKERS_SEEN: set[int] = set()  # Ray worker processes the memory sampler has seen
@@ -188,7 +215,8 @@ def _wait_for_actors_to_exit(timeout_s: float = 60.0) -> float:
     return time.perf_counter() - start
 
 
-def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool, sampled: bool = True) -> dict:
+def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool, sampled: bool = True,
+          trace: Path | None = None) -> dict:
     """One size in this process: a fresh local Ray, a warm-up on ``warm``, then ``folder`` labelled with
     the memory sampler (unless not ``sampled``) and, with ``speed_run``, first once without it (the speed
     compared with the bare loop)."""
@@ -206,12 +234,13 @@ def child(folder: Path, warm: Path, model_path: str | None, speed_run: bool, sam
         return speed
     waited = _wait_for_actors_to_exit()
     start = time.perf_counter()
-    rate, memory, by_name, share, started = pipeline(folder, model_path)
+    rate, memory, by_name, share, started, by_kind = pipeline(folder, model_path, trace=trace)
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:6]
     return {**speed, "stacks_per_s": round(rate, 2), "seconds": round(time.perf_counter() - start, 1),
             "memory_sampler_cpu_share": round(share, 4), "waited_for_earlier_actor_s": round(waited, 1),
             "peak_session_memory_MiB": round(memory / 2**20), "ray_worker_processes_started": started,
-            "peak_by_process_MiB": {name: round(size / 2**20) for name, size in top}}
+            "peak_by_process_MiB": {name: round(size / 2**20) for name, size in top},
+            "peak_by_kind_MiB": {kind: round(size / 2**20) for kind, size in by_kind.items()}}
 
 
 def main() -> None:
@@ -219,19 +248,24 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000", help="archive sizes the pipeline labels")
     parser.add_argument("--compare", type=int, default=1000, help="the size the bare loop also runs on")
     parser.add_argument("--repeat", type=int, default=3,
-                        help="bare loop / unsampled pipeline pairs on the --compare size (the median ratio is reported)")
+                        help="bare loop / unsampled pipeline pairs on the --compare size (the median ratio is "
+                             "reported; 0: memory only, no speed comparison)")
     parser.add_argument("--model", default=None, help="model file (default: the shipped model)")
     parser.add_argument("--views", type=int, default=1,
                         help="test-time views of the model, for both the bare loop and the pipeline (a copy of "
                              "the model file with these; 1: one network pass a stack, as the figures of earlier "
                              "sessions; 0: the model file's own)")
     parser.add_argument("--out", type=Path, default=Path("out/bench-label.json"))
+    parser.add_argument("--trace", type=Path, default=None,
+                        help="a folder: each sampled run writes SIZE.jsonl there, the memory of every process "
+                             "every %g s (where it grows over a run)" % TRACE_EVERY_S)
     parser.add_argument("--child", nargs=2, type=Path, metavar=("ARCHIVE", "WARMUP"), help=argparse.SUPPRESS)
     parser.add_argument("--speed-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--unsampled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], args.child[1], args.model, args.speed_run, not args.unsampled)))
+        print(json.dumps(child(args.child[0], args.child[1], args.model, args.speed_run, not args.unsampled,
+                               args.trace)))
         return
 
     sizes = sorted({int(v) for v in args.sizes.split(",")} | {args.compare})
@@ -252,24 +286,29 @@ def main() -> None:
             return json.loads(done.stdout.strip().splitlines()[-1])
 
         pairs = []  # (bare loop, unsampled pipeline) on the --compare archive, alternating
-        for _ in range(max(1, args.repeat)):
+        for _ in range(args.repeat):
             bare = bare_loop(archives[args.compare], args.model)
             speed = run_child(args.compare, "--speed-run", "--unsampled")["stacks_per_s_unsampled"]
             pairs.append((round(bare, 2), speed))
             print("bare loop / pipeline", pairs[-1], flush=True)
+        if args.trace:
+            args.trace.mkdir(parents=True, exist_ok=True)
         for n in sizes:
-            result["pipeline"][n] = run_child(n)
+            trace = ["--trace", str(args.trace / f"{n}.jsonl")] if args.trace else []
+            result["pipeline"][n] = run_child(n, *trace)
             print(n, result["pipeline"][n], flush=True)
     first, last = result["pipeline"][sizes[0]], result["pipeline"][sizes[-1]]
-    bare = float(np.median([b for b, _ in pairs]))
-    compare_rate = float(np.median([p for _, p in pairs]))
-    result["pipeline"][args.compare]["stacks_per_s_unsampled"] = compare_rate
+    if pairs:
+        bare = float(np.median([b for b, _ in pairs]))
+        result["pipeline"][args.compare]["stacks_per_s_unsampled"] = float(np.median([p for _, p in pairs]))
+        result.update({
+            "bare_loop_stacks_per_s": round(bare, 2), "bare_loop_stacks": args.compare,
+            "speed_pairs": pairs,
+            "pipeline_vs_bare_loop": round(float(np.median([p / b for b, p in pairs])), 3),
+            "pipeline_vs_bare_loop_each": [round(p / b, 3) for b, p in pairs],
+            "pipeline_sampled_vs_bare_loop": round(result["pipeline"][args.compare]["stacks_per_s"] / bare, 3),
+        })
     result.update({
-        "bare_loop_stacks_per_s": round(bare, 2), "bare_loop_stacks": args.compare,
-        "speed_pairs": pairs,
-        "pipeline_vs_bare_loop": round(float(np.median([p / b for b, p in pairs])), 3),
-        "pipeline_vs_bare_loop_each": [round(p / b, 3) for b, p in pairs],
-        "pipeline_sampled_vs_bare_loop": round(result["pipeline"][args.compare]["stacks_per_s"] / bare, 3),
         "memory_growth_smallest_to_largest": round(last["peak_session_memory_MiB"] / first["peak_session_memory_MiB"]
                                                    - 1, 3),
         "rate_largest_vs_compare": round(last["stacks_per_s"] / result["pipeline"][args.compare]["stacks_per_s"], 3),

@@ -274,6 +274,30 @@ def test_labelling_runs_under_a_small_object_store_budget(ray_cluster, model_fil
     assert len(labelled) == 16 and {r["status"] for r in labelled} == {"ok"}, {r["error"] for r in labelled}
 
 
+def test_the_local_ray_gives_its_workers_the_memory_settings_unless_the_user_set_them(tmp_path):
+    """``ensure_ray`` starts a local Ray whose workers run with ``LOCAL_RAY_ENV`` (metrics not collected,
+    two malloc arenas, idle workers kept); a value the user exported wins. Its own Ray, in a child
+    process: the settings are read when Ray's processes start."""
+    import json
+
+    from raypipe.pipelines.cluster import LOCAL_RAY_ENV
+
+    probe = ("import json, os, ray\n"
+             "from raypipe.pipelines.cluster import LOCAL_RAY_ENV, ensure_ray\n"
+             "ensure_ray()\n"
+             "seen = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in LOCAL_RAY_ENV}).remote())\n"
+             "ray.shutdown()\n"
+             "print(json.dumps(seen))\n")
+    env = {k: v for k, v in os.environ.items() if k not in LOCAL_RAY_ENV and k != "RAY_ADDRESS"}
+    env["MALLOC_ARENA_MAX"] = "3"  # the user's own
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=180, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {**LOCAL_RAY_ENV, "MALLOC_ARENA_MAX": "3"}
+    assert seen["RAY_enable_metrics_collection"] == "0"
+
+
 def test_model_files_in_object_storage(s3_server, tmp_path):
     """A model written to s3:// (as the training RayJob does) is loaded from there by its URI."""
     from raypipe.model.inference import load_model, model_config, model_tag

@@ -19,7 +19,14 @@ import sys
 # workers kept for 10 minutes are reused instead (2 new ones a run). And a task killed for memory is
 # retried once, not forever. Set for the local Ray raypipe starts (unless the environment says otherwise);
 # a cluster's nodes take the worker-pool variable in their environment (k8s/).
-LOCAL_RAY_ENV = {"RAY_idle_worker_killing_time_threshold_ms": "600000", "RAY_task_oom_retries": "1"}
+#
+# Memory (bench/bench_label.py --trace, 100 against 3,000 stacks): a long run's peak grew by Ray's
+# _StatsActor (118 -> 154 MiB in its first minutes) and by every worker's heap. The local Ray has no
+# dashboard, so its metrics are read by nobody: not collected (the stats actor stays at ~117 MiB).
+# glibc gives each thread of a process its own malloc arena (Ray's core worker runs dozens of threads) and
+# freed memory spread over many arenas stays resident; two arenas a process keep the heaps compact.
+LOCAL_RAY_ENV = {"RAY_idle_worker_killing_time_threshold_ms": "600000", "RAY_task_oom_retries": "1",
+                 "RAY_enable_metrics_collection": "0", "MALLOC_ARENA_MAX": "2"}
 
 _VERBOSE = False
 _ADDRESS: str | None = None
