@@ -143,7 +143,7 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True,
 
     def sampler_loop() -> None:
         traced = -TRACE_EVERY_S
-        with open(trace, "a") if trace else contextlib.nullcontext() as log:
+        with open(trace, "w") if trace else contextlib.nullcontext() as log:
             while not stop.is_set():
                 total, by_name, by_kind = _memory_of_session()
                 if total > peak[0]:
