@@ -139,16 +139,15 @@ def pipeline(folder: Path, model_path: str | None, sample: bool = True,
     from raypipe.pipelines.predict import predict_dataset
 
     peak, stop, cost = [0, {}, {}], threading.Event(), [0.0]
-    start = time.perf_counter()
 
     def sampler_loop() -> None:
-        traced = -TRACE_EVERY_S
+        begun, traced = time.perf_counter(), -TRACE_EVERY_S
         with open(trace, "w") if trace else contextlib.nullcontext() as log:
             while not stop.is_set():
                 total, by_name, by_kind = _memory_of_session()
                 if total > peak[0]:
                     peak[:] = [total, by_name, by_kind]
-                now = time.perf_counter() - start
+                now = time.perf_counter() - begun
                 if log and now - traced >= TRACE_EVERY_S:
                     traced = now
                     log.write(json.dumps({"s": round(now, 1), "MiB": round(total / 2**20),

@@ -18,7 +18,7 @@ import sys
 # each paying ~1 s of CPU for its imports (numpy, RDKit, raypipe) and ~200 MiB while it lived. Idle
 # workers kept for 10 minutes are reused instead (2 new ones a run). And a task killed for memory is
 # retried once, not forever. Set for the local Ray raypipe starts (unless the environment says otherwise);
-# a cluster's nodes take the worker-pool variable in their environment (k8s/).
+# a cluster's nodes take the worker-pool and malloc variables in their environment (k8s/settings.env).
 #
 # Memory (bench/bench_label.py --trace, 100 against 3,000 stacks): a long run's peak grew by Ray's
 # _StatsActor (118 -> 154 MiB in its first minutes) and by every worker's heap. The local Ray has no
