@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from raypipe.simulation.schema import read_stacks, stack_columns, stack_shape
 from raypipe.storage import StorageOptions, filesystem, join
 
 
@@ -89,7 +90,7 @@ def check_grid(data_uri: str, config, storage_options: StorageOptions = None) ->
     fs, _ = filesystem(data_uri, storage_options)
     with fs.open(shards[0], "rb") as f:
         parquet = pq.ParquetFile(f)
-        shape = tuple(parquet.schema_arrow.field("stack").type.shape)
+        shape = stack_shape(parquet.schema_arrow)
         fovs = parquet.read_row_group(0, columns=["fov"])["fov"].to_pylist() if parquet.metadata.num_rows else []
     want = (config.n_slices, config.size, config.size)
     if shape != want or any(abs(f - config.fov) > 1e-6 for f in fovs[:1]):
@@ -98,22 +99,20 @@ def check_grid(data_uri: str, config, storage_options: StorageOptions = None) ->
 
 
 def read_shard(fs, path: str, split: str | None, columns: list[str]) -> dict[str, np.ndarray | list]:
-    """One shard's rows of ``split`` (None: all): ``stack`` as (N, D, S, S) float16, others as lists."""
+    """One shard's rows of ``split`` (None: all): ``stack`` as (N, D, S, S) Δf (plain or compact shards:
+    :func:`raypipe.simulation.shards.read_stacks`), others as lists."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     with fs.open(path, "rb") as f:
-        table = pq.read_table(f, columns=sorted(set(columns) | {"split"}))
+        parquet = pq.ParquetFile(f)
+        wanted = set(columns) | {"split"}
+        if "stack" in wanted:
+            wanted = (wanted - {"stack"}) | set(stack_columns(parquet.schema_arrow))
+        table = parquet.read(columns=sorted(wanted))
     if split is not None:
         table = table.filter(pc.equal(table["split"], split))
-    out: dict = {}
-    for name in columns:
-        if name == "stack":
-            out[name] = table["stack"].combine_chunks().to_numpy_ndarray() if table.num_rows else \
-                np.zeros((0,) + tuple(table.schema.field("stack").type.shape), np.float16)
-        else:
-            out[name] = table[name].to_pylist()
-    return out
+    return {name: read_stacks(table) if name == "stack" else table[name].to_pylist() for name in columns}
 
 
 class ShardStream:

@@ -1,23 +1,5 @@
-"""Training shards: one Parquet row per (molecule, parameter set); schema and shard building.
-
-Schema (plain pyarrow reads it; ``stack`` is Arrow's canonical fixed-shape tensor extension, so
-``table["stack"].combine_chunks().to_numpy_ndarray()`` gives an (N, 10, 128, 128) array):
-
-==============  ==========================================================================
-molecule_id     string, the id from the molecule list
-smiles          string, canonical SMILES (RDKit, no explicit H)
-formula         string, Hill formula with hydrogens
-corrugation     float32, height spread of all atoms in Å
-split           string, "train" / "val" / "test" (80/10/10 by a hash of the canonical SMILES)
-amplitude       float64, oscillation amplitude in Å (peak to peak)
-stiffness       float64, CO lateral stiffness in N/m
-distance        float64, tip height of the closest image above the top atom in Å (jittered per stack)
-fov             float64, field of view in Å (square window)
-stack           fixed_shape_tensor<float16>[10, 128, 128], frequency shift in Hz, closest first
-target_png      binary, the ball-and-stick depiction (PNG, 128 x 128 RGB)
-atoms           list<struct<element, x, y, z, charge>>, molecule coordinates in Å
-bonds           list<struct<i, j, order>>, atom indices, order 1/1.5/2/3
-==============  ==========================================================================
+"""Training shards: building them (conformer, filters, simulation, depiction) into rows of the shard
+schema (:mod:`raypipe.simulation.schema`, plain or compact).
 
 Rejected molecules go to a second table (``molecule_id``, ``smiles``, ``reason``).
 """
@@ -36,28 +18,11 @@ from raypipe.chem.elements import ball_radius
 from raypipe.chem.molecule import Molecule
 from raypipe.errors import MoleculeError
 from raypipe.simulation.params import ParameterSpec, parameter_sets
+from raypipe.simulation.schema import REJECT_SCHEMA, compact_stacks, shard_schema
 from raypipe.simulation.ppm import Simulator
 from raypipe.window import Window
 
 MAX_CORRUGATION = 1.8
-
-ATOM = pa.struct([("element", pa.string()), ("x", pa.float32()), ("y", pa.float32()), ("z", pa.float32()),
-                  ("charge", pa.float32())])
-BOND = pa.struct([("i", pa.int32()), ("j", pa.int32()), ("order", pa.float32())])
-
-
-def shard_schema(n_images: int = 10, size: int = 128) -> pa.Schema:
-    return pa.schema([
-        ("molecule_id", pa.string()), ("smiles", pa.string()), ("formula", pa.string()),
-        ("corrugation", pa.float32()), ("split", pa.string()), ("amplitude", pa.float64()),
-        ("stiffness", pa.float64()), ("distance", pa.float64()), ("fov", pa.float64()),
-        ("stack", pa.fixed_shape_tensor(pa.float16(), [n_images, size, size])),
-        ("target_png", pa.binary()), ("atoms", pa.list_(ATOM)), ("bonds", pa.list_(BOND)),
-    ])
-
-
-REJECT_SCHEMA = pa.schema([("molecule_id", pa.string()), ("smiles", pa.string()), ("reason", pa.string())])
-
 
 def split_of(smiles: str) -> str:
     """train/val/test (80/10/10) from a hash of the canonical SMILES: one split per molecule."""
@@ -78,7 +43,7 @@ def prepare_molecule(molecule_id: str, smiles: str, seed: int, window: Window,
 
 
 def build_shard(molecules: list[tuple[str, str]], spec: ParameterSpec, seed: int, simulator: Simulator,
-                max_corrugation: float = MAX_CORRUGATION) -> tuple[pa.Table, pa.Table]:
+                max_corrugation: float = MAX_CORRUGATION, compact: bool = False) -> tuple[pa.Table, pa.Table]:
     """Simulate every accepted molecule under its parameter sets: (rows table, rejects table)."""
     rows, rejects = [], []
     for molecule_id, smiles in molecules:
@@ -88,7 +53,7 @@ def build_shard(molecules: list[tuple[str, str]], spec: ParameterSpec, seed: int
             rejects.append({"molecule_id": molecule_id, "smiles": smiles, "reason": str(exc)})
             continue
         rows += molecule_rows(molecule, molecule_id, spec, seed, simulator)
-    return rows_to_table(rows, simulator), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
+    return rows_to_table(rows, simulator, compact), pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA)
 
 
 def molecule_rows(molecule: Molecule, molecule_id: str, spec: ParameterSpec, seed: int,
@@ -120,15 +85,27 @@ def distance_offsets(molecule_id: str, seed: int, n: int, simulator: Simulator) 
     return np.random.default_rng(int.from_bytes(digest[:8], "little")).integers(-steps, steps + 1, n).tolist()
 
 
-def rows_to_table(rows: list[dict], simulator: Simulator) -> pa.Table:
+def rows_to_table(rows: list[dict], simulator: Simulator, compact: bool = False) -> pa.Table:
     s = simulator.settings
-    schema = shard_schema(s.n_images, s.window.size)
-    stacks = np.stack([r["stack"] for r in rows]) if rows else np.zeros(0, np.float16)
-    tensor = schema.field("stack").type
-    storage = pa.FixedSizeListArray.from_arrays(pa.array(stacks.ravel(), pa.float16()), s.n_images * s.window.size**2)
-    arrays = [pa.ExtensionArray.from_storage(tensor, storage) if name == "stack"
+    schema = shard_schema(s.n_images, s.window.size, compact)
+    shape = (s.n_images, s.window.size, s.window.size)
+    stacks = np.stack([r["stack"] for r in rows]) if rows else np.zeros((0, *shape), np.float16)
+    if compact:
+        u8, lo, hi = compact_stacks(stacks)
+        stack_arrays = {"stack_u8": _tensor(schema, "stack_u8", u8, pa.uint8()),
+                        "stack_lo": pa.FixedSizeListArray.from_arrays(pa.array(lo.ravel(), pa.float32()), s.n_images),
+                        "stack_hi": pa.FixedSizeListArray.from_arrays(pa.array(hi.ravel(), pa.float32()), s.n_images)}
+    else:
+        stack_arrays = {"stack": _tensor(schema, "stack", stacks, pa.float16())}
+    arrays = [stack_arrays[name] if name in stack_arrays
               else pa.array([r[name] for r in rows], type=schema.field(name).type) for name in schema.names]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _tensor(schema: pa.Schema, name: str, values: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    tensor = schema.field(name).type
+    storage = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), dtype), int(np.prod(tensor.shape)))
+    return pa.ExtensionArray.from_storage(tensor, storage)
 
 
 def table_bytes(table: pa.Table) -> bytes:
