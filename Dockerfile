@@ -21,6 +21,5 @@ WORKDIR /home/ray/raypipe
 COPY --chown=ray:users pyproject.toml README.md ./
 COPY --chown=ray:users raypipe ./raypipe
 COPY --chown=ray:users jobs ./jobs
-COPY --chown=ray:users examples ./examples
 RUN pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" . \
     && python -c "import raypipe, ppafm, ray; assert ray.__version__ == '${RAY_VERSION}'"

@@ -77,7 +77,7 @@ def rank_of(truth: str, rows: list[dict], key: str) -> int:
 
 
 def score_all(x, candidates, model, cache) -> tuple[list[dict], float]:
-    from raypipe.candidates import depiction_score, simulation_score
+    from raypipe.identify.candidates import depiction_score, simulation_score
 
     predicted = model.predict(x[None])[0]
     start = time.perf_counter()
@@ -104,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     from rdkit import Chem
 
-    from raypipe.candidates import CandidateCache
+    from raypipe.identify.candidates import CandidateCache
     from raypipe.chem.catalog import CATALOG
     from raypipe.chem.sources import read_molecule_list
     from raypipe.model.inference import load_model

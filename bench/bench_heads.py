@@ -48,9 +48,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench-heads/results.json"))
     args = parser.parse_args()
 
-    from raypipe.model.data import fixed_rows
-    from raypipe.model.loop import train_local
-    from raypipe.model.run import TrainConfig, f1
+    from raypipe.training.data import fixed_rows
+    from raypipe.training.loop import train_local
+    from raypipe.training.run import TrainConfig, f1
 
     rows = fixed_rows(args.data, "val", args.val_samples)
     results = {}

@@ -39,10 +39,11 @@ import numpy as np
 
 from raypipe.scans.archive import read_archive, write_archive
 from raypipe.scans.stack import ScanStack
+from raypipe.resources import EXAMPLES
 
 TRACE_EVERY_S = 5.0  # --trace: one line of per-process memory this often
 SAMPLE_EVERY_S = 0.2  # memory samples: one costs ~17-50 ms of CPU (smaps_rollup of every process)
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scans" / "sample_scans.h5"
+SAMPLE = EXAMPLES / "scans" / "sample_scans.h5"
 
 
 def make_archive(folder: Path, n: int) -> Path:
@@ -61,8 +62,8 @@ def make_archive(folder: Path, n: int) -> Path:
 
 def bare_loop(folder: Path, model_path: str | None) -> float:
     from raypipe.chem.depiction import encode_png
-    from raypipe.chem.graph import extract_graph
     from raypipe.model.inference import load_model
+    from raypipe.model.reading import read_prediction
     from raypipe.scans.preprocess import preprocess
 
     model = load_model(model_path, device="cpu")
@@ -72,8 +73,8 @@ def bare_loop(folder: Path, model_path: str | None) -> float:
         for k in range(0, len(stacks), 16):
             batch = stacks[k:k + 16]
             prediction = model.infer(np.stack([preprocess(s) for s in batch]))
-            for k, depiction in enumerate(prediction.depictions):
-                extract_graph(depiction, model.config.window, prediction.centre_map(k))
+            read_prediction(prediction, model.config.window, model.calibration)  # what the pipeline reads
+            for depiction in prediction.depictions:
                 encode_png(depiction)
                 n += 1
     return n / (time.perf_counter() - start)
@@ -271,7 +272,7 @@ def main() -> None:
     result: dict = {"machine": f"{os.cpu_count()} cores, CPU only", "pipeline": {}}
     with tempfile.TemporaryDirectory() as tmp:
         if args.views:
-            from raypipe.model.inference import rewrite_model
+            from raypipe.model.files import rewrite_model
 
             args.model = str(rewrite_model(args.model, Path(tmp) / "model.safetensors", views=args.views))
         result["views"] = args.views or "the model's own"

@@ -122,7 +122,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         stop.set()
         sampler.join()
-        from raypipe.pipelines.table import read_labels
+        from raypipe.labels.table import read_labels
 
         rows = read_labels(str(out), columns=["unit", "status", "error"]).to_pylist()
     ok = sum(r["status"] == "ok" for r in rows)

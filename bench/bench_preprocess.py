@@ -20,8 +20,9 @@ from scipy import ndimage
 from raypipe.scans.archive import read_archive
 from raypipe.scans.preprocess import median3, preprocess
 from raypipe.scans.stack import ScanStack
+from raypipe.resources import EXAMPLES
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scans" / "sample_scans.h5"
+SAMPLE = EXAMPLES / "scans" / "sample_scans.h5"
 
 
 def per_call_ms(fn, items, repeats: int) -> float:

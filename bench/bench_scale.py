@@ -5,7 +5,7 @@
 
 Each stack (18 Å window) is re-framed to show 18 x s Å (s > 1: padded with its border, the molecule looks
 smaller; s < 1: cropped, it looks larger) and its fov removed, as an exported image of unknown scale.
-Then: **naive** (fov unknown: the image fitted to the window), **search** (``raypipe.scale``), **true**
+Then: **naive** (fov unknown: the image fitted to the window), **search** (``raypipe.identify.scale``), **true**
 (fov = 18 s given). Right scale: the chosen fov within 10 % of 18 s. Accuracy: per-atom F1 and total
 against the truth, read on the model's window.
 """
@@ -41,11 +41,11 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", type=Path, default=Path("out/bench-scale.json"))
     args = parser.parse_args()
-    from raypipe.chem.graph import extract_graph
     from raypipe.chem.molgraph import MolGraph
+    from raypipe.model.reading import read_prediction
     from raypipe.chem.scoring import score
     from raypipe.model.inference import load_model
-    from raypipe.scale import estimate_fov
+    from raypipe.identify.scale import estimate_fov
     from raypipe.scans.preprocess import preprocess
     from raypipe.scans.stack import ScanStack
     from raypipe.simulation.export import read_shard_rows
@@ -56,8 +56,8 @@ def main() -> None:
     out: dict = {"model": model.tag, "n": len(rows), "by_scale": {}}
 
     def read(stack):
-        depiction = model.predict(preprocess(stack, n_slices=model.config.n_slices, window=window)[None])[0]
-        return extract_graph(depiction, window)
+        x = preprocess(stack, n_slices=model.config.n_slices, window=window)[None]
+        return read_prediction(model.infer(x), window)[0].graph
 
     for s in SCALES:
         found, f1 = [], {"naive": [], "search": [], "true": []}

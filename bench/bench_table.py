@@ -31,7 +31,7 @@ from bench_label import make_archive  # noqa: E402
 JOB = """
 import json, sys, time, ray
 ray.init(include_dashboard=False, log_to_driver=False)
-from raypipe.pipelines.label import label_archive
+from raypipe.labels.job import label_archive
 start = time.perf_counter()
 s = label_archive(sys.argv[1], sys.argv[2], **json.loads(sys.argv[3]))
 print("RESULT", json.dumps({"seconds": time.perf_counter() - start, "rows": s.ok + s.errors}))
@@ -51,8 +51,8 @@ def grow_table(out: Path, rows: int, per_night: int, src: Path) -> int:
     """Label ``src`` once, then append copies of its rows under other unit names until ``rows``."""
     import pyarrow as pa
 
-    from raypipe.pipelines.label import label_archive
-    from raypipe.pipelines.table import TableSettings, open_table
+    from raypipe.labels.job import label_archive
+    from raypipe.labels.table import TableSettings, open_table
 
     label_archive(str(src), str(out), settle=0, progress=lambda *_: None)
     settings = TableSettings(str(out))
@@ -101,7 +101,7 @@ def main() -> None:
             worktree = tmp / "baseline"
             subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.baseline], cwd=ROOT,
                            check=True, capture_output=True)
-            model = str(worktree / "raypipe" / "models" / "raypipe-small.safetensors")  # one model for both
+            model = str(worktree / "raypipe" / "weights" / "raypipe-small.safetensors")  # one model for both
             try:
                 new_run = run_job(many, tmp / "t-new", ROOT, {"settle": 0, "model": model})
                 old_run = run_job(many, tmp / "t-old", worktree, {"model": model})

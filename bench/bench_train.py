@@ -1,7 +1,7 @@
 """Training throughput (samples per second) of the Ray Train job: 1 worker with every core vs 2 workers
 with half each, same model and data, in one run; and the parameter counts and FLOPs of both presets.
 
-Usage: python bench/bench_train.py [--data examples/sim-sample] [--model small] [--steps 40] [--batch 8]
+Usage: python bench/bench_train.py [--data raypipe/examples/sim-sample] [--model small] [--steps 40] [--batch 8]
 
 Throughput is the job's own figure (samples of every worker per second over the last logging window,
 so start-up and dataset reading are left out).
@@ -20,8 +20,9 @@ import ray
 from raypipe.model.config import ModelConfig
 from raypipe.model.networks import count_parameters, define_D, define_G, flops_per_sample
 from raypipe.pipelines.train import TrainConfig, train
+from raypipe.resources import EXAMPLES
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim-sample"
+SAMPLE = EXAMPLES / "sim-sample"
 
 
 def model_sizes() -> dict:

@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     from raypipe.chem.catalog import CATALOG
     from raypipe.chem.sources import read_molecule_list
-    from raypipe.evaluation import evaluate
+    from raypipe.training.evaluation import evaluate
     from raypipe.pipelines.simulate import simulate_dataset
     from raypipe.simulation.shards import split_of
 

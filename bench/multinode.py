@@ -164,7 +164,7 @@ def main() -> None:
                 time.sleep(1)
             killed_at = kill_node("spare", gcs, started)
             state = wait(dashboard, job, env, 1200)
-            from raypipe.pipelines.table import read_labels
+            from raypipe.labels.table import read_labels
 
             rows = read_labels(str(out), columns=["unit", "source", "status"]).to_pylist() if state == "SUCCEEDED" else []
             keys = [(r["unit"], r["source"]) for r in rows]

@@ -1,5 +1,5 @@
 """Make a trained model the shipped one: calibrate its confidence on the val split and write it, named and
-with its training notes, to ``raypipe/models/raypipe-small.safetensors``.
+with its training notes, to ``raypipe/weights/raypipe-small.safetensors``.
 
     python jobs/ship_model.py --model out/train/shipped-palette-cpu/model.safetensors --data out/sim/catalog-r4 \
         --data-note "catalog-r4: ..." --hardware "2 CPU cores (1 thread), no GPU"
@@ -27,16 +27,17 @@ def main() -> None:
     parser.add_argument("--name", default="raypipe-small")
     parser.add_argument("--data-note", default="", help="what it was trained on (for the model's notes)")
     parser.add_argument("--hardware", default="", help="where it was trained")
-    parser.add_argument("--out", default=str(ROOT / "raypipe" / "models" / "raypipe-small.safetensors"))
+    parser.add_argument("--out", default=str(ROOT / "raypipe" / "weights" / "raypipe-small.safetensors"))
     args = parser.parse_args()
-    from raypipe.evaluation import _predictions, _rows
     from raypipe.model.calibration import fit
-    from raypipe.model.inference import load_model, rewrite_model
+    from raypipe.training.evaluation import _readings, _rows
+    from raypipe.model.files import rewrite_model
+    from raypipe.model.inference import load_model
 
     model = load_model(args.model, device="cpu", views=args.views)
     rows = _rows(args.data, "val", args.limit, None)
-    _, _, feats, right = _predictions(model, rows)
-    calibration = fit(feats, right, fitted_on=f"{args.data} split val, {len(rows)} stacks, "
+    _, readings, right = _readings(model, rows)
+    calibration = fit([r.features for r in readings], right, fitted_on=f"{args.data} split val, {len(rows)} stacks, "
                                                            f"{args.views} views")
     notes = {"data": args.data_note or args.data, "hardware": args.hardware, "steps": model.notes.get("step"),
              "trained_as": model.name}

@@ -127,3 +127,37 @@ def redact(text: str) -> str:
     for value in sorted(secrets, key=len, reverse=True):
         text = text.replace(value, "***")
     return text
+
+
+class StorageError(RuntimeError):
+    """Object storage that cannot be used: no credentials, an endpoint that does not answer, a bucket that
+    is not there. The message names the URI and the fix."""
+
+
+def check_reachable(uri: str, storage_options: StorageOptions = None) -> None:
+    """Fail early, in one line, where an ``s3://`` ``uri`` cannot be used: no credentials, an endpoint that
+    does not answer, a bucket that does not exist (StorageError). Nothing is written; a local path passes."""
+    if not is_remote(uri):
+        return
+    fs, path = filesystem(uri, storage_options)
+    bucket = path.split("/", 1)[0]
+    try:
+        fs.ls(bucket, refresh=True)
+    except FileNotFoundError:
+        raise StorageError(f"{redact(uri)}: the bucket {bucket!r} does not exist at "
+                           f"{_endpoint(storage_options)}") from None
+    except Exception as exc:  # noqa: BLE001 - botocore's errors have many types; one line says which
+        name = type(exc).__name__
+        if "Credentials" in name or "credential" in str(exc).lower():
+            raise StorageError(f"{redact(uri)}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                               "(or ~/.aws/credentials), and AWS_ENDPOINT_URL or --s3-endpoint for a non-AWS "
+                               "endpoint") from None
+        if "Connect" in name or "Endpoint" in name or isinstance(exc, (ConnectionError, OSError, TimeoutError)):
+            raise StorageError(f"{redact(uri)}: the S3 endpoint {_endpoint(storage_options)} does not answer "
+                               f"({name}); is it up, and is AWS_ENDPOINT_URL / --s3-endpoint right?") from None
+        raise StorageError(f"{redact(uri)}: cannot be read ({name}: {redact(str(exc))[:200]})") from None
+
+
+def _endpoint(storage_options: StorageOptions) -> str:
+    return ((storage_options or {}).get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL") or "AWS")

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real local Ray and one S3 server per session, the optional real stacks in ../shared/.
+"""Shared fixtures: one real local Ray and one S3 server per session, a tiny model, the optional real stacks in
+../shared/.
 
 Helpers that build test inputs live in ``tests/helpers.py``."""
 
@@ -54,3 +55,25 @@ def s3_server():
     client.create_bucket(Bucket="raypipe-test")
     yield options
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory) -> str:
+    """A tiny model on the shipped grid (10 slices, 128 px, 18 Å) whose every depiction is the empty
+    background, deterministically: the pipeline tests check the pipeline, so extraction costs nothing (an
+    untrained network paints noise, the worst case of extraction, for every stack)."""
+    import torch
+
+    from raypipe.model.config import ModelConfig
+    from raypipe.model.files import save_model
+    from raypipe.model.networks import define_G
+
+    config = ModelConfig(ngf=4, ndf=4, conv3d_channels=2, head="palette")
+    torch.manual_seed(0)
+    generator = define_G(config)
+    last = generator.out[0]  # the transposed convolution into the palette logits
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():
+        last.bias.copy_(torch.tensor([10.0] + [0.0] * (last.out_channels - 1)))  # background wins everywhere
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    return str(save_model(generator, config, path, name="tiny"))

@@ -38,7 +38,7 @@ def image_folder(folder: Path, n: int = 10, seed: int = 0) -> Path:
 
 
 def rows_of(out: Path, catalog: str | None = None) -> list[dict]:
-    from raypipe.pipelines.table import read_labels
+    from raypipe.labels.table import read_labels
 
     return read_labels(str(out), catalog=catalog, columns=["unit", "scan_id", "source", "status", "error",
                                                           "error_kind", "n_images", "run_id"]).to_pylist()

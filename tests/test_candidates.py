@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import shutil
 from pathlib import Path
@@ -9,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from raypipe.scans.archive import read_archive
+from raypipe.resources import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CANDIDATES = ["Brc1cc(Cl)cc(Cl)c1", "c1ccc2cc3ccccc3cc2c1", "OC(=O)c1ccncc1"]
 
 
+@pytest.mark.slow
 def test_simulation_match_finds_the_molecule_and_the_cache_simulates_once(tmp_path):
-    from raypipe.candidates import CandidateCache, rank_candidates
+    from raypipe.identify.candidates import CandidateCache, rank_candidates
     from raypipe.model.inference import load_model
 
     stacks = {s.metadata["truth"]["smiles"]: s for s in read_archive(EXAMPLES / "scans" / "sample_scans.h5")}
@@ -32,13 +35,14 @@ def test_simulation_match_finds_the_molecule_and_the_cache_simulates_once(tmp_pa
     assert again.simulated == 0
 
 
+@pytest.mark.slow
 def test_rows_rank_the_candidates_a_sidecar_names(ray_cluster, tmp_path):
     from raypipe.pipelines.predict import predict_dataset
 
     folder = tmp_path / "scans" / "anthracene"
     shutil.copytree(EXAMPLES / "scans" / "anthracene_png_export", folder)
     (folder / "raypipe.json").write_text(json.dumps({"fov": 18.0, "candidates": CANDIDATES[1:]}))
-    rows = predict_dataset(str(tmp_path / "scans"), rank_candidates_too=True).take_all()
+    rows = predict_dataset(str(tmp_path / "scans")).take_all()  # the sidecar is seen when the units are listed
     assert len(rows) == 1 and rows[0]["status"] == "ok", rows[0]["error"]
     ranked = rows[0]["candidates"]
     assert [c["rank"] for c in ranked] == [1, 2] and ranked[0]["smiles"] == "c1ccc2cc3ccccc3cc2c1"
@@ -47,7 +51,7 @@ def test_rows_rank_the_candidates_a_sidecar_names(ray_cluster, tmp_path):
 
 def test_scale_search_reads_unknown_scale_stacks_at_several_fields_of_view(ray_cluster):
     from raypipe.pipelines.predict import predict_dataset
-    from raypipe.scale import FOVS
+    from raypipe.identify.scale import FOVS
 
     rows = predict_dataset(str(EXAMPLES / "scans"), estimate_fov=True).take_all()
     by_source = {r["fov_source"] for r in rows}

@@ -189,7 +189,7 @@ def test_atoms_are_read_at_the_peaks_of_an_atom_centre_map() -> None:
     """A model with the atom-centre output: atoms at the map's peaks, elements from the depiction. On a true
     depiction it reads what the ball search reads; where the balls merge (a depiction drawn too thick, as a
     blurred prediction's rings are) the ball search loses the ring carbons and the map still has them."""
-    from raypipe.model.data import centre_targets
+    from raypipe.training.data import centre_targets
 
     for smiles in ("c1ccc2cc3ccccc3cc2c1", "Brc1cc(Cl)cc(Cl)c1", "O=C(O)c1ccc(Br)cc1"):
         m = Molecule.from_smiles(smiles)
@@ -208,14 +208,26 @@ def test_atoms_are_read_at_the_peaks_of_an_atom_centre_map() -> None:
     assert extract_graph(depiction, DEFAULT_WINDOW, np.zeros((128, 128), np.float32)).atoms == []
 
 
-def test_a_depiction_of_noise_is_refused_quickly_not_paired_for_minutes() -> None:
+def test_a_depiction_of_noise_is_refused_quickly_not_paired_for_minutes(monkeypatch) -> None:
     """An untrained model paints palette noise: thousands of ball-like blobs. Extraction stops at MAX_ATOMS
-    with a DepictionError that says why (pairing them all took minutes a depiction), by the ball search and
-    by a centre map full of peaks alike; 196 separate balls (fewer than the limit) are still read. Scoring reads
-    the refused depiction as the empty graph."""
+    with a DepictionError that says why, before any pair of balls is examined for a bond (pairing them all
+    took minutes a depiction), by the ball search and by a centre map full of peaks alike; 196 separate balls
+    (fewer than the limit) are still read. Scoring reads the refused depiction as the empty graph."""
+    import raypipe.chem.pixels as pixels
     from raypipe.chem.elements import ball_radius
     from raypipe.chem.pixels import MAX_ATOMS
     from raypipe.errors import DepictionError
+
+    work = {"pairs": 0, "atoms kept": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            work[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(pixels, "_atom_between", counted("pairs", pixels._atom_between))
+    monkeypatch.setattr(pixels, "_check_count", counted("atoms kept", pixels._check_count))
 
     def lattice(spacing: int) -> np.ndarray:  # hydrogen balls on a square lattice, none touching
         yy, xx = np.mgrid[0:128, 0:128] + 0.5
@@ -227,9 +239,13 @@ def test_a_depiction_of_noise_is_refused_quickly_not_paired_for_minutes() -> Non
     peaks = np.zeros((128, 128), np.float32)
     peaks[3::6, 3::6] = 0.9  # a peak on every ball
     for centres in (None, peaks):
+        work.update({"pairs": 0, "atoms kept": 0})
         with pytest.raises(DepictionError, match=f"more than {MAX_ATOMS} atoms"):
             extract_graph(lattice(6), DEFAULT_WINDOW, centres)  # 441 balls
+        assert work["pairs"] == 0 and work["atoms kept"] <= MAX_ATOMS + 1, work  # stopped at the limit
+    work.update({"pairs": 0, "atoms kept": 0})
     assert len(extract_graph(lattice(9)).atoms) == 14 * 14 < MAX_ATOMS
+    assert work["pairs"] == 0  # H-H pairs are no bond candidates: nothing paired
     # scoring (validation, evaluate, the scale search) reads such a depiction as no molecule: wrong, not fatal
     from raypipe.chem.graph import read_graph
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from raypipe.cli import main
-from raypipe.model.inference import SHIPPED_MODEL, load_model
-from raypipe.pipelines.table import read_labels
+from raypipe.model.inference import load_model
+from raypipe.resources import SHIPPED_MODEL
+from raypipe.labels.table import read_labels
+from raypipe.resources import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_shipped_model_loads_and_predicts():
@@ -64,7 +65,7 @@ def _raypipe(*args: str, timeout: float = 300):
 
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run([sys.executable, "-m", "raypipe.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=EXAMPLES.parent)
+                          timeout=timeout, env=env, cwd=EXAMPLES.parents[1])
 
 
 def test_missing_and_empty_inputs_are_one_line_without_ray(tmp_path):
@@ -93,6 +94,7 @@ def test_version_help_and_usage_errors():
     assert _raypipe("label", "--frobnicate").returncode == 2
 
 
+@pytest.mark.slow
 def test_label_run_is_quiet_and_short(tmp_path):
     done = _raypipe("label", str(EXAMPLES / "scans"), "--out", str(tmp_path / "labels"), "--settle", "0")
     assert done.returncode == 0, done.stderr
@@ -115,19 +117,19 @@ def test_depict_never_deletes_a_users_folder(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
 
 
-def test_evaluate_names_the_splits_and_writes_json_without_nan(tmp_path):
+def test_evaluate_names_the_splits_and_writes_json_without_nan(capsys):
     import json
 
-    absent = _raypipe("evaluate", "--data", str(EXAMPLES / "sim-sample"))
-    assert absent.returncode == 1 and "it holds train (12 rows), val (3 rows)" in absent.stderr
-    done = _raypipe("evaluate", "--data", str(EXAMPLES / "sim-sample"), "--split", "all")
-    result = json.loads(done.stdout)  # strict JSON: NaN would not parse with allow_nan off below
+    assert main(["evaluate", "--data", str(EXAMPLES / "sim-sample")]) == 1
+    assert "it holds train (12 rows), val (3 rows)" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(EXAMPLES / "sim-sample"), "--split", "all"]) == 0
+    result = json.loads(capsys.readouterr().out)  # strict JSON: NaN would not parse with allow_nan off below
     json.dumps(result, allow_nan=False)
     assert result["n"] == 15 and result["by_corrugation"]["50-100 pm"]["n"] == 0
 
 
 def test_output_columns_are_described_with_units():
-    from raypipe.pipelines.predict import OUTPUT_SCHEMA
+    from raypipe.pipelines.schema import OUTPUT_SCHEMA
 
     docs = {f.name: (f.metadata or {}).get(b"doc", b"").decode() for f in OUTPUT_SCHEMA}
     assert all(docs.values()), [k for k, v in docs.items() if not v]
@@ -142,6 +144,7 @@ def _chromium() -> str | None:
     return sh.which("chromium") or sh.which("chromium-browser") or sh.which("google-chrome")
 
 
+@pytest.mark.slow
 def test_gallery_in_a_real_browser(ray_cluster, tmp_path):
     """The run's gallery as a person sees it: headless Chromium loads it, runs its script, shows one card
     per row, filters by status and truth, and every image has a visible caption and a scale bar in Å."""
@@ -150,8 +153,8 @@ def test_gallery_in_a_real_browser(ray_cluster, tmp_path):
 
     import pytest
 
-    from raypipe.pipelines.label import label_archive
-    from raypipe.reports import run_gallery
+    from raypipe.labels.job import label_archive
+    from raypipe.reports.gallery import run_gallery
 
     browser = _chromium()
     if browser is None:

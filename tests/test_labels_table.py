@@ -22,17 +22,10 @@ import pytest
 from helpers import image_folder, once_each, png_header_only, rows_of
 from raypipe.errors import ScanError
 from raypipe.model.config import ModelConfig
-from raypipe.model.inference import save_model
+from raypipe.model.files import save_model
 from raypipe.model.networks import define_G
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> str:
-    config = ModelConfig.preset("small")
-    path = tmp_path_factory.mktemp("model") / "untrained.safetensors"
-    return str(save_model(define_G(config), config, path, name="untrained"))
 
 
 # --- poison files: every reader checks before it allocates ------------------------------------------
@@ -113,7 +106,7 @@ def test_folder_named_like_an_archive_source_is_read(tmp_path):
 
 
 def test_poisoned_night_labels_the_good_scans(ray_cluster, tmp_path, model_file):
-    from raypipe.pipelines.label import label_archive
+    from raypipe.labels.job import label_archive
     from raypipe.scans.archive import FORMAT
 
     src = tmp_path / "src"
@@ -144,7 +137,7 @@ def test_poisoned_night_labels_the_good_scans(ray_cluster, tmp_path, model_file)
 
 # --- the table under faults ----------------------------------------------------------------------
 def test_half_copied_folder_is_superseded_and_arrivals_wait(ray_cluster, tmp_path, model_file):
-    from raypipe.pipelines.label import label_archive
+    from raypipe.labels.job import label_archive
 
     src, out = tmp_path / "src", tmp_path / "out"
     image_folder(src / "done")
@@ -175,7 +168,7 @@ def test_half_copied_folder_is_superseded_and_arrivals_wait(ray_cluster, tmp_pat
 
 
 def test_transient_failures_are_retried_and_replaced(ray_cluster, tmp_path, model_file):
-    from raypipe.pipelines.label import label_archive
+    from raypipe.labels.job import label_archive
     from raypipe.scans.limits import ReadLimits
 
     src, out = tmp_path / "src", tmp_path / "out"
@@ -196,18 +189,20 @@ def test_transient_failures_are_retried_and_replaced(ray_cluster, tmp_path, mode
     assert {r["run_id"] for r in rows_of(out)} == {third.run_id}
 
 
-def _job(src: Path, out: Path, model: str, run_date: str = "2026-11-24", extra: str = "") -> subprocess.Popen:
+def _job(src: Path, out: Path, model: str, run_date: str = "2026-11-24", extra: str = "",
+         before: str = "") -> subprocess.Popen:
     import ray
 
     address = ray.get_runtime_context().gcs_address  # this session's cluster, not whichever started last
-    code = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False); "
-            "from raypipe.pipelines.label import label_archive; "
+    code = (f"import ray, json; ray.init(address={address!r}, log_to_driver=False)\n{before}"
+            "from raypipe.labels.job import label_archive; "
             f"s = label_archive({str(src)!r}, {str(out)!r}, model={model!r}, run_date={run_date!r}, settle=0{extra}); "
             "print('SUMMARY', json.dumps(s.as_dict()))")
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_two_jobs_at_once_label_every_stack_once(ray_cluster, tmp_path, model_file):
     src, out = tmp_path / "src", tmp_path / "out"
     for k in range(6):
@@ -221,36 +216,39 @@ def test_two_jobs_at_once_label_every_stack_once(ray_cluster, tmp_path, model_fi
     assert len(rows) == 6 and once_each(rows)
 
 
+@pytest.mark.slow
 def test_kill_after_commit_then_new_arrival(ray_cluster, tmp_path, model_file):
-    """Killed the moment its rows became visible, then a new folder arrives: every stack once."""
+    """Killed the moment its rows became visible (after the commit, before it released its lease), then a
+    new folder arrives: the next run takes the dead job's lease over and every stack is there once."""
     import signal
 
-    from raypipe.pipelines.label import label_archive
-    from raypipe.pipelines.table import TableSettings, open_table
+    from raypipe.labels.job import label_archive
+    from raypipe.labels.table import TableSettings, open_table
 
     src, out = tmp_path / "src", tmp_path / "out"
     for k in range(4):
         image_folder(src / f"scan{k}", seed=k)
-    job = _job(src, out, model_file)
-    settings = TableSettings(str(out))
-    deadline = time.time() + 300
-    while time.time() < deadline and job.poll() is None:
-        try:
-            if open_table(settings).current_snapshot() is not None:
-                break
-        except Exception:  # noqa: BLE001 - the table may not exist yet
-            pass
-        time.sleep(0.02)
+    # a hook in the child (test code only) stops the job right after its commit and says so
+    hook = ("import raypipe.labels.job as job, time\n"
+            "def committed(*args, **kwargs):\n"
+            "    print('COMMITTED', flush=True); time.sleep(600)\n"
+            "job.remove_orphans = committed\n")
+    job = _job(src, out, model_file, before=hook)
+    for line in job.stdout:
+        if "COMMITTED" in line:
+            break
+    assert job.poll() is None and open_table(TableSettings(str(out))).current_snapshot() is not None
     os.killpg(job.pid, signal.SIGKILL)
     job.communicate()
     image_folder(src / "late", seed=9)
-    label_archive(str(src), str(out), model=model_file, settle=0, lease_wait=300)
+    summary = label_archive(str(src), str(out), model=model_file, settle=0, lease_wait=300)
     rows = rows_of(out)
-    assert len(rows) == 5 and once_each(rows)
+    assert (summary.units_new, summary.units_unchanged) == (1, 4) and len(rows) == 5 and once_each(rows)
 
 
 def test_writer_lease(tmp_path):
-    from raypipe.pipelines.table import LeaseBusy, LeaseLost, WriterLease
+    from raypipe.labels.lease import WriterLease
+    from raypipe.labels.table import LeaseBusy, LeaseLost
 
     url = f"sqlite:///{tmp_path}/lease.db"
     first = WriterLease(url, "t", ttl=60).acquire(0)
@@ -272,20 +270,19 @@ def test_writer_lease(tmp_path):
 
 
 # --- the command line -------------------------------------------------------------------------------
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "raypipe.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env={**os.environ, **(env or {})})
+def test_cli_refuses_a_bad_run_date_and_hides_uri_credentials(tmp_path, capsys):
+    from raypipe.cli import main
 
-
-def test_cli_refuses_a_bad_run_date_and_hides_uri_credentials(tmp_path):
-    bad = _cli("label", str(tmp_path), "--out", str(tmp_path / "out"), "--run-date", "../../../x")
-    assert bad.returncode == 1 and "is not a date" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert main(["label", str(tmp_path), "--out", str(tmp_path / "out"), "--run-date", "../../../x"]) == 1
+    err = capsys.readouterr().err
+    assert "is not a date" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
-    secret = _cli("label", "s3://AKIAEXAMPLEKEY:TopSecretValue99@nobucket/scans", "--out", str(tmp_path / "o2"),
-                  "--s3-endpoint", "http://127.0.0.1:9")
-    assert secret.returncode == 1
-    text = secret.stdout + secret.stderr
+    assert main(["label", "s3://AKIAEXAMPLEKEY:TopSecretValue99@nobucket/scans", "--out", str(tmp_path / "o2"),
+                 "--s3-endpoint", "http://127.0.0.1:9"]) == 1
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
     assert "TopSecretValue99" not in text and "AKIAEXAMPLEKEY" not in text and "Traceback" not in text
+    assert "does not answer" in text and len(captured.err.strip().splitlines()) == 1  # said before Ray starts
 
 
 # --- a real PostgreSQL catalog ------------------------------------------------------------------------
@@ -329,9 +326,10 @@ def postgres(tmp_path_factory):
     shutil.rmtree(data, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_postgres_catalog(ray_cluster, postgres, tmp_path, model_file):
-    from raypipe.pipelines.label import label_archive
-    from raypipe.pipelines.table import export_labels, read_labels
+    from raypipe.labels.job import label_archive
+    from raypipe.labels.table import export_labels, read_labels
 
     src, out = tmp_path / "src", tmp_path / "out"
     image_folder(src / "one")

@@ -12,13 +12,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from raypipe.model.augment import AugmentConfig, augment
+from raypipe.training.augment import AugmentConfig, augment
 from raypipe.model.config import ModelConfig
-from raypipe.model.inference import load_model, save_model
+from raypipe.model.files import save_model
+from raypipe.model.inference import load_model
 from raypipe.model.networks import count_parameters, define_D, define_G, flops_per_sample
-from raypipe.model.pix2pix import Pix2Pix
+from raypipe.training.pix2pix import Pix2Pix
+from raypipe.resources import EXAMPLES
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim-sample"
+SAMPLE = EXAMPLES / "sim-sample"
 
 TINY = ModelConfig(size=64, ngf=8, ndf=8, conv3d_channels=4, lr=2e-3)
 
@@ -71,9 +73,10 @@ def test_predict_in_micro_batches_gives_the_whole_batch_result(monkeypatch, tmp_
     results = {}
     for step in (0, 2, 3):
         monkeypatch.setattr(inference, "CPU_MICRO_BATCH", step)
-        results[step] = model.predict(x, with_margin=True)
-        empty, margins = model.predict(x[:0], with_margin=True)
-        assert empty.shape == (0, 64, 64, 3) and margins.shape == (0, 64, 64)
+        out = model.infer(x)
+        results[step] = (out.depictions, out.margins)
+        empty = model.infer(x[:0])
+        assert empty.depictions.shape == (0, 64, 64, 3) and empty.margins.shape == (0, 64, 64)
     for step in (2, 3):
         assert np.array_equal(results[step][0], results[0][0])
         assert np.allclose(results[step][1], results[0][1], atol=1e-5)
@@ -84,7 +87,7 @@ def test_predict_in_micro_batches_gives_the_whole_batch_result(monkeypatch, tmp_
 def test_test_time_views_make_the_prediction_follow_a_flipped_scan(tmp_path, head):
     """With the 4 flips of the scan plane combined, a flipped stack gets exactly the flipped depiction (the
     views are a group); one view gives no such guarantee. The views are part of the model file."""
-    from raypipe.model.inference import rewrite_model
+    from raypipe.model.files import rewrite_model
 
     config = ModelConfig(size=64, ngf=8, ndf=8, conv3d_channels=4, head=head)
     torch.manual_seed(1)
@@ -97,7 +100,8 @@ def test_test_time_views_make_the_prediction_follow_a_flipped_scan(tmp_path, hea
     assert not np.array_equal(one, model.predict(x)[:, :, ::-1])
     assert (four != model.predict(x, views=4)[:, :, ::-1]).any(axis=-1).mean() < 1e-3  # float ties only
     assert not np.array_equal(four, one)
-    depictions, margins = model.predict(x, views=2, with_margin=True)
+    out = model.infer(x, views=2)
+    depictions, margins = out.depictions, out.margins
     assert depictions.shape == (3, 64, 64, 3) and margins.shape == (3, 64, 64)
 
     four_views = load_model(rewrite_model(path, tmp_path / "v.safetensors", views=4), device="cpu")
@@ -194,7 +198,7 @@ def test_the_labelling_driver_reads_model_files_without_torch(tmp_path):
     import sys
 
     path = save_model(define_G(TINY), TINY, tmp_path / "m.safetensors", name="tiny")
-    code = ("import sys; import raypipe.pipelines.predict, raypipe.pipelines.label, raypipe.cli; "
+    code = ("import sys; import raypipe.pipelines.predict, raypipe.labels.job, raypipe.cli; "
             "from raypipe.model.files import model_config, model_tag, read_header, local_model_file; "
             f"c = model_config({str(path)!r}); t = model_tag({str(path)!r}); model_config(None); "
             f"read_header(local_model_file({str(path)!r})); "
@@ -221,7 +225,7 @@ PALETTE_TINY = ModelConfig(size=64, ngf=8, ndf=8, conv3d_channels=4, lr=2e-3, he
 
 def _sample_depictions(n: int = 4) -> torch.Tensor:
     """(n, 3, 64, 64) real depictions in [-1, 1] (the bundled sample's targets, cropped to 64 px)."""
-    from raypipe.model.data import decode_targets, list_shards, read_shard
+    from raypipe.training.data import decode_targets, list_shards, read_shard
     from raypipe.storage import filesystem
 
     fs, _ = filesystem(str(SAMPLE))
@@ -272,7 +276,8 @@ def test_both_heads_save_load_and_predict(tmp_path):
         model = load_model(save_model(G, config, tmp_path / f"{config.head}.safetensors", name=config.head),
                            device="cpu")
         assert model.config.head == config.head and model.input_shape == (10, 64, 64)
-        depictions, margin = model.predict(np.zeros((1, 10, 64, 64), np.float32), with_margin=True)
+        out = model.infer(np.zeros((1, 10, 64, 64), np.float32))
+        depictions, margin = out.depictions, out.margins
         assert depictions.shape == (1, 64, 64, 3) and depictions.dtype == np.uint8 and margin.shape == (1, 64, 64)
 
 
@@ -321,7 +326,7 @@ def test_config_fields_schedule_and_checks():
 def test_median_filter_matches_preprocessing():
     from scipy import ndimage
 
-    from raypipe.model.augment import finish, median_filter
+    from raypipe.training.augment import finish, median_filter
     from raypipe.scans.preprocess import normalise
 
     x = torch.randn(2, 10, 32, 32)
@@ -330,7 +335,7 @@ def test_median_filter_matches_preprocessing():
 
 
 def test_experimental_augmentation_keeps_alignment_and_colours():
-    from raypipe.model.augment import few_slices
+    from raypipe.training.augment import few_slices
     from raypipe.model.heads import classes_of
 
     # fewer images: both ends kept, the rest linear in between
@@ -355,8 +360,8 @@ def test_experimental_augmentation_keeps_alignment_and_colours():
 def test_plain_loop_checkpoints_resumes_and_inits_from(tmp_path):
     import json
 
-    from raypipe.model.loop import train_local
-    from raypipe.model.run import TrainConfig
+    from raypipe.training.loop import train_local
+    from raypipe.training.run import TrainConfig
 
     cfg = TrainConfig(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="loop", model="small-palette",
                       augment={"preset": "experimental"}, batch_size=2, steps=4, checkpoint_every=2, val_every=2,
@@ -403,9 +408,9 @@ def test_calibration_says_how_often_it_is_right(tmp_path):
 
     G = define_G(PALETTE_TINY)
     path = save_model(G, PALETTE_TINY, tmp_path / "m.safetensors", name="m")
-    from raypipe.model.inference import write_calibration
+    from raypipe.model.files import rewrite_model
 
-    calibrated = load_model(write_calibration(path, calibration, tmp_path / "c.safetensors"), device="cpu")
+    calibrated = load_model(rewrite_model(path, tmp_path / "c.safetensors", calibration=calibration), device="cpu")
     assert load_model(path).calibration is None and calibrated.calibration == calibration
     assert calibrated.notes == {"calibration": ""}
 
@@ -421,7 +426,7 @@ def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
     from safetensors import safe_open
 
     from raypipe.model.files import FORMAT_VERSION
-    from raypipe.model.run import TrainConfig, init_generator
+    from raypipe.training.run import TrainConfig, init_generator
 
     plain = replace(TINY, head="palette")
     config = replace(plain, centres=True)
@@ -476,7 +481,7 @@ def test_centre_targets_mark_the_atoms_the_depiction_shows_and_move_with_it():
     from raypipe.chem.depiction import decode_png
     from raypipe.chem.graph import classify_pixels
     from raypipe.chem.pixels import find_atoms
-    from raypipe.model.data import decode_targets
+    from raypipe.training.data import decode_targets
     from raypipe.window import DEFAULT_WINDOW
 
     pngs = pq.read_table(SAMPLE / "shards" / "shard-00000.parquet", columns=["target_png"])["target_png"].to_pylist()

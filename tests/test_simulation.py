@@ -41,6 +41,7 @@ def test_split_is_per_molecule_and_roughly_80_10_10():
     assert 0.75 < splits.count("train") / 2000 < 0.85 and splits.count("test") > 120
 
 
+@pytest.mark.slow
 def test_simulated_stack_is_aligned_with_the_molecule(simulator):
     molecule = Molecule.from_smiles(NAPHTHALENE)
     stack, other = simulator.simulate(molecule, [(0.6, 0.4), (1.2, 0.8)])
@@ -72,6 +73,7 @@ def _check_shards(dataset) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_simulate_dataset_local_resume_and_export(ray_cluster, tmp_path):
     from raypipe.pipelines.simulate import simulate_dataset
     from raypipe.simulation.export import export_archive
@@ -106,6 +108,7 @@ def test_simulate_dataset_local_resume_and_export(ray_cluster, tmp_path):
     assert stack.images.shape == (10, 128, 128) and stack.metadata["truth"]["formula"] in ("C10H8", "C6H3BrCl2")
 
 
+@pytest.mark.slow
 def test_simulate_dataset_on_s3(ray_cluster, s3_server):
     from raypipe.pipelines.simulate import simulate_dataset
     from raypipe.storage import arrow_filesystem, filesystem

@@ -13,8 +13,9 @@ import pytest
 
 from raypipe.model.inference import load_model
 from raypipe.pipelines.train import TrainConfig, train
+from raypipe.resources import EXAMPLES
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sim-sample"
+SAMPLE = EXAMPLES / "sim-sample"
 
 
 def _kill_a_worker_after_first_checkpoint(run: Path, killed: list[int]) -> None:
@@ -32,6 +33,7 @@ def _kill_a_worker_after_first_checkpoint(run: Path, killed: list[int]) -> None:
             continue
 
 
+@pytest.mark.slow
 def test_training_survives_a_killed_worker_and_resumes(ray_cluster, tmp_path):
     cfg = TrainConfig(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="t1", num_workers=2,
                       batch_size=2, steps=8, checkpoint_every=2, val_every=4, val_samples=3, log_every=2,
@@ -66,6 +68,7 @@ def test_config_validation(tmp_path):
     assert TrainConfig.from_file(path, steps=7).steps == 7
 
 
+@pytest.mark.slow
 def test_gpu_recipe_dry_run_on_this_machine(tmp_path):
     """jobs/gpu: conformers prepared with RDKit here, then simulation (ppafm, PoCL) and the plain loop in
     one budgeted command without Ray, RDKit or Ray's imports — what a lent GPU machine runs."""

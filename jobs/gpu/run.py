@@ -6,7 +6,7 @@ while the plain torch loop trains on CUDA, both until a wall-clock budget; resul
 
 No Ray and no RDKit there: molecules come prepared (``jobs/gpu/prepare.py`` -> ``.gpu/molecules.jsonl.gz``),
 simulation workers (processes, one OpenCL context each) write Parquet shards under ``--work`` while
-``raypipe.model.loop.train_local`` trains from the shards already written (each pass lists them again).
+``raypipe.training.loop.train_local`` trains from the shards already written (each pass lists them again).
 Validation there is by pixel error (graph extraction needs RDKit); evaluate the returned model here.
 
 Back in ``--out``: ``model.safetensors`` (best by validation), ``last.safetensors`` (the generator at the
@@ -128,8 +128,8 @@ def main() -> None:
     report["stacks_before_training"] = count_rows(work)
     report["seconds_to_first_training"] = round(time.time() - start, 1)
 
-    from raypipe.model.loop import train_local
-    from raypipe.model.run import TrainConfig
+    from raypipe.training.loop import train_local
+    from raypipe.training.run import TrainConfig
 
     cfg = TrainConfig.from_file(args.config, data_uri=str(work), storage_path=str(work / "runs"), device=args.device,
                                 init_from=args.init_from, max_seconds=max(10.0, deadline - time.time() - 15))
@@ -151,9 +151,9 @@ def main() -> None:
             shutil.copy(run / name, out / name)
     import torch
 
-    from raypipe.model.inference import save_model
-    from raypipe.model.pix2pix import Pix2Pix
-    from raypipe.model.run import RunState
+    from raypipe.model.files import save_model
+    from raypipe.training.pix2pix import Pix2Pix
+    from raypipe.training.run import RunState
 
     latest = (run / "checkpoints" / "LATEST").read_text().strip()
     _, saved = RunState.restore(run / "checkpoints" / latest, "cpu")

@@ -41,7 +41,7 @@ CENTRE_VOTE_RADIUS = 2.5  # pixels around a centre whose depiction colours choos
 MAX_ATOMS = 300
 
 
-class Candidate(NamedTuple):
+class Ball(NamedTuple):
     """A ball found in the depiction, before one atom per place is kept."""
 
     fill: float  # how full its disc is (hidden parts counted half), at most 1
@@ -74,7 +74,7 @@ def classify_pixels(depiction: np.ndarray) -> np.ndarray:
 
 
 def find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
-    candidates: list[Candidate] = []
+    balls: list[Ball] = []
     foreground = (labels > 0).astype(np.float32)
     for k, element in enumerate(ELEMENTS, start=1):
         mask = labels == k
@@ -105,16 +105,16 @@ def find_atoms(labels: np.ndarray, window: Window) -> list[GraphAtom]:
             r, c = r + 0.5, c + 0.5  # pixel centres
             own = (c, r)
             r, c = _centre(foreground, r, c, radius)
-            candidates.append(Candidate(float(min(peak, 1.0)), element, c, r, own))
-    # one atom per place: a weaker candidate closer than 0.6 ball radii to a kept one is dropped, unless
+            balls.append(Ball(float(min(peak, 1.0)), element, c, r, own))
+    # one atom per place: a weaker ball closer than 0.6 ball radii to a kept one is dropped, unless
     # it is a heavy atom whose visible crescent lies off the centre of a hydrogen sitting on top of it
-    candidates.sort(key=lambda c: -c.fill)
-    kept: list[Candidate] = []
-    for cand in candidates:
-        limit = 0.6 * ball_radius(cand.element) / window.pixel
-        if all(np.hypot(cand.col - k.col, cand.row - k.row) >= limit or _under_hydrogen(cand, k, window)
+    balls.sort(key=lambda b: -b.fill)
+    kept: list[Ball] = []
+    for ball in balls:
+        limit = 0.6 * ball_radius(ball.element) / window.pixel
+        if all(np.hypot(ball.col - k.col, ball.row - k.row) >= limit or _under_hydrogen(ball, k, window)
                for k in kept):
-            kept.append(cand)
+            kept.append(ball)
             _check_count(len(kept))
     return _in_reading_order([(k.element, k.col, k.row, k.fill) for k in kept], window)
 
@@ -189,13 +189,13 @@ def _inside(shape: tuple[int, int], radius: float) -> np.ndarray:
     return ndimage.correlate(np.ones(shape, np.float32), _disc(radius), mode="constant")
 
 
-def _under_hydrogen(cand: Candidate, kept: Candidate, window: Window) -> bool:
-    """True when candidate ``cand`` is a heavy atom partly hidden below the H ``kept``: its ball is at
+def _under_hydrogen(ball: Ball, kept: Ball, window: Window) -> bool:
+    """True when ``ball`` is a heavy atom partly hidden below the H ``kept``: its ball is at
     least ``MIN_UNDER_H_FILL`` full and its own colour forms a crescent whose centroid lies over half an
     H radius away from the H's centre (the grey rim of a blurred H is thinner, and centred on it)."""
-    if kept.element != "H" or cand.element == "H" or cand.fill < MIN_UNDER_H_FILL:
+    if kept.element != "H" or ball.element == "H" or ball.fill < MIN_UNDER_H_FILL:
         return False
-    return bool(np.hypot(cand.own[0] - kept.col, cand.own[1] - kept.row) > 0.5 * ball_radius("H") / window.pixel)
+    return bool(np.hypot(ball.own[0] - kept.col, ball.own[1] - kept.row) > 0.5 * ball_radius("H") / window.pixel)
 
 
 def _disc(radius: float) -> np.ndarray:

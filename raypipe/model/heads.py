@@ -17,7 +17,7 @@ output from the outputs of several views of a stack: test-time augmentation, ``M
 The atom-centre output (config ``centres``) is shared by both heads (:class:`Head`): one more channel after
 the head's own, the logit of a visible atom's centre at each pixel. Its target is a fourth channel of the
 training target, Gaussian spots of ``CENTRE_SIGMA`` pixels at the atoms the true depiction shows
-(:func:`raypipe.model.data.centre_targets`), in [-1, 1] like the depiction, so augmentation moves it with
+(:func:`raypipe.training.data.centre_targets`), in [-1, 1] like the depiction, so augmentation moves it with
 the depiction; its loss is binary cross-entropy with the spots weighted ``CENTRE_WEIGHT`` times (they cover
 ~1 % of the pixels). Views are combined by their mean probability.
 """

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from raypipe.model.config import ModelConfig
+from raypipe.model.files import save_model
 from raypipe.model.heads import make_head
 
 ENCODER_MULTS = (2, 4, 8, 8, 8, 8)
@@ -99,18 +100,9 @@ class Generator(nn.Module):
         return self
 
     def save(self, path, *, name: str, notes: dict | None = None, half: bool = True, storage_options=None):
-        """Write this generator with its config to a model file (a path or ``s3://``; see
-        :func:`raypipe.model.inference.save_model`)."""
-        from raypipe.model.inference import save_model
-
+        """Write this generator with its config to a model file (a path or ``s3://``;
+        :func:`raypipe.model.files.save_model`)."""
         return save_model(self, self.config, path, name=name, notes=notes, half=half, storage_options=storage_options)
-
-    @classmethod
-    def from_file(cls, path=None, *, device=None, storage_options=None) -> "Generator":
-        """The generator of a model file (default: the shipped model), its config read from the file."""
-        from raypipe.model.inference import load_model
-
-        return load_model(path, device, storage_options=storage_options).generator
 
     def forward(self, stack: torch.Tensor) -> torch.Tensor:
         """(B, n_slices, S, S) -> (B, C, S, S): the head's channels, then the atom-centre logit if any."""

@@ -50,18 +50,18 @@ class ShardSimulator:
     """Ray Data actor: simulates whole shards and writes them (OpenCL/ppafm set up once)."""
 
     def __init__(self, output_uri: str, storage_options: StorageOptions, spec: ParameterSpec, seed: int,
-                 settings: SimulationSettings, max_corrugation: float, threads: int) -> None:
+                 settings: SimulationSettings, max_corrugation: float, threads: int, compact: bool = False) -> None:
         os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", str(threads))  # one PoCL thread per reserved CPU
         self.simulator = Simulator(settings)
         self.fs, self.base = filesystem(output_uri, storage_options)
-        self.spec, self.seed, self.max_corrugation = spec, seed, max_corrugation
+        self.spec, self.seed, self.max_corrugation, self.compact = spec, seed, max_corrugation, compact
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         out: dict[str, list] = {"shard": [], "rows": [], "rejects": [], "seconds": []}
         for shard, molecules in zip(batch["shard"], batch["molecules"]):
             start = time.perf_counter()
             table, rejects = build_shard(json.loads(molecules), self.spec, self.seed, self.simulator,
-                                         self.max_corrugation)
+                                         self.max_corrugation, self.compact)
             write_bytes_atomic(self.fs, join(self.base, "rejects", f"{shard}.parquet"), table_bytes(rejects))
             write_bytes_atomic(self.fs, join(self.base, "shards", f"{shard}.parquet"), table_bytes(table))
             for key, value in (("shard", shard), ("rows", table.num_rows), ("rejects", rejects.num_rows),
@@ -74,15 +74,17 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
                      parameter_sets: ParameterSpec = "quam24", seed: int = 0, shard_size: int = 8,
                      limit: int | None = None, settings: SimulationSettings | None = None,
                      max_corrugation: float = MAX_CORRUGATION, num_actors: int | None = None,
-                     threads_per_actor: int = 1, storage_options: StorageOptions = None) -> SimulationSummary:
+                     threads_per_actor: int = 1, compact: bool | None = None,
+                     storage_options: StorageOptions = None) -> SimulationSummary:
     """Simulate training data for ``molecules`` (SMILES list, .smi/.csv path or URI, None = RDKit's
     NCI first_5K) into Parquet shards under ``output_uri`` (a local folder or ``s3://``).
 
     ``parameter_sets``: "quam24", "random:K" or a list of (amplitude Å, stiffness N/m); ``limit``:
     only the first N molecules; ``num_actors``: simulation actors (default: as many as the cluster's
     CPUs allow at ``threads_per_actor`` CPUs each); ``settings``: tip height, grid density, distance
-    jitter, window (:class:`raypipe.simulation.ppm.SimulationSettings`). Starts a local Ray when none is
-    running. Returns a :class:`SimulationSummary` (shards written and skipped, rows, rejects, seconds).
+    jitter, window (:class:`raypipe.simulation.ppm.SimulationSettings`); ``compact``: stacks stored as 8 bits
+    per slice with each slice's range (:mod:`raypipe.simulation.schema`; None: as the shards already there,
+    else plain). Starts a local Ray when none is running. Returns a :class:`SimulationSummary` (shards written and skipped, rows, rejects, seconds).
 
     Raises FileNotFoundError for a missing molecule list, ValueError for a re-run into ``output_uri``
     with other settings than its ``run.json`` or for bad parameter sets. Molecules that cannot be
@@ -98,7 +100,9 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
 
     shards = [(f"shard-{k // shard_size:05d}", pairs[k:k + shard_size]) for k in range(0, len(pairs), shard_size)]
     fs.invalidate_cache()
-    done = {path.rsplit("/", 1)[-1].removesuffix(".parquet") for path in fs.glob(join(base, "shards", "shard-*.parquet"))}
+    existing = sorted(fs.glob(join(base, "shards", "shard-*.parquet")))
+    compact = _storage_form(fs, existing, compact, output_uri)
+    done = {path.rsplit("/", 1)[-1].removesuffix(".parquet") for path in existing}
     todo = [(name, mols) for name, mols in shards if name not in done]
     print(f"simulate: {len(pairs)} molecules in {len(shards)} shards, {len(shards) - len(todo)} already done, "
           f"output {redact(output_uri)}", flush=True)
@@ -119,7 +123,8 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
             compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={"output_uri": output_uri, "storage_options": storage_options,
                                    "spec": parameter_sets, "seed": seed, "settings": settings,
-                                   "max_corrugation": max_corrugation, "threads": threads_per_actor},
+                                   "max_corrugation": max_corrugation, "threads": threads_per_actor,
+                                   "compact": compact},
         )
         for row in results.iter_rows():
             written.append(row)
@@ -129,6 +134,22 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
     summary = _write_manifest(fs, base, config, [name for name, _ in shards])
     return SimulationSummary(output_uri, len(shards), len(shards) - len(todo), len(written),
                              sum(r["rows"] for r in written), summary["rejects"], seconds)
+
+
+def _storage_form(fs, existing: list[str], compact: bool | None, output_uri: str) -> bool:
+    """Plain or compact shards: as asked, else as those already written (the two never mix in one set)."""
+    if not existing:
+        return bool(compact)
+    import pyarrow.parquet as pq
+
+    from raypipe.simulation.schema import is_compact
+
+    with fs.open(existing[0], "rb") as f:
+        theirs = is_compact(pq.ParquetFile(f).schema_arrow)
+    if compact is not None and compact != theirs:
+        raise ValueError(f"{redact(output_uri)} holds {'compact' if theirs else 'plain'} shards; continue it "
+                         f"{'with' if theirs else 'without'} --compact, or use a new output location")
+    return theirs
 
 
 def _settings_record(settings: SimulationSettings) -> dict:

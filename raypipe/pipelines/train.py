@@ -15,27 +15,27 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 
 from raypipe.model.config import ModelConfig
-from raypipe.model.run import RunState, TrainConfig, init_generator, plot_metrics
+from raypipe.training.run import RunState, TrainConfig, init_generator, plot_metrics
 from raypipe.storage import StorageOptions, arrow_filesystem, filesystem, is_remote, join, write_bytes_atomic
 
 __all__ = ["TrainConfig", "decode_batch", "train", "train_func", "plot_metrics"]
 
 
-def decode_batch(batch: dict, centres=None) -> dict:
-    """Ray Data UDF: raw float16 stacks -> z-scored float32 (the median comes after augmentation, as in
-    :func:`raypipe.model.augment.augment`); PNG targets -> (3, S, S) in [-1, 1], with the centre target as
-    a fourth channel when ``centres`` (the model's window) is given."""
-    from raypipe.model.data import decode_targets, zscore_stacks
+def decode_batch(batch, centres=None) -> dict:
+    """Ray Data UDF on a pyarrow batch of shard rows (plain or compact): raw stacks -> z-scored float32 (the
+    median comes after augmentation, as in :func:`raypipe.training.augment.augment`); PNG targets ->
+    (3, S, S) in [-1, 1], with the centre target as a fourth channel when ``centres`` (the model's window)
+    is given."""
+    from raypipe.simulation.schema import read_stacks
+    from raypipe.training.data import decode_targets, zscore_stacks
 
-    return {"stack": zscore_stacks(np.stack(list(batch["stack"]))),
-            "target": decode_targets(batch["target_png"], centres)}
+    return {"stack": zscore_stacks(read_stacks(batch)),
+            "target": decode_targets(batch["target_png"].to_pylist(), centres)}
 
 
 def train_func(config: dict) -> None:
@@ -44,9 +44,10 @@ def train_func(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from raypipe.evaluation import validate
-    from raypipe.model.augment import AugmentConfig, augment
-    from raypipe.model.pix2pix import Pix2Pix
+    from raypipe.training.augment import AugmentConfig
+    from raypipe.training.pix2pix import Pix2Pix
+    from raypipe.training.run import Steps
+    from raypipe.training.validation import validate
 
     cfg = TrainConfig(**config["train"])
     model_config = ModelConfig.from_dict(config["model"])
@@ -74,25 +75,15 @@ def train_func(config: dict) -> None:
             batch_size=64, batch_format="numpy") for values in zip(*b.values())][: cfg.val_samples]
 
     shard = ray.train.get_dataset_shard("train")
-    window_start, window_samples, losses = time.perf_counter(), 0, []
+    step = Steps(cfg, state, model, augment_config, generator, world_size=ctx.get_world_size())
     while state.step < cfg.steps:
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True, device=device,
                                               dtypes=torch.float32):
-            stack, target = augment(batch["stack"], batch["target"], augment_config, generator)
-            lr = model.set_learning_rate(state.step, cfg.steps)
-            losses.append(model.train_step(stack, target))
-            state.step += 1
-            window_samples += stack.shape[0]
-            metrics: dict = {"step": state.step}
-            if state.step % cfg.log_every == 0 or state.step % cfg.checkpoint_every == 0:
-                elapsed = time.perf_counter() - window_start
-                metrics.update({k: float(np.mean([l[k] for l in losses if k in l])) for k in losses[0]})
-                metrics["lr"] = lr
-                metrics["samples_per_s"] = window_samples * ctx.get_world_size() / elapsed
-                window_start, window_samples, losses = time.perf_counter(), 0, []
+            metrics = step(batch["stack"], batch["target"])
             if rank == 0 and state.step % cfg.val_every == 0 and val_rows:
                 metrics.update(validate(model.generator, model_config, val_rows))
                 state.consider(metrics, model.generator, model_config, cfg.run_name)
+                step.restart_clock()
             if rank == 0 and len(metrics) > 1:
                 state.record(metrics)
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
@@ -114,20 +105,24 @@ def _datasets(cfg: TrainConfig, storage_options: StorageOptions):
     import ray.data
     from ray.data.expressions import col
 
+    from raypipe.simulation.schema import stack_columns
+    from raypipe.training.data import first_shard_schema
+
     fs, base = filesystem(cfg.data_uri, storage_options)
-    shards = ray.data.read_parquet(join(base, "shards"), filesystem=arrow_filesystem(fs),
-                                   columns=["stack", "target_png", "split", "atoms", "bonds", "corrugation"])
+    stack = stack_columns(first_shard_schema(cfg.data_uri, storage_options))
+    shards = ray.data.read_parquet(join(base, "shards"), filesystem=arrow_filesystem(fs)).select_columns(
+        [*stack, "target_png", "split", "atoms", "bonds", "corrugation"])
     model_config = cfg.model_config()
     centres = model_config.window if model_config.centres else None
-    train = shards.filter(expr=col("split") == "train").select_columns(["stack", "target_png"]).map_batches(
-        decode_batch, batch_size=16, fn_kwargs={"centres": centres})
+    train = shards.filter(expr=col("split") == "train").select_columns([*stack, "target_png"]).map_batches(
+        decode_batch, batch_size=16, batch_format="pyarrow", fn_kwargs={"centres": centres})
     if cfg.cache_data:
         train = train.materialize()
     # the val rows are few: read them now, so rank 0 never waits for read tasks while workers hold the CPUs
     val = shards.filter(expr=col("split") == "val").limit(cfg.val_samples).map_batches(
-        lambda b: {**decode_batch(b), "target_png": b["target_png"], "atoms": b["atoms"], "bonds": b["bonds"],
-                   "corrugation": b["corrugation"]},
-        batch_size=16).materialize()
+        lambda b: {**decode_batch(b), "target_png": b["target_png"].to_pylist(), "atoms": b["atoms"].to_pylist(),
+                   "bonds": b["bonds"].to_pylist(), "corrugation": b["corrugation"].to_numpy()},
+        batch_size=16, batch_format="pyarrow").materialize()
     return {"train": train, "val": val}
 
 
@@ -154,7 +149,7 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raypipe.model.data import check_grid
+    from raypipe.training.data import check_grid
 
     cfg.validate()
     if cfg.trainable != "all":

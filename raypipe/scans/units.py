@@ -34,11 +34,7 @@ class ScanUnit:
     kind: str  # a file format's name ("raypipe-hdf5", "npz") or "folder"
     fingerprint: str
     newest: float = 0.0  # modification time of its newest file (epoch s): a unit still arriving is younger
-
-    @property
-    def key(self) -> str:
-        """What the ledger records: the unit and its fingerprint."""
-        return f"{self.uri}#{self.fingerprint}"
+    sidecar: bool = False  # a sidecar (raypipe.json) lies in the folder or beside the file
 
     @property
     def multi(self) -> bool:
@@ -68,6 +64,7 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
     for folder, files in listing:
         inside_truth = any(p in NOT_SCANS for p in folder.split("/"))
         infos, sidecar = [], None
+        names = {posixpath.basename(n) for n in files}
         for name, info in sorted(files.items()):
             name = posixpath.basename(name)
             path = posixpath.join(folder, name)
@@ -77,14 +74,15 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
             elif inside_truth or name.startswith("."):
                 ignored += 1
             elif found is not None:
-                units.append(ScanUnit(scheme + path, found.name, _fingerprint([info]), _newest([info])))
+                units.append(ScanUnit(scheme + path, found.name, _fingerprint([info]), _newest([info]),
+                                      f"{name}.raypipe.json" in names))
             elif posixpath.splitext(name)[1].lower() in members:
                 infos.append(info)
             else:
                 ignored += 1
         if infos:
             infos += [sidecar] if sidecar else []
-            units.append(ScanUnit(scheme + folder, "folder", _fingerprint(infos), _newest(infos)))
+            units.append(ScanUnit(scheme + folder, "folder", _fingerprint(infos), _newest(infos), sidecar is not None))
         elif sidecar is not None:
             ignored += 1  # a sidecar without scans beside it
     return sorted(units, key=lambda u: u.uri), ignored

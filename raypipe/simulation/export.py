@@ -10,13 +10,15 @@ import pyarrow.parquet as pq
 
 from raypipe.scans.archive import write_archive
 from raypipe.scans.stack import ScanStack
+from raypipe.simulation.schema import read_stacks, stack_columns
 from raypipe.simulation.ppm import Z_STEP
 from raypipe.storage import StorageOptions, filesystem, join
 
 
 def read_shard_rows(dataset_uri: str, *, split: str | None = None, limit: int | None = None,
                     storage_options: StorageOptions = None) -> Iterator[dict]:
-    """Rows of a simulated dataset (every shard in name order), optionally one split, at most ``limit``."""
+    """Rows of a simulated dataset (every shard in name order, plain or compact: ``stack`` is the Δf array),
+    optionally one split, at most ``limit``."""
     fs, base = filesystem(dataset_uri, storage_options)
     paths = sorted(fs.glob(join(base, "shards", "shard-*.parquet")))
     if not paths:
@@ -27,8 +29,8 @@ def read_shard_rows(dataset_uri: str, *, split: str | None = None, limit: int | 
             table = pq.read_table(f)
         if split is not None:
             table = table.filter(pc.equal(table["split"], split))
-        stacks = table["stack"].combine_chunks().to_numpy_ndarray() if table.num_rows else []
-        for row, stack in zip(table.drop_columns(["stack"]).to_pylist(), stacks):
+        stacks = read_stacks(table)
+        for row, stack in zip(table.drop_columns(stack_columns(table.schema)).to_pylist(), stacks):
             if limit is not None and count >= limit:
                 return
             row["stack"] = stack

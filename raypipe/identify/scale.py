@@ -25,23 +25,16 @@ def with_fov(stack: ScanStack, fov: float) -> ScanStack:
 
 def estimate_fov(stack: ScanStack, model, fovs=FOVS) -> tuple[float, list[dict]]:
     """(best field of view in Å along x, one dict per tried fov: fov, confidence, margin, quality)."""
-    from raypipe.chem.graph import read_graph
-    from raypipe.model.calibration import features, margin_stats
+    from raypipe.model.reading import read_prediction
     from raypipe.scans.preprocess import preprocess
 
     window = model.config.window
     inputs = np.stack([preprocess(with_fov(stack, f), n_slices=model.config.n_slices, window=window) for f in fovs])
-    prediction = model.infer(inputs)
     informative = model.calibration is not None and any(model.calibration.weights)
-    tried = []
-    for k, (fov, depiction, margin) in enumerate(zip(fovs, prediction.depictions, prediction.margins)):
-        graph = read_graph(depiction, window, prediction.centre_map(k))
-        mean, low = margin_stats(margin, depiction)
-        feats = features(graph, mean, low)
-        confidence = model.calibration.predict(feats) if informative else mean
-        tried.append({"fov": float(fov), "confidence": float(confidence), "margin": mean,
-                      "quality": float(graph.confidence), "atoms": len(graph.atoms),
-                      "bond_ratio": bond_ratio(graph)})
+    readings = read_prediction(model.infer(inputs), window, model.calibration if informative else None)
+    tried = [{"fov": float(fov), "confidence": float(r.confidence if informative else r.features["margin"]),
+              "margin": r.features["margin"], "quality": float(r.graph.confidence), "atoms": len(r.graph.atoms),
+              "bond_ratio": bond_ratio(r.graph)} for fov, r in zip(fovs, readings)]
     best = max(tried, key=_preference)
     return best["fov"], tried
 

@@ -1,5 +1,5 @@
 """Training batches from simulation shards with plain pyarrow (no Ray): the data side of the plain
-training loop (:mod:`raypipe.model.loop`), on a CPU machine or a lent GPU.
+training loop (:mod:`raypipe.training.loop`), on a CPU machine or a lent GPU.
 
 :class:`ShardStream` reads the shards of one split a few at a time into a shuffle buffer (prefetched by a
 thread while the model trains), so memory is bounded by ``buffer_shards`` shards whatever the dataset's
@@ -80,8 +80,9 @@ def list_shards(data_uri: str, storage_options: StorageOptions = None) -> list[s
     return sorted(fs.glob(join(base, "shards", "shard-*.parquet")))
 
 
-def check_grid(data_uri: str, config, storage_options: StorageOptions = None) -> None:
-    """Refuse shards whose stacks do not fit the model's grid (slices, pixels, field of view)."""
+def _first_shard(data_uri: str, storage_options: StorageOptions = None, fov: bool = False):
+    """The first shard's schema (it says the dataset's grid and storage form), and with ``fov`` its first
+    rows' fields of view. FileNotFoundError when the dataset has no shard."""
     import pyarrow.parquet as pq
 
     shards = list_shards(data_uri, storage_options)
@@ -90,8 +91,19 @@ def check_grid(data_uri: str, config, storage_options: StorageOptions = None) ->
     fs, _ = filesystem(data_uri, storage_options)
     with fs.open(shards[0], "rb") as f:
         parquet = pq.ParquetFile(f)
-        shape = stack_shape(parquet.schema_arrow)
-        fovs = parquet.read_row_group(0, columns=["fov"])["fov"].to_pylist() if parquet.metadata.num_rows else []
+        fovs = parquet.read_row_group(0, columns=["fov"])["fov"].to_pylist() if fov and parquet.metadata.num_rows \
+            else []
+        return parquet.schema_arrow, fovs
+
+
+def first_shard_schema(data_uri: str, storage_options: StorageOptions = None):
+    return _first_shard(data_uri, storage_options)[0]
+
+
+def check_grid(data_uri: str, config, storage_options: StorageOptions = None) -> None:
+    """Refuse shards whose stacks do not fit the model's grid (slices, pixels, field of view)."""
+    schema, fovs = _first_shard(data_uri, storage_options, fov=True)
+    shape = stack_shape(schema)
     want = (config.n_slices, config.size, config.size)
     if shape != want or any(abs(f - config.fov) > 1e-6 for f in fovs[:1]):
         raise ValueError(f"{data_uri}: shards hold stacks of {shape} on a {fovs[0] if fovs else '?'} Å window, the "

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from raypipe.chem.molecule import Molecule
 from raypipe.chem.pixels import classify_pixels
 from raypipe.errors import MoleculeError
 from raypipe.scans.stack import ScanStack
+from raypipe.storage import StorageOptions, filesystem, join, write_bytes_atomic
 from raypipe.window import DEFAULT_WINDOW, Window
 
 ANGLES = tuple(range(0, 360, 15))
@@ -41,6 +40,7 @@ SCALES = (0.9, 1.0, 1.1)
 SIM_PARAMETER_SETS = ((0.6, 0.4), (1.2, 0.8))
 SIM_SLICES = (0, 3)  # the closest and a mid slice: where bond contrast is
 SIM_GRID_DENSITY = 8  # px/Å of the force field: as the training data; 1.6x faster than 10 (bench_simulation)
+CACHE_VERSION = 2  # of the cache files: depictions and 2 x 2-pooled simulations, float16
 
 
 def _conformer_seeds(smiles: str) -> tuple[int, ...]:
@@ -61,57 +61,85 @@ class Candidate:
 
 class CandidateCache:
     """Candidates prepared once: conformers, depiction labels and (lazily) simulated slices, by canonical
-    SMILES; ``folder`` keeps the simulations on disk between runs (``.npz`` per SMILES hash)."""
+    SMILES. ``folder`` (a local folder or ``s3://`` prefix; a library's ``cache/``) keeps each candidate's
+    depictions and simulations between runs, one ``.npz`` per candidate and settings, written whole or not
+    at all: a candidate found there needs neither a conformer nor a simulation."""
 
-    def __init__(self, window: Window | None = None, folder: str | Path | None = None) -> None:
+    def __init__(self, window: Window | None = None, folder: str | Path | None = None,
+                 storage_options: StorageOptions = None) -> None:
         self.window = window or DEFAULT_WINDOW
-        self.folder = Path(folder) if folder else None
+        self.folder = str(folder) if folder else None
+        self.storage_options = storage_options
         self.items: dict[str, Candidate | None] = {}
         self.simulator = None
         self.simulated = 0  # candidates simulated here (not loaded from the cache folder)
 
+    def _path(self, smiles: str) -> str | None:
+        if self.folder is None:
+            return None
+        key = json.dumps([smiles, SIM_PARAMETER_SETS, SIM_SLICES, SIM_GRID_DENSITY, self.window.size,
+                          self.window.fov, CACHE_VERSION])  # a change of settings is a new file
+        return join(self.folder, f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz")
+
     def get(self, smiles: str) -> Candidate | None:
+        """The candidate of a SMILES (None where it cannot be used: unparsable, unsupported, not embeddable)."""
         from rdkit import Chem
 
         mol = Chem.MolFromSmiles(smiles)
         key = Chem.MolToSmiles(mol) if mol is not None else smiles
         if key not in self.items:
-            molecules = []
-            for seed in _conformer_seeds(key) if mol is not None else ():
-                try:
-                    molecules.append(Molecule.from_smiles(key, seed=seed))
-                except MoleculeError:
-                    continue
-            self.items[key] = Candidate(key, molecules, [classify_pixels(render_depiction(m, self.window))
-                                                         for m in molecules]) if molecules else None
+            self.items[key] = None if mol is None else (self._load(key) or self._prepare(key))
         return self.items[key]
 
+    def _prepare(self, key: str) -> Candidate | None:
+        molecules = []
+        for seed in _conformer_seeds(key):
+            try:
+                molecules.append(Molecule.from_smiles(key, seed=seed))
+            except MoleculeError:
+                continue
+        if not molecules:
+            return None
+        return Candidate(key, molecules, [classify_pixels(render_depiction(m, self.window)) for m in molecules])
+
+    def _load(self, key: str) -> Candidate | None:
+        path = self._path(key)
+        if path is None:
+            return None
+        fs, where = filesystem(path, self.storage_options)
+        try:
+            data = fs.cat_file(where)
+        except FileNotFoundError:
+            return None
+        import io
+
+        with np.load(io.BytesIO(data)) as arrays:
+            depictions = list(arrays["depictions"])
+            simulations = [s.astype(np.float32) for s in arrays["simulations"]]
+        return Candidate(key, [], depictions, simulations)
+
     def simulations(self, candidate: Candidate) -> list[np.ndarray]:
+        """The candidate's simulated slices, (parameter sets, slices, S/2, S/2) per conformer, made (and kept
+        in the folder) on first use."""
         if candidate.simulations:
             return candidate.simulations
-        path = None
-        if self.folder is not None:
-            key = json.dumps([candidate.smiles, SIM_PARAMETER_SETS, SIM_SLICES, SIM_GRID_DENSITY,
-                              self.window.size, self.window.fov])  # a change of settings is a new file
-            digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-            path = self.folder / f"{digest}.npz"
-            if path.exists():
-                with np.load(path) as data:
-                    candidate.simulations = [data[k] for k in sorted(data.files)]
-                return candidate.simulations
         if self.simulator is None:
             from raypipe.simulation.ppm import SimulationSettings, Simulator
 
             self.simulator = Simulator(SimulationSettings(window=self.window, pix_per_angstrom=SIM_GRID_DENSITY))
         for molecule in candidate.molecules:
             stacks = self.simulator.simulate(molecule, list(SIM_PARAMETER_SETS))
-            candidate.simulations.append(np.stack([_normalised(s.images[list(SIM_SLICES)]) for s in stacks]))
+            candidate.simulations.append(np.stack([_pool(_normalised(s.images[list(SIM_SLICES)])) for s in stacks]))
         self.simulated += 1
+        path = self._path(candidate.smiles)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")  # whole or absent: a kill
-            np.savez_compressed(partial, **{f"c{k}": s for k, s in enumerate(candidate.simulations)})  # mid-write
-            os.replace(partial, path)  # leaves no half file for the next run to trip on
+            import io
+
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, depictions=np.stack(candidate.depictions).astype(np.uint8),
+                                simulations=np.stack(candidate.simulations).astype(np.float16))
+            fs, where = filesystem(path, self.storage_options)
+            write_bytes_atomic(fs, where, buffer.getvalue())  # whole or absent: a kill leaves no half file
         return candidate.simulations
 
 
@@ -201,8 +229,8 @@ def simulation_score(stack_input: np.ndarray, candidate: Candidate, cache: Candi
     reference = _Reference(measured)
     n = measured[0].size
     poses = []
-    for simulated in cache.simulations(candidate):  # (parameter sets, slices, S, S)
-        for pose in _transforms(_pool(simulated), order=1):  # posed at the correlation's resolution (4x fewer px)
+    for simulated in cache.simulations(candidate):  # (parameter sets, slices, S/2, S/2), pooled
+        for pose in _transforms(simulated, order=1):  # posed at the correlation's resolution (4x fewer px)
             for sim in _normalised(pose):
                 poses.append((reference.best(0, sim[0]) / n, sim))
     best = 0.0
@@ -211,11 +239,31 @@ def simulation_score(stack_input: np.ndarray, candidate: Candidate, cache: Candi
     return float(np.clip(best, 0.0, 1.0))
 
 
+def rank(depiction: np.ndarray, stack_input: np.ndarray, candidates: list[str], cache: CandidateCache, *,
+         simulate: bool = True, top: int = 5) -> list[dict]:
+    """Rank ``candidates`` (SMILES) for one scan from its predicted ``depiction`` and its preprocessed
+    ``stack_input``: the ``top`` best as dicts of ``smiles`` (canonical), ``score``, ``depiction_score``,
+    ``simulation_score`` (None with ``simulate=False``) and ``rank``. Unreadable SMILES are skipped."""
+    rows = []
+    for smiles in dict.fromkeys(candidates):
+        candidate = cache.get(smiles)
+        if candidate is None:
+            continue
+        dep = float(depiction_score(depiction, candidate))
+        sim = float(simulation_score(stack_input, candidate, cache)) if simulate else None
+        rows.append({"smiles": candidate.smiles, "score": dep if sim is None else 0.5 * (dep + sim),
+                     "depiction_score": dep, "simulation_score": sim})
+    rows.sort(key=lambda r: -r["score"])
+    for k, row in enumerate(rows, start=1):
+        row["rank"] = k
+    return rows[:top]
+
+
 def rank_candidates(stack: ScanStack | np.ndarray, candidates: list[str], *, model=None, top: int = 5,
                     cache: CandidateCache | None = None, simulate: bool = True) -> list[dict]:
-    """The ``top`` candidates for one scan, best first: dicts of ``smiles`` (canonical), ``score``,
-    ``depiction_score``, ``simulation_score`` (None with ``simulate=False``), ``rank``. ``stack``: a
-    ScanStack (preprocessed for the model here) or an already preprocessed (n_slices, S, S) array."""
+    """The ``top`` candidates for one scan, best first (:func:`rank`). ``stack``: a ScanStack (preprocessed
+    for the model here) or an already preprocessed (n_slices, S, S) array; ``model``: a loaded model or a
+    model file (default: the shipped model)."""
     from raypipe.model.inference import Model, load_model
     from raypipe.scans.preprocess import preprocess
 
@@ -223,26 +271,7 @@ def rank_candidates(stack: ScanStack | np.ndarray, candidates: list[str], *, mod
     window = model.config.window
     cache = cache or CandidateCache(window)
     x = stack if isinstance(stack, np.ndarray) else preprocess(stack, n_slices=model.config.n_slices, window=window)
-    predicted = model.predict(x[None])[0]
-    rows = []
-    for smiles in dict.fromkeys(candidates):
-        candidate = cache.get(smiles)
-        if candidate is None:
-            continue
-        dep = float(depiction_score(predicted, candidate))
-        sim = float(simulation_score(x, candidate, cache)) if simulate else None
-        rows.append({"smiles": candidate.smiles, "depiction_score": dep, "simulation_score": sim,
-                     "score": dep if sim is None else 0.5 * (dep + sim)})
-    rows.sort(key=lambda r: -r["score"])
-    for k, row in enumerate(rows, start=1):
-        row["rank"] = k
-    return rows[:top]
-
-
-def timed(function, *args, **kwargs) -> tuple[object, float]:
-    start = time.perf_counter()
-    out = function(*args, **kwargs)
-    return out, time.perf_counter() - start
+    return rank(model.predict(x[None])[0], x, candidates, cache, simulate=simulate, top=top)
 
 
 def read_candidates(source: str | Path | list[str]) -> list[str]:

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raypipe.model.augment import AugmentConfig
+from raypipe.training.augment import AugmentConfig
 from raypipe.model.config import TRAINABLE, ModelConfig
 
 
@@ -133,7 +133,7 @@ class RunState:
         key = score_key(metrics)
         if self.best is not None and key <= list(self.best["key"]):
             return False
-        from raypipe.model.inference import save_model
+        from raypipe.model.files import save_model
 
         self.best = {"step": metrics["step"], "key": key}
         with tempfile.TemporaryDirectory() as folder:
@@ -170,6 +170,48 @@ class RunState:
         state = cls(int(saved["step"]), log, saved["best"], best_path.read_bytes() if best_path.exists() else b"")
         state.log.append({"step": state.step, "event": f"resumed from checkpoint at step {state.step}"})
         return state, saved["model"]
+
+
+class Steps:
+    """The body of a training step, shared by the plain loop (:mod:`raypipe.training.loop`) and the Ray Train
+    loop (:mod:`raypipe.pipelines.train`): augment the batch, set the learning rate, one optimisation step,
+    count it, and every ``log_every`` (or checkpoint) step the window's mean losses, learning rate and
+    samples/s (``world_size`` replicas each see their own batch)."""
+
+    def __init__(self, cfg: TrainConfig, state: RunState, model, augment_config, generator, world_size: int = 1):
+        self.cfg, self.state, self.model = cfg, state, model
+        self.augment_config, self.generator, self.world_size = augment_config, generator, world_size
+        self.restart_clock()
+        self.losses: list[dict] = []
+
+    def restart_clock(self) -> None:
+        """Time spent from now on counts towards samples/s (not validation's or checkpointing's)."""
+        import time
+
+        self.window_start, self.window_samples = time.perf_counter(), 0
+
+    def __call__(self, stack, target, *, last: bool = False) -> dict:
+        """One step on raw batches; returns ``{"step": n}`` plus the window's figures when they are due."""
+        import time
+
+        import numpy as np
+
+        from raypipe.training.augment import augment
+
+        cfg = self.cfg
+        stack, target = augment(stack, target, self.augment_config, self.generator)
+        lr = self.model.set_learning_rate(self.state.step, cfg.steps)
+        self.losses.append(self.model.train_step(stack, target))
+        self.state.step += 1
+        self.window_samples += stack.shape[0]
+        metrics: dict = {"step": self.state.step}
+        if self.state.step % cfg.log_every == 0 or self.state.step % cfg.checkpoint_every == 0 or last:
+            elapsed = time.perf_counter() - self.window_start
+            metrics.update({k: float(np.mean([l[k] for l in self.losses if k in l])) for k in self.losses[0]})
+            metrics.update({"lr": lr, "samples_per_s": self.window_samples * self.world_size / elapsed})
+            self.losses = []
+            self.restart_clock()
+        return metrics
 
 
 def init_generator(generator, path: str | Path) -> None:

@@ -1,6 +1,6 @@
 """The plain torch training loop: one process, CPU or one GPU, no Ray.
 
-The same :class:`~raypipe.model.pix2pix.Pix2Pix` step, augmentation, validation and run state as the Ray
+The same :class:`~raypipe.training.pix2pix.Pix2Pix` step, augmentation, validation and run state as the Ray
 Train job (:mod:`raypipe.pipelines.train`), for the places Ray does not fit: a long background run on a
 small machine (Ray's workers would hold every CPU), or a lent GPU machine where Ray cannot be installed.
 ``jobs/train_local.py`` is its command line.
@@ -25,9 +25,8 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 
-from raypipe.model.run import RunState, TrainConfig, init_generator, plot_metrics
+from raypipe.training.run import RunState, TrainConfig, init_generator, plot_metrics
 
 
 def _device(name: str):
@@ -44,53 +43,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _validator():
-    """Validation by graph extraction where RDKit is installed, else by pixel error alone."""
-    try:
-        from raypipe.evaluation import validate  # graph extraction: RDKit
-    except ImportError:
-        return validate_pixels
-    return validate
-
-
-def validate_pixels(generator, config, rows: list[dict]) -> dict:
-    """``val_loss`` alone: the fraction of molecule pixels coloured wrong (no RDKit needed)."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    from raypipe.model.augment import finish
-
-    bare = getattr(generator, "module", generator)
-    device = next(bare.parameters()).device
-    was_training = bare.training
-    bare.eval()
-    wrong = fg = 0
-    with torch.no_grad():
-        for k in range(0, len(rows), 16):
-            part = rows[k:k + 16]
-            stacks = finish(torch.as_tensor(np.stack([r["stack"] for r in part]), dtype=torch.float32, device=device))
-            depictions = bare.head.depiction(bare(stacks))
-            for depiction, row in zip(depictions, part):
-                truth = np.asarray(Image.open(io.BytesIO(row["target_png"])).convert("RGB"))
-                mask = truth.any(axis=-1) | depiction.any(axis=-1)
-                fg += int(mask.sum())
-                wrong += int((np.abs(depiction.astype(int) - truth.astype(int)).sum(axis=-1)[mask] > 60).sum())
-    bare.train(was_training)
-    return {"val_total": 0.0, "val_loss": wrong / fg if fg else 0.0}
-
-
 def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=None, progress=print) -> dict:
     """Run (or resume) ``cfg`` in this process; returns the last metrics with ``best`` and ``run``.
 
     ``rows_val`` (validation rows with truth) and ``stream`` (an iterable of (stack, target) numpy
-    batches) default to the shards under ``cfg.data_uri`` (:mod:`raypipe.model.data`).
+    batches) default to the shards under ``cfg.data_uri`` (:mod:`raypipe.training.data`).
     """
     import torch
 
-    from raypipe.model.data import ShardStream, check_grid, fixed_rows
-    from raypipe.model.pix2pix import Pix2Pix
+    from raypipe.training.data import ShardStream, check_grid, fixed_rows
+    from raypipe.training.pix2pix import Pix2Pix
+    from raypipe.training.validation import validator
 
     cfg.validate()
     if cfg.threads:
@@ -119,7 +82,7 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
         progress(f"train: {cfg.run_name} starts from the weights of {cfg.init_from}")
 
     rows_val = rows_val if rows_val is not None else fixed_rows(cfg.data_uri, "val", cfg.val_samples)
-    validate = _validator()
+    validate = validator()
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + state.step)
     centres = model_config.window if model_config.centres else None
     stream = stream if stream is not None else ShardStream(cfg.data_uri, "train", batch_size=cfg.batch_size,
@@ -139,31 +102,19 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
 def _loop(cfg, state, model, batches, augment_config, model_config, generator, rows_val, validate, run) -> None:
     import torch
 
-    from raypipe.model.augment import augment
+    from raypipe.training.run import Steps
 
     device = model.device
     started = time.perf_counter()
-    window_start, window_samples, losses = started, 0, []
+    step = Steps(cfg, state, model, augment_config, generator)
     while state.step < cfg.steps:
         stack_np, target_np = next(batches)
-        stack = torch.as_tensor(stack_np, device=device)
-        target = torch.as_tensor(target_np, device=device)
-        stack, target = augment(stack, target, augment_config, generator)
-        lr = model.set_learning_rate(state.step, cfg.steps)
-        losses.append(model.train_step(stack, target))
-        state.step += 1
-        window_samples += stack.shape[0]
-        metrics = {"step": state.step}
-        last = state.step == cfg.steps or bool(cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds)
-        if state.step % cfg.log_every == 0 or state.step % cfg.checkpoint_every == 0 or last:
-            elapsed = time.perf_counter() - window_start
-            metrics.update({k: float(np.mean([l[k] for l in losses if k in l])) for k in losses[0]})
-            metrics.update({"lr": lr, "samples_per_s": window_samples / elapsed})
-            window_start, window_samples, losses = time.perf_counter(), 0, []
+        last = state.step + 1 == cfg.steps or bool(cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds)
+        metrics = step(torch.as_tensor(stack_np, device=device), torch.as_tensor(target_np, device=device), last=last)
         if (state.step % cfg.val_every == 0 or last) and rows_val:
             metrics.update(validate(model.generator, model_config, rows_val))
             state.consider(metrics, model.generator, model_config, cfg.run_name)
-            window_start = time.perf_counter()  # validation time is not training throughput
+            step.restart_clock()  # validation time is not training throughput
         if len(metrics) > 1:
             state.record(metrics)
         if state.step % cfg.checkpoint_every == 0 or last:

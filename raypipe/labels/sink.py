@@ -1,4 +1,4 @@
-"""The Ray Data writer of the labels table: one Iceberg commit per run (see raypipe.pipelines.table).
+"""The Ray Data writer of the labels table: one Iceberg commit per run (see raypipe.labels.table).
 
 Ray Data's own Iceberg writer (``Dataset.write_iceberg``) writes the data files in the workers and commits
 them on the driver in one transaction; :class:`LabelsSink` adds what the nightly job needs to it:
@@ -14,7 +14,8 @@ from __future__ import annotations
 from pyiceberg.expressions import In
 from ray.data._internal.datasource.iceberg_datasink import IcebergDatasink
 
-from raypipe.pipelines.table import TableError, TableSettings, WriterLease
+from raypipe.labels.lease import WriterLease
+from raypipe.labels.table import TableError, TableSettings
 
 
 class LabelsSink(IcebergDatasink):

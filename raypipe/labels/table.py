@@ -16,7 +16,7 @@ What makes it safe:
   :func:`remove_orphans` deletes later (files of this table's data folder only);
 - **"what is done" is read from the table** (projected ``unit``, ``unit_fingerprint``, ``error_kind``),
   so rows and bookkeeping cannot disagree;
-- **one writer at a time**: :class:`WriterLease`, a row in a small SQL table beside the catalog (or in
+- **one writer at a time**: :class:`~raypipe.labels.lease.WriterLease`, a row in a small SQL table beside the catalog (or in
   ``RAYPIPE_LEASE_DB``), taken with an atomic insert/update, renewed by a heartbeat, expiring when its
   holder dies; and the commit itself asserts that the table has not moved since the run read it
   (Iceberg's optimistic concurrency), so even an expired-lease writer cannot duplicate rows.
@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
-import threading
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -254,141 +251,5 @@ def remove_orphans(table, settings: TableSettings, older_than_s: float = 3600.0)
     return removed
 
 
-# --- one writer at a time -------------------------------------------------------------------------
-class WriterLease:
-    """A lease on the table, held in ``raypipe_writer_lease`` (name, holder, host, pid, expires_at) of
-    a SQL database. Taken atomically (insert, or an update that succeeds only when the lease is free,
-    expired, or held by a dead process of this host); renewed every ``ttl / 3`` s by a thread."""
-
-    def __init__(self, url: str, name: str, ttl: float = 120.0) -> None:
-        import sqlalchemy as sa
-
-        self.name, self.ttl = name, ttl
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        meta = sa.MetaData()
-        self.rows = sa.Table("raypipe_writer_lease", meta,
-                             sa.Column("name", sa.String(255), primary_key=True),
-                             sa.Column("holder", sa.String(255), nullable=False),
-                             sa.Column("host", sa.String(255)), sa.Column("pid", sa.Integer),
-                             sa.Column("expires_at", sa.Float, nullable=False))
-        for attempt in range(5):
-            try:
-                meta.create_all(self.engine, checkfirst=True)
-                break
-            except sa.exc.SQLAlchemyError:
-                if attempt == 4:
-                    raise
-                time.sleep(0.3)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.lost = False
-
-    def _try(self) -> bool:
-        import sqlalchemy as sa
-
-        now = time.time()
-        values = {"holder": self.holder, "host": socket.gethostname(), "pid": os.getpid(),
-                  "expires_at": now + self.ttl}
-        with self.engine.begin() as conn:
-            try:
-                conn.execute(sa.insert(self.rows).values(name=self.name, **values))
-                return True
-            except sa.exc.IntegrityError:
-                pass
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(self.rows).where(self.rows.c.name == self.name)).first()
-            if row is None:
-                return False
-            free = row.expires_at < now or (row.host == socket.gethostname() and not _alive(row.pid))
-            if not free:
-                return False
-            result = conn.execute(sa.update(self.rows).where(self.rows.c.name == self.name,
-                                                             self.rows.c.holder == row.holder).values(**values))
-            return result.rowcount == 1
-
-    def holder_text(self) -> str:
-        import sqlalchemy as sa
-
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.rows).where(self.rows.c.name == self.name)).first()
-        if row is None:
-            return "nobody"
-        left = row.expires_at - time.time()
-        return f"{row.holder} (expires in {left:.0f} s unless renewed)"
-
-    def acquire(self, wait: float = 900.0, progress=None) -> "WriterLease":
-        deadline = time.time() + wait
-        said = False
-        while not self._try():
-            if time.time() >= deadline:
-                raise LeaseBusy(f"another raypipe job is writing {self.name}: lease held by {self.holder_text()}; "
-                                f"waited {wait:.0f} s (--lease-wait)")
-            if progress and not said:
-                progress(f"waiting for the writer lease on {self.name}, held by {self.holder_text()}")
-                said = True
-            time.sleep(min(2.0, max(0.1, deadline - time.time())))
-        self._thread = threading.Thread(target=self._heartbeat, name="raypipe-lease", daemon=True)
-        self._thread.start()
-        return self
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                self.renew()
-            except Exception:  # noqa: BLE001 - a lost lease is checked again before the commit
-                self.lost = True
-                return
-
-    def renew(self) -> None:
-        import sqlalchemy as sa
-
-        with self.engine.begin() as conn:
-            result = conn.execute(sa.update(self.rows).where(self.rows.c.name == self.name,
-                                                             self.rows.c.holder == self.holder)
-                                  .values(expires_at=time.time() + self.ttl))
-        if result.rowcount != 1:
-            self.lost = True
-            raise LeaseLost(f"the writer lease on {self.name} was lost (expired and taken over); nothing committed")
-
-    def release(self) -> None:
-        import sqlalchemy as sa
-
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(self.rows).where(self.rows.c.name == self.name, self.rows.c.holder == self.holder))
-        self.engine.dispose()
-
-    def __enter__(self) -> "WriterLease":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-@dataclass
-class RunPlan:
-    """What one run does: units to label (new), to replace (changed, relabelled, retried), skipped."""
-
-    new: list = field(default_factory=list)
-    replace: list = field(default_factory=list)
-    unchanged: int = 0
-    arriving: list = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""What a person looks at: the labelling gallery (:mod:`.gallery`) and the ``depict`` folder (:mod:`.depict`)."""
