@@ -238,6 +238,10 @@ def add_label(p) -> None:
     p.add_argument("--candidate-cache", default=None,
                    help="folder keeping candidate simulations between runs (default: <out>-candidates beside a "
                         "local --out)")
+    p.add_argument("--library", default=None,
+                   help="a library of known molecules (`raypipe library build`): each row names its best matches")
+    p.add_argument("--shortlist", type=int, default=d["shortlist"],
+                   help="library molecules the first stage keeps for the simulation match, per scan")
     p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     p.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
     p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
@@ -253,7 +257,7 @@ def run_label(args) -> int:
                              lease_wait=args.lease_wait, stall_timeout=args.stall_timeout,
                              fov=tuple(args.fov) if args.fov else None, estimate_fov=args.estimate_fov,
                              candidates=args.candidates, candidate_cache=args.candidate_cache,
-                             gallery=args.gallery).checked()  # before anything starts
+                             library=args.library, shortlist=args.shortlist, gallery=args.gallery).checked()  # before anything starts
     configure(address=args.address)  # Ray starts only when there is something to label
     summary = run(settings, progress=_say(args), show_progress=not getattr(args, "quiet", False))
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
@@ -278,6 +282,74 @@ def run_export(args) -> int:
     return EXIT_OK
 
 
+# --- library, identify ----------------------------------------------------------------------------------
+def add_library(p) -> None:
+    p.add_argument("action", choices=["build", "show"],
+                   help="build: make (or continue) a library from MOLECULES; show: what a library at --out holds")
+    p.add_argument("molecules", nargs="?", default=None,
+                   help="build: a .smi (SMILES [name] per line) or .csv (smiles, id/name columns) file, path or s3://")
+    p.add_argument("--out", required=True, help="the library's folder or s3:// prefix")
+    p.add_argument("--simulate", action="store_true",
+                   help="also make every molecule's simulations now (slower build; every scan then finds them ready)")
+    p.add_argument("--shard-size", type=int, default=256, help="molecules per shard (the unit a re-run skips)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N molecules")
+    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
+    p.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
+
+
+def run_library(args) -> int:
+    if args.action == "show":
+        from raypipe.identify.library import Library
+
+        _print_json(Library.open(args.out, _storage(args)).summary())
+        return EXIT_OK
+    if not args.molecules:
+        raise ValueError("library build needs MOLECULES: a .smi or .csv file of SMILES")
+    from raypipe.pipelines.cluster import configure
+    from raypipe.pipelines.library import build_library
+
+    configure(address=args.address)
+    summary = build_library(args.molecules, args.out, simulate=args.simulate, shard_size=args.shard_size,
+                            limit=args.limit, storage_options=_storage(args), progress=_say(args))
+    print(summary.report())
+    return EXIT_OK
+
+
+def add_identify(p) -> None:
+    p.add_argument("scan", help="one scan: a folder, file or archive.h5::id")
+    p.add_argument("--library", default=None, help="a library built by `raypipe library build` (folder or s3://)")
+    p.add_argument("--candidates", default=None, help="or a .smi file of the few molecules the scan may show")
+    p.add_argument("--top", type=int, default=5, help="how many matches to print")
+    p.add_argument("--shortlist", type=int, default=20,
+                   help="molecules the first stage keeps for the simulation match")
+    p.add_argument("--model", default=None, help="model file (default: the shipped model)")
+    p.add_argument("--fov", type=float, nargs="+", default=None, metavar="Å", help="the scan's field of view")
+    p.add_argument("--page", type=Path, default=None,
+                   help="write a one-scan HTML page here (default: identify-<scan>.html in this folder)")
+    p.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
+
+
+def run_identify(args) -> int:
+    from raypipe.identify.search import identify_scan
+
+    if (args.library is None) == (args.candidates is None):
+        raise ValueError("give --library URI or --candidates FILE (one of them)")
+    result = identify_scan(args.scan, library=args.library, candidates=args.candidates, top=args.top,
+                           shortlist=args.shortlist, model=args.model, fov=args.fov, storage_options=_storage(args),
+                           progress=_say(args))
+    from raypipe.reports.gallery import identification_page
+
+    page = args.page or Path(f"identify-{Path(args.scan.split('::')[-1]).name or 'scan'}.html")
+    identification_page(result, page)
+    if args.json:
+        _print_json(result.as_dict())
+    else:
+        print(result.report())
+        print(f"page: {page}")
+    return EXIT_OK
+
+
 # name: (help, add, run, exit statuses)
 COMMANDS = {
     "depict": ("depict molecules, extract their graphs back, score them", add_depict, run_depict, EXIT_STATUS),
@@ -291,6 +363,10 @@ COMMANDS = {
     "label": ("label the new scans of an archive into the labels table (the nightly job)", add_label, run_label,
               LABEL_EXIT_STATUS),
     "export": ("write the labels table's current rows to one Parquet file", add_export, run_export, EXIT_STATUS),
+    "library": ("build a library of known molecules for identification (resumes by shard), or show one",
+                add_library, run_library, EXIT_STATUS),
+    "identify": ("which known molecule is this scan? rank a library's (or a list's) molecules for one scan",
+                 add_identify, run_identify, EXIT_STATUS),
 }
 
 

@@ -85,14 +85,17 @@ def overlap(a: tuple, b: tuple) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def with_scale_bar(image: np.ndarray, pixel: float, scale: int = 2, length: float = 5.0) -> np.ndarray:
+def with_scale_bar(image: np.ndarray, pixel: float, scale: int = 2, length: float = 5.0, note: str = "") -> np.ndarray:
     """``image`` (H, W, 3) enlarged ``scale`` times (nearest) with a ``length`` Å bar and its label at the
-    bottom left; ``pixel``: Å per pixel of the original image."""
+    bottom left; ``pixel``: Å per pixel of the original image; ``note``: what the scale is where it is not
+    measured ("assumed", "estimated"), written beside the length."""
     big = Image.fromarray(image).resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
     draw = ImageDraw.Draw(big)
     bar = length / pixel * scale
+    label = f"{length:g} Å" + (f" ({note})" if note else "")
     x0, y0 = 6, big.height - 10
-    draw.rectangle([x0 - 2, y0 - 17, x0 + max(bar, 34) + 2, y0 + 5], fill=(0, 0, 0))
+    width = draw.textlength(label, font=font(13))
+    draw.rectangle([x0 - 2, y0 - 17, x0 + max(bar, width) + 2, y0 + 5], fill=(0, 0, 0))
     draw.rectangle([x0, y0, x0 + bar, y0 + 3], fill=(255, 255, 255))
-    draw.text((x0, y0 - 16), f"{length:g} Å", fill=(255, 255, 255), font=font(13))
+    draw.text((x0, y0 - 16), label, fill=(255, 255, 255), font=font(13))
     return np.asarray(big)

@@ -274,6 +274,21 @@ def rank_candidates(stack: ScanStack | np.ndarray, candidates: list[str], *, mod
     return rank(model.predict(x[None])[0], x, candidates, cache, simulate=simulate, top=top)
 
 
+def read_candidate_names(source: str | Path) -> tuple[list[str], list[str]]:
+    """(SMILES, names) from a .smi file (SMILES [name] per line; a line without a name is named by its
+    number) or a JSON list of SMILES."""
+    if str(source).endswith(".json"):
+        smiles = read_candidates(source)
+        return smiles, [f"candidate-{k + 1}" for k in range(len(smiles))]
+    smiles, names = [], []
+    for k, line in enumerate(Path(source).read_text().splitlines()):
+        fields = line.split()
+        if fields and not fields[0].startswith("#"):
+            smiles.append(fields[0])
+            names.append(" ".join(fields[1:]) or f"line-{k + 1}")
+    return smiles, names
+
+
 def read_candidates(source: str | Path | list[str]) -> list[str]:
     """Candidate SMILES from a list, a .smi file (SMILES [name] per line) or a JSON list."""
     if isinstance(source, list):

@@ -59,6 +59,8 @@ class LabelSettings:
     fov: tuple[float, ...] | None = None  # every stack's field of view (Å), over files and sidecars
     estimate_fov: bool = False  # stacks of unknown scale: search their field of view (8x their inference)
     candidates: str | None = None  # a .smi file of the molecules the scans may show
+    library: str | None = None  # a library of known molecules (raypipe library build): rows get ``identified``
+    shortlist: int = 20  # library molecules the first stage keeps for the simulation match
     candidate_cache: str | None = None  # folder keeping candidate simulations; None: <out>-candidates (local)
     gallery: str | None = None  # folder of HTML pages; None: <out>-gallery beside a local out; "": none
 
@@ -185,6 +187,11 @@ def run(settings: LabelSettings, *, progress=print, show_progress: bool = False)
     for uri in (s.input_uri, s.output_uri):  # one line, before Ray starts, where object storage cannot be used
         check_reachable(uri, s.storage_options)
     model = ModelFile.open(s.model, s.storage_options)  # read and hashed once for the whole job
+    library = None
+    if s.library:  # read once for the whole job, and refused in one line before anything starts
+        from raypipe.identify.library import Library
+
+        library = Library.open(s.library, s.storage_options, window=model.config.window)
     units, ignored = find_units(s.input_uri, s.storage_options)
     if not units:  # nothing to plan: no table, no lease, no Ray
         return LabelSummary(s.input_uri, s.output_uri, "", s.run_date, 0, 0, ignored, 0, 0,
@@ -206,7 +213,7 @@ def run(settings: LabelSettings, *, progress=print, show_progress: bool = False)
                                units_arriving=len(plan.arriving), arriving=[u.uri for u in plan.arriving],
                                snapshot_id=planned, table=table.table)
         if plan.todo:
-            _label(s, table, model, plan, summary, planned, lease, show_progress, progress)
+            _label(s, table, model, library, plan, summary, planned, lease, show_progress, progress)
             tbl.refresh()
             summary.snapshot_id = tbl.metadata.current_snapshot_id
             removed = remove_orphans(tbl, table)
@@ -231,8 +238,8 @@ def table_schema(output_schema: pa.Schema) -> pa.Schema:
         doc("labelled_at", pa.timestamp("us", tz="UTC"), "when that run labelled it (UTC)")])
 
 
-def _label(s: LabelSettings, table: TableSettings, model, plan: RunPlan, summary: LabelSummary, planned, lease,
-           show_progress: bool, progress) -> None:
+def _label(s: LabelSettings, table: TableSettings, model, library, plan: RunPlan, summary: LabelSummary, planned,
+           lease, show_progress: bool, progress) -> None:
     import ray
     from ray.data import DataContext
     from ray.data.exceptions import ExecutionTimeoutError
@@ -264,7 +271,7 @@ def _label(s: LabelSettings, table: TableSettings, model, plan: RunPlan, summary
     for attempt in (1, 2):
         rows = predict_dataset(units, model=model, batch_size=s.batch_size, storage_options=s.storage_options,
                                fov=s.fov, limits=s.limits, candidates=s.candidates, candidate_cache=s.candidate_cache,
-                               estimate_fov=s.estimate_fov)
+                               library=library, shortlist=s.shortlist, estimate_fov=s.estimate_fov)
         sink = LabelsSink(table, planned_snapshot=planned, replace_units=[redact(u.uri) for u in plan.replace],
                           lease=lease, snapshot_properties={
                               "raypipe.run-id": summary.run_id, "raypipe.version": __version__,

@@ -81,7 +81,8 @@ def ensure_ray(address: str | None = None) -> None:
     else:
         for key, value in LOCAL_RAY_ENV.items():
             os.environ.setdefault(key, value)
-        ray.init(include_dashboard=False, **quiet)
+        cpus = os.environ.get("RAYPIPE_LOCAL_CPUS")  # the local Ray's CPUs (default: the machine's)
+        ray.init(include_dashboard=False, **({"num_cpus": int(cpus)} if cpus else {}), **quiet)
     if not _VERBOSE:
         from ray.data import DataContext
 

@@ -72,7 +72,8 @@ class LibrarySummary:
     def report(self) -> str:
         lines = [f"library: {self.rows} molecules in {redact(self.uri)} ({self.shards} shards, "
                  f"{self.shards_skipped} already built){' with simulations' if self.simulated else ''}; "
-                 f"{self.rejects} input lines refused"]
+                 f"{self.rejects} input lines refused; {self.seconds:.0f} s"
+                 + (f" ({self.molecules_per_second:.1f} molecules/s)" if self.shards > self.shards_skipped else "")]
         for reject in self.first_rejects:
             lines.append(f"  refused {reject['id']} {reject['smiles']!r}: {reject['reason']}")
         return "\n".join(lines)

@@ -15,7 +15,7 @@ import warnings
 
 import ray
 
-from raypipe.pipelines.stages import (StageContext, expand, extract, load, preprocess_batch, Predictor, rank)
+from raypipe.pipelines.stages import Predictor, StageContext, expand, extract, identify, load, preprocess_batch
 from raypipe.storage import StorageOptions, is_remote, redact
 
 # CPU stages ask for half a CPU: they are light, two share a core, and a request unlike the inference
@@ -106,7 +106,8 @@ def inference_pool() -> tuple[dict, int, int]:
 
 def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, batch_size: int = 16, fov=None,
                     candidates: list[str] | str | None = None, candidate_cache: str | None = None,
-                    estimate_fov: bool = False, limits=None, storage_options: StorageOptions = None) -> ray.data.Dataset:
+                    library=None, shortlist: int = 20, estimate_fov: bool = False, limits=None,
+                    storage_options: StorageOptions = None) -> ray.data.Dataset:
     """Label every stack under ``uri`` with ``model`` (a model file: a path, ``s3://`` or an opened
     :class:`~raypipe.model.files.ModelFile`; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA`` (README "Output columns"). Starts a
     local Ray when none is running.
@@ -115,7 +116,10 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
     ``batch_size``: stacks per inference (and extraction) batch. ``fov``: every stack's field of view (Å)
     over what files and sidecars say. ``candidates``: SMILES (a list, or a .smi/.json file) the scans may
     show: each row's ``candidates`` column ranks them (a sidecar's own ``candidates`` take precedence for its
-    scan); ``candidate_cache``: a folder keeping candidate simulations between runs. ``estimate_fov``: a
+    scan); ``candidate_cache``: a folder keeping candidate simulations between runs. ``library``: a library of
+    known molecules (its URI, or a :class:`raypipe.identify.library.Library`): each row's ``identified``
+    column holds its best matches (:mod:`raypipe.identify.search`; ``shortlist`` molecules get the simulation
+    match); the library is read once and shared by the workers. ``estimate_fov``: a
     stack of unknown field of view is read at several assumed ones and the most confident reading kept
     (rows record ``fov_source = "estimated"``).
 
@@ -129,21 +133,28 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
 
     file = model if isinstance(model, ModelFile) else ModelFile.open(model, storage_options)  # once, before Ray
     config = file.config
+    names = None
     if candidates is not None and not isinstance(candidates, list):
-        from raypipe.identify.candidates import read_candidates
+        from raypipe.identify.candidates import read_candidate_names
 
-        candidates = read_candidates(candidates)
-    ctx = StageContext(config.window, config.n_slices, storage_options, limits, fov, estimate_fov, file,
-                       tuple(candidates or ()), candidate_cache)
+        candidates, names = read_candidate_names(candidates)
+    if library is not None and not hasattr(library, "fingerprints"):
+        from raypipe.identify.library import Library
+
+        library = Library.open(str(library), storage_options, window=config.window)  # refused before Ray starts
     if isinstance(uri, str):
         uri, _ = find_unit_rows(uri, storage_options)
     ensure_ray()
+    ctx = StageContext(config.window, config.n_slices, storage_options, limits, fov, estimate_fov, file,
+                       tuple(candidates or ()), tuple(names or candidates or ()), candidate_cache,
+                       ray.put(library) if library is not None else None, shortlist)
     resources, size, threads = inference_pool()
     if isinstance(uri, ray.data.Dataset):  # raw rows of read_scans: preprocess them here
         scans, ranking = uri.map_batches(preprocess_batch, batch_size=batch_size, fn_kwargs={"ctx": ctx},
-                                         **CPU_STAGE), bool(candidates)
+                                         **CPU_STAGE), bool(candidates) or library is not None
     else:
-        scans, ranking = _read(uri, ctx, prepare=True), bool(candidates) or any(u.get("sidecar") for u in uri)
+        scans = _read(uri, ctx, prepare=True)
+        ranking = bool(candidates) or library is not None or any(u.get("sidecar") for u in uri)
     rows = scans.map_batches(
         Predictor, batch_size=batch_size, **resources,
         # fixed size: a node lost mid-run can leave this pool holding every CPU left, and the label job then
@@ -151,7 +162,8 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
         compute=ray.data.ActorPoolStrategy(size=size),
         fn_constructor_kwargs={"ctx": ctx, "threads": threads, "keep_input": ranking})
     if ranking:
-        rows = rows.map_batches(rank, batch_size=batch_size, fn_kwargs={"ctx": ctx}, **CPU_STAGE)
+        # one scan a task: a scan's candidates take seconds each, and blocks must keep moving (the stall timeout)
+        rows = rows.map_batches(identify, batch_size=1, fn_kwargs={"ctx": ctx}, **CPU_STAGE)
     rows = rows.map_batches(extract, batch_size=batch_size, fn_kwargs={"ctx": ctx}, **CPU_STAGE)
     if OBJECT_STORE_MB:  # backpressure: a bounded object-store budget for this dataset (and its reads)
         options = rows.context.execution_options

@@ -29,14 +29,17 @@ BOND_STRUCT = pa.struct([
                                   "is no valid molecule"),
     _field("confidence", pa.float64(), "how continuous the stick is in the depiction (0-1)"),
 ])
-CANDIDATE_STRUCT = pa.struct([
-    _field("smiles", pa.string(), "the candidate (canonical SMILES)"),
-    _field("score", pa.float64(), "combined score: the mean of the two below (0-1)"),
-    _field("depiction_score", pa.float64(), "per-element overlap of the predicted depiction with the candidate's, "
-                                            "best over rotation, mirror, translation and scale (0-1)"),
-    _field("simulation_score", pa.float64(), "model-free: correlation of the measured stack with the candidate's "
-                                             "ppafm simulation, best over the same poses (0-1)"),
-    _field("rank", pa.int32(), "1 = the best candidate"),
+MATCH_STRUCT = pa.struct([
+    _field("smiles", pa.string(), "the molecule (canonical SMILES)"),
+    _field("name", pa.string(), "its name or id in the library or candidates file"),
+    _field("score", pa.float64(), "combined score: the simulation, depiction and filter scores mixed (0-1)"),
+    _field("filter_score", pa.float64(), "stage 1: the reading's composition and graph, weighted by its confidence, "
+                                         "and the scan's footprint, relative to the shortlist's best (0-1)"),
+    _field("simulation_score", pa.float64(), "model-free: correlation of the measured stack with the molecule's "
+                                             "ppafm simulation, best over rotation, mirror, translation and scale (0-1)"),
+    _field("depiction_score", pa.float64(), "per-element overlap of the predicted depiction with the molecule's, "
+                                            "best over the same poses (0-1)"),
+    _field("rank", pa.int32(), "1 = the best match"),
 ])
 OUTPUT_SCHEMA = pa.schema([
     _field("scan_id", pa.string(), "the stack's id: its name plus a hash of its values"),
@@ -68,8 +71,10 @@ OUTPUT_SCHEMA = pa.schema([
     _field("truth_smiles", pa.string(), "the true SMILES where the scan's metadata holds it (simulations)"),
     _field("truth_depiction", pa.binary(), "PNG: the true molecule's depiction on the model's window, where the "
                                            "scan's metadata holds its atoms (simulations)"),
-    _field("candidates", pa.list_(CANDIDATE_STRUCT), "the candidate molecules ranked for this scan, best first "
-                                                    "(when candidates were given); null otherwise"),
+    _field("candidates", pa.list_(MATCH_STRUCT), "the candidate molecules (a --candidates file or the scan's "
+                                                "sidecar) ranked for this scan, best first; null when none were given"),
+    _field("identified", pa.list_(MATCH_STRUCT), "the library molecules most likely shown, best first (with a "
+                                                "--library); null otherwise"),
     _field("model", pa.string(), "the model that labelled the row: name@first 12 hex of its file's SHA-256"),
     _field("status", pa.string(), "ok or error"),
     _field("error", pa.string(), "for an error row: the file and the reason"),

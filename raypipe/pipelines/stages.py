@@ -9,7 +9,8 @@ file -> ScanStack -> preprocessed tensor -> predicted depiction -> graph -> row:
    for the model (only the model's input crosses the object store, and the raw images only where the
    field of view is to be estimated);
 3. :class:`Predictor`: inference in an actor (one model load per actor), and the scale search;
-4. :func:`rank`: candidate ranking of the scans that have candidates;
+4. :func:`identify`: the candidates of the scans that have some, and the library's best matches
+   (:mod:`raypipe.identify.search`);
 5. :func:`extract`: the prediction read into a graph with its confidence (:mod:`raypipe.model.reading`),
    rows in ``OUTPUT_SCHEMA``.
 
@@ -47,9 +48,12 @@ class StageContext:
     fov: tuple[float, ...] | None = None
     estimate_fov: bool = False
     model: object = None  # raypipe.model.files.ModelFile
-    candidates: tuple[str, ...] = ()
-    candidate_cache: str | None = None
-    top: int = 5
+    candidates: tuple[str, ...] = ()  # SMILES of the run's candidate list
+    candidate_names: tuple[str, ...] = ()  # their names
+    candidate_cache: str | None = None  # where candidates' simulations are kept between runs
+    library: object = None  # the run's library (raypipe.identify.library.Library) in Ray's object store
+    shortlist: int = 20  # molecules stage 1 keeps for the simulation match
+    top: int = 5  # matches kept per row
 
     @property
     def calibration(self):
@@ -266,27 +270,67 @@ class Predictor:
         return out if centres is None else {**out, "centres": centres}
 
 
-@functools.lru_cache(maxsize=4)
-def _candidate_cache(window: Window, folder: str | None):
-    """One candidate cache per worker process and run settings: each candidate is prepared once per
-    process (and simulated once per cache folder)."""
+_LIBRARIES: dict = {}  # per worker process: the run's library, fetched once from the object store
+
+
+def _library(ref):
+    import ray
+
+    key = ref.hex()
+    if key not in _LIBRARIES:
+        _LIBRARIES.clear()
+        _LIBRARIES[key] = ray.get(ref)
+    return _LIBRARIES[key]
+
+
+@functools.lru_cache(maxsize=16)
+def _candidate_library(smiles: tuple[str, ...], names: tuple[str, ...], window: Window):
+    """A candidate list as a tiny library (prepared once per worker process and list)."""
+    from raypipe.identify.library import Library
+
+    return Library.from_smiles(list(smiles), list(names), window=window)
+
+
+@functools.lru_cache(maxsize=8)
+def _cache(window: Window, folder: str | None, storage_options_json: str):
+    """One simulation cache per worker process and folder: each molecule is simulated once per folder."""
     from raypipe.identify.candidates import CandidateCache
 
-    return CandidateCache(window, folder)
+    return CandidateCache(window, folder, storage_options=json.loads(storage_options_json))
 
 
-def rank(batch: dict, ctx: StageContext) -> dict:
-    """Each ok row's candidates (the run's, or the scan's own from its sidecar) ranked: ``candidates``."""
-    from raypipe.identify.candidates import rank as rank_one
+def identify(batch: dict, ctx: StageContext) -> dict:
+    """Each ok row's matches: ``candidates`` (its sidecar's list, else the run's) and ``identified`` (the run's
+    library), both by :mod:`raypipe.identify.search` (JSON between stages: one Arrow type in every block)."""
+    from raypipe.identify.search import Query, match, shortlist
+    from raypipe.model.reading import read_one
 
-    cache = _candidate_cache(ctx.window, ctx.candidate_cache)
-    ranked = []
+    options = json.dumps(ctx.storage_options or {}, sort_keys=True)
+    library = _library(ctx.library) if ctx.library is not None else None
+    found: dict[str, list] = {"candidates": [], "identified": []}
     for k, status in enumerate(batch["status"]):
-        names = batch["sidecar_candidates"][k].split("\n") if batch["sidecar_candidates"][k] else list(ctx.candidates)
-        ranked.append(json.dumps(rank_one(batch["depiction"][k], batch["input"][k], names, cache, top=ctx.top))
-                      if status == "ok" and names else "")  # JSON between stages: one Arrow type in every block
+        own = tuple(batch["sidecar_candidates"][k].split("\n")) if batch["sidecar_candidates"][k] else ()
+        given = (own, own) if own else (ctx.candidates, ctx.candidate_names or ctx.candidates)
+        lists = {"candidates": (_candidate_library(*given, ctx.window), ctx.candidate_cache) if given[0] else None,
+                 "identified": (library, library.cache_uri) if library is not None else None}
+        if status != "ok" or not any(lists.values()):
+            for key in found:
+                found[key].append("")
+            continue
+        x, depiction = batch["input"][k], batch["depiction"][k]
+        reading = read_one(depiction, ctx.window, centres=batch["centres"][k] if "centres" in batch else None,
+                           margins=(batch["margin_mean"][k], batch["margin_low"][k]), calibration=ctx.calibration)
+        query = Query.of(reading.graph, reading.confidence, x, ctx.window, scale_known=bool(len(batch["fov"][k])))
+        for key, chosen in lists.items():
+            if chosen is None:
+                found[key].append("")
+                continue
+            lib, folder = chosen
+            indices, scores = shortlist(lib, query, ctx.shortlist)
+            cache = _cache(ctx.window, folder, options)
+            found[key].append(json.dumps(match(lib, indices, scores, depiction, x, cache, top=ctx.top)))
     out = {k: v for k, v in batch.items() if k != "input"}
-    return {**out, "candidates": np.array(ranked, dtype=object)}
+    return {**out, **{key: np.array(values, dtype=object) for key, values in found.items()}}
 
 
 def extract(batch: dict, ctx: StageContext) -> pa.Table:
@@ -306,8 +350,7 @@ def extract(batch: dict, ctx: StageContext) -> pa.Table:
             "depiction_quality": None,
             "truth_formula": batch["truth_formula"][k] or None, "truth_smiles": batch["truth_smiles"][k] or None,
             "truth_depiction": batch["truth_depiction"][k] or None,
-            "candidates": json.loads(batch["candidates"][k]) if "candidates" in batch and batch["candidates"][k]
-            else None,
+            "candidates": _matches(batch, "candidates", k), "identified": _matches(batch, "identified", k),
             "model": batch["model"][k], "status": batch["status"][k], "error": batch["error"][k] or None,
             "error_kind": batch["error_kind"][k] or None, "unit": redact(batch["unit"][k]),
             "unit_fingerprint": batch["unit_fingerprint"][k],
@@ -330,6 +373,10 @@ def extract(batch: dict, ctx: StageContext) -> pa.Table:
                 row.update(status="error", error=reason(exc), error_kind=kind(exc))
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+
+
+def _matches(batch: dict, key: str, k: int) -> list[dict] | None:
+    return json.loads(batch[key][k]) if key in batch and batch[key][k] else None
 
 
 def _list(value) -> list[float] | None:

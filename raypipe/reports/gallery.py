@@ -4,7 +4,9 @@ the runs. Its style and script are package resources (``raypipe/reports/static/`
 from __future__ import annotations
 
 import base64
+import functools
 import html
+import json
 import re
 from importlib.resources import files
 from pathlib import Path
@@ -13,7 +15,7 @@ import numpy as np
 
 from raypipe.chem.depiction import decode_png, encode_png
 from raypipe.chem.elements import COLORS
-from raypipe.images import draw_graph, with_scale_bar
+from raypipe.images import draw_graph, grey_rgb, with_scale_bar
 from raypipe.window import DEFAULT_WINDOW, Window
 
 
@@ -23,6 +25,14 @@ def _static(name: str) -> str:
 
 def _fmt(value, unit: str = "", digits: int = 2) -> str:
     return "?" if value is None else f"{value:.{digits}f}{unit}"
+
+
+RELIABLE = 0.5  # a reading whose calibrated confidence is below this is shown as unreliable
+
+
+def _bar_note(fov_source: str | None) -> str:
+    """What a scale bar can claim: the scale is known (file, sidecar, user), estimated, or assumed."""
+    return {"estimated": "estimated", "unknown": "assumed", None: "assumed"}.get(fov_source, "")
 
 
 def _card(row: dict, window: Window) -> str:
@@ -36,40 +46,89 @@ def _card(row: dict, window: Window) -> str:
     head = (f"<h3>{html.escape(row.get('scan_id') or '(no id)')}</h3>"
             f"<div class='src'>{html.escape(row.get('source') or '')}</div>")
     if status != "ok":
+        figure = _figure(encode_png(decode_png(row["depiction"])), "what the model drew") if row.get("depiction") else ""
         return f"<div {attrs}>{head}<p class='why'>error ({html.escape(row.get('error_kind') or '')}): " \
-               f"{html.escape(row.get('error') or '')}</p></div>"
+               f"{html.escape(row.get('error') or '')}</p>{figure}</div>"
     fov = row.get("fov")
+    note = _bar_note(row.get("fov_source") if fov else None)
     heights = row.get("heights") or []
     params = (f"amplitude {_fmt(row.get('amplitude'), ' Å')} · stiffness {_fmt(row.get('stiffness'), ' N/m')} · "
               f"{row.get('n_images')} images" + (f", Δz {heights[-1] - heights[0]:.2f} Å" if len(heights) > 1 else "")
               + " · fov " + (f"{fov[0]:.1f} × {fov[1]:.1f} Å ({row.get('fov_source') or 'file'})" if fov
-                             else "unknown (fitted to the window)"))
+                             else "unknown: the image was fitted to the window, its scale bars are assumed"))
     figures = []
     if row.get("input_preview"):
         preview = decode_png(row["input_preview"])
-        halves = [with_scale_bar(preview[:, k * window.size:(k + 1) * window.size], window.pixel) for k in (0, 1)]
+        halves = [with_scale_bar(preview[:, k * window.size:(k + 1) * window.size], window.pixel, note=note)
+                  for k in (0, 1)]
         figures.append(_figure(encode_png(np.concatenate(halves, axis=1)), "closest | farthest slice (preprocessed)"))
-    figures.append(_figure(encode_png(with_scale_bar(decode_png(row["depiction"]), window.pixel)), "predicted depiction"))
+    figures.append(_figure(encode_png(with_scale_bar(decode_png(row["depiction"]), window.pixel, note=note)),
+                           "predicted depiction"))
     graph = draw_graph(row.get("atoms") or [], row.get("bonds") or [], window)
-    figures.append(_figure(encode_png(with_scale_bar(graph, window.pixel, scale=1)), "read-back graph"))
+    figures.append(_figure(encode_png(with_scale_bar(graph, window.pixel, scale=1, note=note)), "read-back graph"))
     if row.get("truth_depiction"):
-        figures.append(_figure(encode_png(with_scale_bar(decode_png(row["truth_depiction"]), window.pixel)), "truth"))
+        truth_graph = _truth_graph(row["truth_depiction"], window)
+        figures.append(_figure(encode_png(with_scale_bar(truth_graph, window.pixel, scale=1)), "truth"))
     verdict = ("<span class='right'>&#10003; formula right</span>" if right else
                "<span class='wrong'>&#10007; formula wrong</span>" if known else "")
     truth = (f"<div>truth: <b>{html.escape(row['truth_formula'])}</b> {html.escape(row.get('truth_smiles') or '')} "
              f"{verdict}</div>" if known else "")
     quality = row.get("depiction_quality")
-    ranked = row.get("candidates") or []
-    if ranked:
-        items = "".join(f"<li>{c['rank']}. {html.escape(c['smiles'])} — {c['score']:.2f} (depiction "
-                        f"{c['depiction_score']:.2f}, simulation {c['simulation_score']:.2f})</li>" for c in ranked)
-        truth += f"<div class='cands'>candidates:<ol style='margin:0'>{items}</ol></div>"
-    return (f"<div {attrs}>{head}<div class='figs'>{''.join(figures)}</div>"
-            f"<div class='res'><b>{html.escape(row.get('formula') or '')}</b> "
-            f"{html.escape(row.get('smiles') or '(no valid SMILES)')}</div>"
+    reliable = confidence is not None and confidence >= RELIABLE
+    formula = html.escape(row.get("formula") or "(no atoms read)")
+    reading = (f"<div class='res'>read: <b>{formula}</b> {html.escape(row.get('smiles') or '(no valid SMILES)')}</div>"
+               if reliable else
+               f"<div class='res unreliable'>read: {formula} {html.escape(row.get('smiles') or '')} "
+               f"<span class='warn'>unreliable reading (confidence {_fmt(confidence)})</span></div>")
+    matches = _matches(row.get("identified"), "best matches in the library", window, note) \
+        + _matches(row.get("candidates"), "candidates ranked", window, note)
+    return (f"<div {attrs}>{head}<div class='figs'>{''.join(figures)}</div>{reading}"
             f"<div>confidence {_fmt(confidence)}" + (f" · drawing quality {_fmt(quality)}" if quality is not None else "")
-            + f"</div>{truth}<div class='params'>{params}</div>"
+            + f"</div>{truth}{matches}<div class='params'>{params}</div>"
             f"<div class='model'>model {html.escape(row.get('model') or '')}</div></div>")
+
+
+def _truth_graph(png: bytes, window: Window) -> np.ndarray:
+    """The truth drawn as the read-back graph is: its depiction read back (exact for 99 % of molecules)."""
+    from raypipe.chem.graph import read_graph
+
+    atoms, bonds = read_graph(decode_png(png), window).to_rows()
+    return draw_graph(atoms, bonds, window)
+
+
+@functools.lru_cache(maxsize=256)
+def _molecule_picture(smiles: str, window: Window) -> np.ndarray | None:
+    """A candidate drawn as a graph, from its SMILES (its own conformer, centred on the window)."""
+    from raypipe.chem.graph import MolGraph
+    from raypipe.chem.molecule import Molecule
+
+    try:
+        molecule = Molecule.from_smiles(smiles)
+    except ValueError:
+        return None
+    atoms, bonds = MolGraph.from_molecule(molecule).to_rows()
+    return draw_graph(atoms, [dict(b, order=o) for b, (_, _, o) in zip(bonds, molecule.bonds)], window)
+
+
+def _matches(ranked, title: str, window: Window, note: str, drawn: int = 3) -> str:
+    """The top matches: the best ``drawn`` as pictures beside the scan, all in a numbered list."""
+    if not ranked:
+        return ""
+    pictures = []
+    for match in ranked[:drawn]:
+        picture = _molecule_picture(match["smiles"], window)
+        if picture is not None:
+            label = f"{match['rank']}. {match.get('name') or match['smiles']} ({match['score']:.2f})"
+            pictures.append(_figure(encode_png(with_scale_bar(picture, window.pixel, scale=1)), html.escape(label)))
+
+    def scores(m: dict) -> str:
+        parts = [f"{k} {m[k + '_score']:.2f}" for k in ("simulation", "depiction", "filter")
+                 if m.get(k + "_score") is not None]
+        return ", ".join(parts)
+
+    items = "".join(f"<li>{html.escape(m.get('name') or '')} {html.escape(m['smiles'])} — {m['score']:.2f} "
+                    f"({scores(m)})</li>" for m in ranked)
+    return f"<div class='cands'>{title}:<div class='figs'>{''.join(pictures)}</div><ol>{items}</ol></div>"
 
 
 def _figure(png: bytes, caption: str) -> str:
@@ -113,34 +172,52 @@ def _controls() -> str:
             "first</option></select> <span id='shown'></span></div>")
 
 
+def page(path: str | Path, title: str, body: str, script: bool = False) -> Path:
+    """An HTML page with the gallery's style (and script), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    js = f"<script>{_static('gallery.js')}</script>" if script else ""
+    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_static('gallery.css')}</style>{js}</head><body>{body}</body></html>")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 def label_gallery(rows: list[dict], path: str | Path, title: str = "raypipe labels", window: Window | None = None,
                   nav: str = "") -> Path:
     """One HTML page (images inline) a scientist reads: a summary (counts, error reasons, accuracy where
     the truth is known), the element legend, filters and sorting, and per scan the closest and farthest
-    slices, the predicted depiction, the read-back graph and the truth depiction where known, each with
-    a scale bar in Å and a visible caption, the scan's parameters, formula, SMILES and confidence; or the
-    error. Written atomically."""
+    slices, the predicted depiction, the read-back graph and the truth drawn alike where known, each with
+    a scale bar in Å (marked assumed or estimated where the scale is not known) and a visible caption, the
+    scan's parameters, the reading (marked unreliable below a confidence of 0.5), and the best matches of a
+    library or candidate list drawn beside it; or the error."""
     window = window or DEFAULT_WINDOW
     cards = "".join(_card(row, window) for row in rows)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_static('gallery.css')}</style><script>{_static('gallery.js')}</script></head><body><h1>{html.escape(title)}</h1>{nav}"
-            f"{_summary(rows)}{_legend()}{_controls()}<div id='cards'>{cards}</div>{nav}</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return page(path, title, f"<h1>{html.escape(title)}</h1>{nav}{_summary(rows)}{_legend()}{_controls()}"
+                             f"<div id='cards'>{cards}</div>{nav}", script=True)
 
 
 RUN_PAGE = re.compile(r"^run-(.+?)(?:-p(\d+))?\.html$")
 
 
+def run_summary(rows: list[dict], run_id: str) -> dict:
+    """A run's counts for the index page: rows, ok, errors, and formulas right where the truth is known."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    known = [r for r in ok if r.get("truth_formula")]
+    dates = {r.get("run_date") for r in rows if r.get("run_date")}
+    return {"run_id": run_id, "run_date": min(dates) if dates else "", "rows": len(rows), "ok": len(ok),
+            "errors": len(rows) - len(ok), "known": len(known),
+            "right": sum(r.get("formula") == r.get("truth_formula") for r in known)}
+
+
 def run_gallery(rows: list[dict], folder: str | Path, run_id: str, *, page_size: int = 200,
                 window: Window | None = None) -> Path:
     """This run's rows as bounded pages ``run-<id>.html``, ``run-<id>-p2.html``... (``page_size`` cards
-    each) in ``folder``, and ``index.html`` listing every run's pages found there. Only files of these
-    names are written; nothing else in the folder is touched. Returns the run's first page."""
+    each) in ``folder``, its counts in ``run-<id>.json``, and ``index.html`` listing every run found there with
+    its date, counts and accuracy where the truth is known. Only files of these names are written; nothing
+    else in the folder is touched. Returns the run's first page."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     pages = [rows[k:k + page_size] for k in range(0, len(rows), page_size)] or [[]]
@@ -152,11 +229,45 @@ def run_gallery(rows: list[dict], folder: str | Path, run_id: str, *, page_size:
             "<p><a href='index.html'>all runs</a></p>"
         label_gallery(part, folder / names[k], title=f"raypipe run {run_id}" + (f", page {k + 1}" if k else ""),
                       window=window, nav=nav)
-    runs = sorted({m.group(1) for p in folder.glob("run-*.html") if (m := RUN_PAGE.match(p.name))}, reverse=True)
-    items = "".join(f"<li><a href='run-{html.escape(r)}.html'>{html.escape(r)}</a></li>" for r in runs)
-    index = (f"<!doctype html><html><head><meta charset='utf-8'><title>raypipe runs</title><style>{_static('gallery.css')}</style>"
-             f"</head><body><h1>raypipe labelling runs</h1><ul>{items}</ul></body></html>")
-    tmp = folder / ".index.html.tmp"
-    tmp.write_text(index)
-    tmp.replace(folder / "index.html")
+    counts = folder / f"run-{run_id}.json"
+    tmp = folder / f".{counts.name}.tmp"
+    tmp.write_text(json.dumps(run_summary(rows, run_id)))
+    tmp.replace(counts)
+    _index(folder)
     return folder / names[0]
+
+
+def _index(folder: Path) -> Path:
+    runs = sorted({m.group(1) for p in folder.glob("run-*.html") if (m := RUN_PAGE.match(p.name))}, reverse=True)
+    lines = []
+    for run in runs:
+        try:
+            c = json.loads((folder / f"run-{run}.json").read_text())
+        except (OSError, ValueError):
+            c = {}
+        accuracy = (f"{c['right']} of {c['known']} formulas right ({c['right'] / c['known']:.0%})"
+                    if c.get("known") else "truth unknown")
+        counts = (f"{c['rows']} scans: {c['ok']} ok, {c['errors']} errors · {accuracy}" if c else "")
+        lines.append(f"<tr><td>{html.escape(c.get('run_date', ''))}</td><td><a href='run-{html.escape(run)}.html'>"
+                     f"{html.escape(run)}</a></td><td>{html.escape(counts)}</td></tr>")
+    body = ("<h1>raypipe labelling runs</h1><table class='runs'><tr><th>date</th><th>run</th><th>scans</th></tr>"
+            + "".join(lines) + "</table>")
+    return page(folder / "index.html", "raypipe runs", body)
+
+
+def identification_page(result, path: str | Path, window: Window | None = None) -> Path:
+    """``raypipe identify``'s one-scan page: the scan, its reading and the top matches drawn beside it."""
+    window = window or DEFAULT_WINDOW
+    note = _bar_note(result.fov_source if result.fov else None)
+    halves = [with_scale_bar(grey_rgb(result.input[k]), window.pixel, note=note) for k in (0, -1)]
+    figures = [_figure(encode_png(np.concatenate(halves, axis=1)), "closest | farthest slice (preprocessed)"),
+               _figure(encode_png(with_scale_bar(result.depiction, window.pixel, note=note)), "predicted depiction")]
+    conf = "?" if result.confidence is None else f"{result.confidence:.2f}"
+    reliable = result.confidence is not None and result.confidence >= RELIABLE
+    reading = (f"<div class='res'>read: <b>{html.escape(result.formula)}</b></div>" if reliable else
+               f"<div class='res unreliable'>read: {html.escape(result.formula or '(no atoms)')} "
+               f"<span class='warn'>unreliable reading (confidence {conf})</span></div>")
+    body = (f"<h1>{html.escape(result.scan)}</h1><div class='card'><div class='figs'>{''.join(figures)}</div>"
+            f"{reading}{_matches(result.matches, f'best matches in {html.escape(result.library)}', window, note)}"
+            f"<div class='params'>{result.seconds:.1f} s, {result.simulated} candidates simulated</div></div>")
+    return page(path, f"raypipe identify {result.scan}", body)

@@ -1,0 +1,258 @@
+"""Identification: which known molecule of a library does a scan show? Two stages, separable, their scores
+kept in the result:
+
+1. **filter** (:func:`filter_scores`), vectorised over the whole library: the model's reading of the scan
+   (its heavy atoms' layout as pair distances, heavy-atom counts and the skeleton fingerprint of its graph),
+   weighted by the reading's calibrated confidence, and what the scan itself shows, model free (:func:`scan_shape`: the molecule's spread along
+   its long and short axes in the farther slices, in Å where the field of view is known, else their ratio);
+2. **match** (:func:`raypipe.identify.candidates.rank`) on the filter's shortlist: the predicted depiction
+   against each candidate's, and the measured stack against each candidate's ppafm simulation, made on demand
+   and kept in the library's cache.
+
+The final score mixes the match's two scores and the filter's (``WEIGHTS``). ``identify`` is the Python entry
+point for one scan; the labelling pipeline runs the same per row (``identified`` column).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from raypipe.identify.library import FP_BITS, Library, pair_distances, skeleton_fingerprint
+from raypipe.window import Window
+
+# the scan's spread along each axis against the conformer's: scan ~ a x conformer + b, with the residual's
+# standard deviation (Å); fitted on simulated validation stacks (docs/identification.md)
+SHAPE_FIT = ((0.82, 0.48, 0.27), (0.50, 0.99, 0.21))
+ASPECT_SIGMA = 0.25  # of log(long / short spread) where only the ratio is known
+READING_FLOOR = 0.25  # the weight of a reading whose confidence is 0 (a wrong formula still shows its size)
+# stage 1's log-linear mix (the reading's three terms are weighted by its confidence, from READING_FLOOR up);
+# chosen on simulated validation stacks (docs/identification.md)
+MIX = {"layout": 4.0, "composition": 1.0, "graph": 1.0, "shape": 0.5}
+WEIGHTS = {"simulation": 0.5, "depiction": 0.25, "filter": 0.25}  # the final score's mix
+SHORTLIST = 20
+
+
+def scan_shape(x: np.ndarray, window: Window) -> tuple[float, float]:
+    """(long, short) spread in Å of the molecule in a preprocessed stack (n_slices, S, S) on ``window``: the
+    standard deviations along the principal axes of its footprint in the farther half of the slices (where
+    the attractive halo outlines the whole molecule), model free."""
+    far = x[len(x) // 2:].mean(axis=0)
+    border = np.concatenate([far[:8].ravel(), far[-8:].ravel(), far[:, :8].ravel(), far[:, -8:].ravel()])
+    d = ndimage.gaussian_filter(np.abs(far - np.median(border)), 2)
+    if d.max() <= 0:
+        return 0.0, 0.0
+    mask = d > 0.3 * d.max()
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        mask = labels == 1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1))))
+    w = d * mask
+    yy, xx = np.mgrid[: w.shape[0], : w.shape[1]]
+    total = w.sum()
+    cx, cy = (w * xx).sum() / total, (w * yy).sum() / total
+    cov = np.array([[(w * (xx - cx) ** 2).sum(), (w * (xx - cx) * (yy - cy)).sum()],
+                    [(w * (xx - cx) * (yy - cy)).sum(), (w * (yy - cy) ** 2).sum()]]) / total
+    long, short = np.sqrt(np.clip(np.sort(np.linalg.eigvalsh(cov))[::-1], 0, None)) * window.pixel
+    return float(long), float(short)
+
+
+@dataclass
+class Query:
+    """What stage 1 compares the library with: the reading's element counts (ELEMENTS order) and skeleton
+    fingerprint, its confidence, and the scan's spreads (Å) with whether its scale is known."""
+
+    counts: np.ndarray
+    fingerprint: np.ndarray  # (FP_BITS // 64,) uint64
+    distances: np.ndarray  # the reading's pair-distance histogram (raypipe.identify.library.pair_distances)
+    confidence: float
+    spread: tuple[float, float]
+    scale_known: bool
+
+    @classmethod
+    def of(cls, graph, confidence: float | None, x: np.ndarray, window: Window, scale_known: bool) -> "Query":
+        from raypipe.chem.elements import ELEMENTS
+
+        elements = [a.element for a in graph.atoms]
+        counts = np.array([elements.count(e) for e in ELEMENTS], np.float32)
+        fp = np.packbits(skeleton_fingerprint(elements, list(graph.bonds))).view(np.uint64)
+        spread = scan_shape(x, window) if x is not None else (0.0, 0.0)  # no stack: the reading alone
+        return cls(counts, fp, pair_distances(elements, graph.positions), float(confidence or 0.0), spread,
+                   scale_known)
+
+
+def filter_scores(library: Library, query: Query) -> dict[str, np.ndarray]:
+    """Stage 1 over every library molecule: ``composition`` (heavy-atom counts, 0-1), ``graph`` (Tanimoto of
+    the skeleton fingerprints), ``shape`` (likelihood of the scan's spreads, 0-1) and ``score``, their
+    log-linear mix with the reading weighted by its confidence (module docs)."""
+    heavy = library.counts[:, 1:].astype(np.float32)
+    q = query.counts[1:]
+    distance = np.abs(heavy - q).sum(axis=1) / np.maximum(np.maximum(heavy.sum(axis=1), q.sum()), 1.0)
+    composition = np.exp(-distance / 0.15)
+    both = np.bitwise_count(library.fingerprints & query.fingerprint).sum(axis=1)
+    either = np.bitwise_count(library.fingerprints | query.fingerprint).sum(axis=1)
+    graph = np.where(either > 0, both / np.maximum(either, 1), 0.0)
+    layout = np.clip(library.distances @ query.distances, 0.0, 1.0)
+    long, short = query.spread
+    if long <= 0:
+        shape = np.ones(len(library))
+    elif query.scale_known:
+        z = sum(((value - (a * library.spread[:, k] + b)) / sd) ** 2
+                for k, (value, (a, b, sd)) in enumerate(zip((long, short), SHAPE_FIT)))
+        shape = np.exp(-0.5 * z)
+    else:
+        predicted = [a * library.spread[:, k] + b for k, (a, b, _) in enumerate(SHAPE_FIT)]
+        shape = np.exp(-0.5 * (np.log(long / max(short, 1e-6)) - np.log(predicted[0] / predicted[1])) ** 2
+                       / ASPECT_SIGMA**2)
+    weight = READING_FLOOR + (1 - READING_FLOOR) * min(max(query.confidence, 0.0), 1.0)
+    eps = 1e-3
+    reading = (MIX["layout"] * np.log(layout + eps) + MIX["composition"] * np.log(composition + eps)
+               + MIX["graph"] * np.log(graph + eps))
+    log = weight * reading + MIX["shape"] * np.log(shape + eps)
+    total = weight * (MIX["layout"] + MIX["composition"] + MIX["graph"]) + MIX["shape"]
+    return {"composition": composition, "graph": graph, "layout": layout, "shape": shape,
+            "score": np.exp(log / total)}
+
+
+def shortlist(library: Library, query: Query, k: int = SHORTLIST) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the ``k`` best library molecules by stage 1, best first; every molecule's filter score)."""
+    score = filter_scores(library, query)["score"]
+    k = min(k, len(score))
+    best = np.argpartition(-score, k - 1)[:k]
+    return best[np.argsort(-score[best], kind="stable")], score
+
+
+def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depiction: np.ndarray, x: np.ndarray,
+          cache, top: int = 5, simulate: bool = True) -> list[dict]:
+    """Stage 2 on the shortlist ``indices``: the depiction and simulation match of each, mixed with its
+    filter score into ``score``; the ``top`` best as dicts (smiles, name, score, filter_score,
+    simulation_score, depiction_score, rank)."""
+    from raypipe.identify.candidates import depiction_score, simulation_score
+
+    rows, seen = [], set()
+    for i in indices:
+        if library.smiles[i] in seen:  # a molecule listed twice in a library is matched once
+            continue
+        seen.add(library.smiles[i])
+        candidate = cache.get(str(library.smiles[i]))
+        if candidate is None:
+            continue
+        dep = float(depiction_score(depiction, candidate))
+        sim = float(simulation_score(x, candidate, cache)) if simulate else 0.0
+        fil = float(filter_score[i] / max(filter_score[indices].max(), 1e-12))
+        score = WEIGHTS["simulation"] * sim + WEIGHTS["depiction"] * dep + WEIGHTS["filter"] * fil
+        rows.append({"smiles": str(library.smiles[i]), "name": str(library.names[i]), "score": score,
+                     "filter_score": fil, "simulation_score": sim if simulate else None, "depiction_score": dep})
+    rows.sort(key=lambda r: -r["score"])
+    for k, row in enumerate(rows, start=1):
+        row["rank"] = k
+    return rows[:top]
+
+
+def identify(stack, library: Library | str, *, model=None, top: int = 5, shortlist_size: int = SHORTLIST,
+             cache=None, storage_options=None) -> list[dict]:
+    """The ``top`` library molecules most likely shown by one scan, best first (module docs): dicts of
+    ``smiles``, ``name``, ``score``, ``filter_score``, ``simulation_score``, ``depiction_score``, ``rank``.
+
+    ``stack``: a :class:`raypipe.ScanStack` (preprocessed for the model here) or a preprocessed array;
+    ``library``: a :class:`Library` or its URI; ``model``: a loaded model or a model file (default: the
+    shipped one)."""
+    return _identify(stack, library, model=model, top=top, shortlist_size=shortlist_size, cache=cache,
+                     storage_options=storage_options).matches
+
+
+@dataclass
+class Identification:
+    """One scan identified: the reading, the matches, and what it cost."""
+
+    scan: str
+    formula: str
+    confidence: float | None
+    fov: list[float] | None
+    fov_source: str
+    matches: list[dict]
+    depiction: np.ndarray  # the predicted depiction
+    input: np.ndarray  # the preprocessed stack
+    seconds: float
+    simulated: int
+    library: str
+    shortlist: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        conf = "?" if self.confidence is None else f"{self.confidence:.2f}"
+        lines = [f"identify: {self.scan}: read as {self.formula or '(nothing)'} (confidence {conf}); "
+                 f"{len(self.matches)} best of {self.library} in {self.seconds:.1f} s ({self.simulated} simulated)"]
+        for m in self.matches:
+            sim = "-" if m["simulation_score"] is None else f"{m['simulation_score']:.2f}"
+            lines.append(f"  {m['rank']}. {m['name']}  {m['smiles']}  score {m['score']:.2f} (simulation {sim}, "
+                         f"depiction {m['depiction_score']:.2f}, filter {m['filter_score']:.2f})")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {"scan": self.scan, "formula": self.formula, "confidence": self.confidence, "fov": self.fov,
+                "fov_source": self.fov_source, "matches": self.matches, "seconds": self.seconds,
+                "simulated": self.simulated, "library": self.library}
+
+
+def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, cache=None, storage_options=None,
+              scan: str = "", fov_source: str = "") -> Identification:
+    from raypipe.identify.candidates import CandidateCache
+    from raypipe.model.inference import Model, load_model
+    from raypipe.model.reading import read_one
+    from raypipe.scans.preprocess import preprocess
+
+    start = time.perf_counter()
+    model = model if isinstance(model, Model) else load_model(model)
+    window = model.config.window
+    if not isinstance(library, Library):
+        library = Library.open(str(library), storage_options, window=window)
+    elif (library.window.size, library.window.fov) != (window.size, window.fov):
+        raise ValueError(f"the library was built for a {library.window.fov:g} Å / {library.window.size} px window, "
+                         f"the model reads {window.fov:g} Å / {window.size} px")
+    scale_known = True
+    fov = None
+    if isinstance(stack, np.ndarray):
+        x = stack
+    else:
+        fov = stack.metadata.get("fov")
+        scale_known = bool(fov)
+        fov_source = fov_source or stack.metadata.get("fov_source") or ("file" if fov else "unknown")
+        x = preprocess(stack, n_slices=model.config.n_slices, window=window)
+    prediction = model.infer(x[None])
+    reading = read_one(prediction.depictions[0], window, centres=prediction.centre_map(0),
+                       margins=prediction.margin_stats(0), calibration=model.calibration)
+    query = Query.of(reading.graph, reading.confidence, x, window, scale_known)
+    indices, scores = shortlist(library, query, shortlist_size)
+    cache = cache or CandidateCache(window, library.cache_uri if library.uri else None,
+                                    storage_options=library.storage_options or storage_options)
+    before = cache.simulated
+    matches = match(library, indices, scores, prediction.depictions[0], x, cache, top=top)
+    return Identification(scan, reading.formula, reading.confidence, list(fov) if fov else None,
+                          fov_source or "unknown", matches, prediction.depictions[0], x, time.perf_counter() - start,
+                          cache.simulated - before, library.uri or "the candidates",
+                          [str(library.smiles[i]) for i in indices])
+
+
+def identify_scan(source: str, *, library: str | None = None, candidates: str | None = None, top: int = 5,
+                  shortlist: int = SHORTLIST, model=None, fov=None, storage_options=None,
+                  progress=print) -> Identification:
+    """``raypipe identify``: one scan file or folder against a library (or a candidates file)."""
+    from raypipe.identify.candidates import read_candidate_names
+    from raypipe.scans.units import load_source
+
+    stack = load_source(source, storage_options, fov)
+    if candidates is not None:
+        smiles, names = read_candidate_names(candidates)
+        progress(f"identify: {len(smiles)} candidates from {candidates}")
+        lib = Library.from_smiles(smiles, names)
+    else:
+        lib = Library.open(library, storage_options)
+        progress(f"identify: library {library}: {len(lib)} molecules")
+    return _identify(stack, lib, model=model, top=top, shortlist_size=shortlist, storage_options=storage_options,
+                     scan=source)
+
+
+__all__ = ["FP_BITS", "Identification", "Query", "filter_scores", "identify", "identify_scan", "match", "scan_shape",
+           "shortlist"]
