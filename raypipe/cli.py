@@ -152,7 +152,7 @@ def run_train(args) -> int:
     from raypipe.pipelines.cluster import configure, ensure_ray
     from raypipe.pipelines.train import train
 
-    cfg.validate()  # before Ray starts: a typo is one line, not a retried worker failure
+    cfg.check()  # before Ray starts: a typo is one line, not a retried worker failure
     configure(address=args.address)
     ensure_ray()
     result = train(cfg)

@@ -25,17 +25,31 @@ def test_shipped_model_loads_and_predicts():
     assert out.shape == (2, 128, 128, 3) and out.dtype == np.uint8
 
 
-def test_label_command_on_the_bundled_scans(ray_cluster, tmp_path, capsys):
-    scans = tmp_path / "scans"
+@pytest.fixture(scope="module")
+def labelled(ray_cluster, tmp_path_factory):
+    """`raypipe label` on the bundled scans with the shipped model, once for the tests that read its output."""
+    import contextlib
+    import io
+
+    tmp = tmp_path_factory.mktemp("labelled")
+    scans = tmp / "scans"
     shutil.copytree(EXAMPLES / "scans", scans)
-    out = tmp_path / "labels"
-    assert main(["label", str(scans), "--out", str(out), "--run-date", "2026-11-24", "--settle", "0"]) == 0
-    printed = capsys.readouterr().out
-    assert "16 stacks labelled" in printed and "16 ok, 0 errors" in printed
+    out = tmp / "labels"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["label", str(scans), "--out", str(out), "--run-date", "2026-11-24", "--settle", "0"])
+    return code, printed.getvalue(), scans, out
+
+
+def test_label_command_on_the_bundled_scans(labelled, capsys):
+    code, printed, scans, out = labelled
+    assert code == 0 and "16 stacks labelled" in printed and "16 ok, 0 errors" in printed
     rows = read_labels(str(out), columns=["run_date", "status", "model"]).to_pylist()
     assert len(rows) == 16 and {r["run_date"] for r in rows} == {"2026-11-24"}
-    page = next((tmp_path / "labels-gallery").glob("run-*.html")).read_text()  # beside the table, not inside
+    page = next((out.parent / "labels-gallery").glob("run-*.html")).read_text()  # beside the table, not inside
     assert page.count("class='card'") == 16 and rows[0]["model"].split("@")[0] in page
+    index = (out.parent / "labels-gallery" / "index.html").read_text()
+    assert "2026-11-24" in index and "16 scans: 16 ok, 0 errors" in index and "formulas right" in index
     truth = read_labels(str(out), columns=["confidence", "formula", "truth_formula"]).to_pylist()
     right = sum(r["formula"] == r["truth_formula"] for r in truth) / len(truth)
     assert abs(sum(r["confidence"] for r in truth) / len(truth) - right) <= 0.2  # the shipped model is calibrated
@@ -145,7 +159,7 @@ def _chromium() -> str | None:
 
 
 @pytest.mark.slow
-def test_gallery_in_a_real_browser(ray_cluster, tmp_path):
+def test_gallery_in_a_real_browser(labelled, tmp_path):
     """The run's gallery as a person sees it: headless Chromium loads it, runs its script, shows one card
     per row, filters by status and truth, and every image has a visible caption and a scale bar in Å."""
     import re
@@ -153,16 +167,15 @@ def test_gallery_in_a_real_browser(ray_cluster, tmp_path):
 
     import pytest
 
-    from raypipe.labels.job import label_archive
     from raypipe.reports.gallery import run_gallery
 
     browser = _chromium()
     if browser is None:
         pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run installs it)")
-    out = tmp_path / "labels"
-    summary = label_archive(str(EXAMPLES / "scans"), str(out), settle=0)
-    rows = read_labels(str(out), row_filter=f"run_id == '{summary.run_id}'").to_pylist()
-    page = run_gallery(rows, tmp_path / "gallery", summary.run_id, page_size=10)
+    out = labelled[3]
+    rows = read_labels(str(out)).to_pylist()
+    run_id = rows[0]["run_id"]
+    page = run_gallery(rows, tmp_path / "gallery", run_id, page_size=10)
 
     def dom(url: str) -> str:
         done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url],
@@ -183,4 +196,4 @@ def test_gallery_in_a_real_browser(ray_cluster, tmp_path):
     assert re.search(r'data-shown="(\d+)"', confident).group(1) == str(sum(
         (r["confidence"] or 0) >= 0.5 for r in rows[:10]))  # an unknown confidence is not >= 0.5
     index = dom((page.parent / "index.html").as_uri())
-    assert summary.run_id in index
+    assert run_id in index

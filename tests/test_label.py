@@ -25,6 +25,10 @@ N_GOOD = 16  # 15 stacks in sample_scans.h5 + the PNG folder
 @pytest.fixture()
 def archive(tmp_path) -> Path:
     """The bundled scans plus a corrupt HDF5 file, a truncated NPZ and a stray text file."""
+    return _archive(tmp_path)
+
+
+def _archive(tmp_path: Path) -> Path:
     root = tmp_path / "archive"
     shutil.copytree(EXAMPLE_SCANS, root)
     (root / "corrupt.h5").write_bytes(b"\x89HDF\r\n" + b"\0" * 50)
@@ -79,51 +83,64 @@ def test_an_archive_is_read_in_small_blocks(ray_cluster, archive, monkeypatch):
     assert blocks(0) == [15]
 
 
-def test_nightly_job_twice_locally_same_rows(ray_cluster, archive, model_file, tmp_path):
+@pytest.fixture(scope="module")
+def labelled(ray_cluster, model_file, tmp_path_factory):
+    """The archive (the bundled scans and three bad files) labelled once, for the tests that only read it."""
     from raypipe.labels.job import label_archive
-    from raypipe.reports.gallery import label_gallery
 
-    out = str(tmp_path / "labels")
-    first = label_archive(str(archive), out, model=model_file, run_date="2026-11-24", settle=0)
+    root = tmp_path_factory.mktemp("labelled")
+    source = _archive(root)
+    out = str(root / "labels")
+    return source, out, label_archive(str(source), out, model=model_file, run_date="2026-11-24", settle=0)
+
+
+def test_nightly_job_labels_every_stack_once_and_twice_changes_nothing(labelled, model_file):
+    from raypipe.chem.depiction import decode_png
+    from raypipe.labels.job import label_archive
+
+    archive, out, first = labelled
     assert (first.units_new, first.ok, first.errors, first.ignored_files) == (4, N_GOOD, 2, 1)
     rows = _rows(out)
     assert len(rows) == N_GOOD + 2 and len({_key(r) for r in rows}) == len(rows)
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(r["model"].startswith("tiny@") and r["depiction"][:4] == b"\x89PNG" for r in ok)
     assert all(r["n_images"] == 10 and len(r["heights"]) == 10 for r in ok)
-    from raypipe.chem.depiction import decode_png
-
     previews = [decode_png(r["input_preview"]) for r in ok]  # closest and farthest slices, side by side
     assert all(p.shape == (128, 256, 3) and p.std() > 0 for p in previews)
     assert {r["truth_formula"] for r in ok} >= {"C24H8O6", "C14H10"}
     assert {r["run_date"] for r in rows} == {"2026-11-24"} and {r["run_id"] for r in rows} == {first.run_id}
     errors = {Path(r["unit"]).name: r["error_kind"] for r in rows if r["status"] == "error"}
     assert errors == {"corrupt.h5": "permanent", "truncated.npz": "permanent"}
+    page = Path(first.gallery).read_text()  # the Python API writes the run's gallery beside a local output too
+    assert page.count("class='card'") == N_GOOD and page.count("card error") == 2
 
     second = label_archive(str(archive), out, model=model_file, run_date="2026-11-25", settle=0)
     assert (second.units_new, second.units_replaced, second.units_unchanged, second.ok) == (0, 0, 4, 0)
     assert second.snapshot_id == first.snapshot_id  # nothing to do: no commit
     assert sorted(map(_key, _rows(out))) == sorted(map(_key, rows))
 
-    # a new scan arrives: only it is labelled, under the new date
-    shutil.copytree(archive / "anthracene_png_export", archive / "new_scan")
-    (archive / "new_scan" / "anthracene_df_000pm.png").unlink()
-    third = label_archive(str(archive), out, model=model_file, run_date="2026-11-26", settle=0)
-    assert (third.units_new, third.ok) == (1, 1)
-    assert len(_rows(out)) == len(rows) + 1
 
-    page = label_gallery(_rows(out), tmp_path / "gallery.html")
-    text = page.read_text()
-    assert text.count("class='card'") == N_GOOD + 1 and text.count("card error") == 2
+def test_a_new_scan_is_labelled_alone_on_the_next_night(ray_cluster, model_file, tmp_path):
+    from raypipe.labels.job import label_archive
+
+    archive, out = tmp_path / "archive", str(tmp_path / "labels")
+    shutil.copytree(EXAMPLE_SCANS / "anthracene_png_export", archive / "scan")
+    first = label_archive(str(archive), out, model=model_file, run_date="2026-11-24", settle=0)
+    shutil.copytree(archive / "scan", archive / "new_scan")
+    (archive / "new_scan" / "anthracene_df_000pm.png").unlink()
+    second = label_archive(str(archive), out, model=model_file, run_date="2026-11-26", settle=0)
+    assert (first.ok, second.units_new, second.units_unchanged, second.ok) == (1, 1, 1, 1)
+    rows = _rows(out)
+    assert len(rows) == 2 and {r["run_date"] for r in rows} == {"2026-11-24", "2026-11-26"}
+    assert {r["n_images"] for r in rows} == {10, 9}
 
 
 @pytest.mark.slow
-def test_nightly_job_killed_then_rerun_gives_the_same_rows(ray_cluster, archive, model_file, tmp_path):
+def test_nightly_job_killed_then_rerun_gives_the_same_rows(labelled, archive, model_file, tmp_path):
     from raypipe.labels.job import label_archive
     from raypipe.labels.table import TableSettings, open_table, remove_orphans
 
-    reference = str(tmp_path / "reference")
-    label_archive(str(archive), reference, model=model_file, run_date="2026-11-24", settle=0)
+    reference = labelled[1]
     out = tmp_path / "killed"
     address = ray_cluster.get_runtime_context().gcs_address  # this session's cluster
     # the job stops the moment its data files are written, before its commit (a hook in the child, test code
@@ -244,9 +261,13 @@ def test_a_model_on_another_grid_labels_on_its_own_grid(ray_cluster, tmp_path, c
         torch.nn.init.zeros_(generator.centres[-1].weight)
         torch.nn.init.constant_(generator.centres[-1].bias, -20.0)
     path = save_model(generator, config, tmp_path / "m64.safetensors", name="grid64")
-    rows = predict_dataset(str(EXAMPLES / "scans"),
-                           model=str(path)).take_all()
-    assert len(rows) == 16 and all(r["depiction"] for r in rows)
+    archive = tmp_path / "scans"  # the PNG export and the archive's first three stacks
+    shutil.copytree(EXAMPLE_SCANS / "anthracene_png_export", archive / "png")
+    from raypipe.scans.archive import read_archive, write_archive
+
+    write_archive(archive / "three.h5", list(read_archive(EXAMPLE_SCANS / "sample_scans.h5"))[:3])
+    rows = predict_dataset(str(archive), model=str(path)).take_all()
+    assert len(rows) == 4 and all(r["depiction"] for r in rows)
     assert {decode_png(r["depiction"]).shape for r in rows} == {(64, 64, 3)}
     drawn = [r for r in rows if decode_png(r["depiction"]).any()]
     assert drawn
@@ -360,3 +381,20 @@ def test_each_stage_turns_a_bad_row_into_an_error_row_and_keeps_the_others(tmp_p
     assert [r["status"] for r in table] == ["ok", "error", "error"]
     assert "does not fit" in table[1]["error"] and table[1]["error_kind"] == "transient"  # a bug, not the file
     assert table[2]["error"] == pre["error"][2]  # an earlier stage's reason is kept
+
+
+def test_object_storage_that_cannot_be_used_is_one_line_naming_the_fix(s3_server, monkeypatch, tmp_path):
+    """No credentials, or an endpoint that does not answer: one line naming the URI and the fix, before Ray."""
+    from raypipe.storage import StorageError, check_reachable
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(StorageError, match=r"s3://raypipe-test/scans: no S3 credentials: set AWS_ACCESS_KEY_ID"):
+        check_reachable("s3://raypipe-test/scans", {"endpoint_url": s3_server["endpoint_url"]})
+    with pytest.raises(StorageError, match=r"does not answer"):
+        check_reachable("s3://raypipe-test/scans", {**s3_server, "endpoint_url": "http://127.0.0.1:9"})
+    with pytest.raises(StorageError, match=r"the bucket 'absent' does not exist"):
+        check_reachable("s3://absent/scans", s3_server)
+    check_reachable("s3://raypipe-test/scans", s3_server)  # usable: nothing raised

@@ -383,7 +383,7 @@ def test_plain_loop_checkpoints_resumes_and_inits_from(tmp_path):
     first = json.loads((tmp_path / "continued" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["event"].startswith("initialised from")
     with pytest.raises(ValueError, match="differs from this run's"):
-        TrainConfig(**{**fresh.__dict__, "model": "small"}).validate()
+        TrainConfig(**{**fresh.__dict__, "model": "small"}).check()
     other_grid = TrainConfig(**{**cfg.__dict__, "run_name": "grid", "model_overrides": {"size": 64}})
     with pytest.raises(ValueError, match=r"shards hold stacks of \(10, 128, 128\).*the model's grid is \(10, 64, 64\)"):
         train_local(other_grid, progress=lambda *_: None)
@@ -465,12 +465,12 @@ def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
 
     cfg = dict(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="c", model="small-palette")
     with pytest.raises(ValueError, match="needs the atom-centre output"):
-        TrainConfig(**cfg, trainable="centres").validate()
+        TrainConfig(**cfg, trainable="centres").check()
     with pytest.raises(ValueError, match="trainable must be one of"):
-        TrainConfig(**cfg, trainable="head").validate()
+        TrainConfig(**cfg, trainable="head").check()
     with pytest.raises(ValueError, match="differs from this run's"):  # a centre model cannot start a plain run
         TrainConfig(**cfg, model_overrides={"size": 64, "ngf": 8, "conv3d_channels": 4},
-                    init_from=str(path)).validate()
+                    init_from=str(path)).check()
 
 
 def test_centre_targets_mark_the_atoms_the_depiction_shows_and_move_with_it():

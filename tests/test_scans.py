@@ -263,3 +263,14 @@ def test_ppafm_npz_layout_is_read_along_its_axes(tmp_path):
     np.savez(tmp_path / "bare.npz", data=data)  # ppafm's layout without its lvec: refused, not misread
     with pytest.raises(ScanError, match=r"would read as 64 images of 10 x 48 pixels"):
         load_stack(tmp_path / "bare.npz")
+
+
+def test_a_text_file_named_like_an_image_is_said_to_be_no_image(tmp_path):
+    """A lone scan.png holding text is reported as what it is, not as a stack of one image."""
+    from raypipe import load_stack
+
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    (folder / "scan.png").write_text("not an image at all\n")
+    with pytest.raises(ScanError, match=r"scan.png: not an image: no image format recognised"):
+        load_stack(folder)

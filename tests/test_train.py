@@ -62,7 +62,7 @@ def test_training_survives_a_killed_worker_and_resumes(ray_cluster, tmp_path):
 
 def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="multiple of checkpoint_every"):
-        TrainConfig(data_uri="x", storage_path="y", run_name="z", checkpoint_every=3, val_every=4).validate()
+        TrainConfig(data_uri="x", storage_path="y", run_name="z", checkpoint_every=3, val_every=4).check()
     path = tmp_path / "c.yaml"
     path.write_text("data_uri: d\nstorage_path: s\nrun_name: r\nsteps: 5\n")
     assert TrainConfig.from_file(path, steps=7).steps == 7

@@ -5,7 +5,7 @@ The criterion is the model's **confidence**: its calibrated P(formula right) whe
 that weighs features (one fitted on too few right readings is a constant base rate), else the mean per-pixel margin of its head over the molecule's pixels; the drawing score breaks ties.
 Each try also records the median ratio of the read-back heavy-atom bonds to their ideal lengths
 (``bond_ratio``: 1 at the right scale for a model that draws atoms where they are); measured with
-today's model it chose worse than the confidence (bench/bench_scale.py, README), so it is recorded, not
+the shipped model it chose worse than the confidence (bench/bench_scale.py, docs/formats.md), so it is recorded, not
 used. The chosen field of view is recorded in the row (``fov``, ``fov_source = "estimated"``).
 """
 

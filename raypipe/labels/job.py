@@ -213,7 +213,7 @@ def run(settings: LabelSettings, *, progress=print, show_progress: bool = False)
                                units_arriving=len(plan.arriving), arriving=[u.uri for u in plan.arriving],
                                snapshot_id=planned, table=table.table)
         if plan.todo:
-            _label(s, table, model, library, plan, summary, planned, lease, show_progress, progress)
+            _run_pipeline(s, table, model, library, plan, summary, planned, lease, show_progress, progress)
             tbl.refresh()
             summary.snapshot_id = tbl.metadata.current_snapshot_id
             removed = remove_orphans(tbl, table)
@@ -238,7 +238,7 @@ def table_schema(output_schema: pa.Schema) -> pa.Schema:
         doc("labelled_at", pa.timestamp("us", tz="UTC"), "when that run labelled it (UTC)")])
 
 
-def _label(s: LabelSettings, table: TableSettings, model, library, plan: RunPlan, summary: LabelSummary, planned,
+def _run_pipeline(s: LabelSettings, table: TableSettings, model, library, plan: RunPlan, summary: LabelSummary, planned,
            lease, show_progress: bool, progress) -> None:
     import ray
     from ray.data import DataContext

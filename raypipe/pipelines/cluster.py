@@ -13,18 +13,10 @@ import logging
 import os
 import sys
 
-# Ray's worker pool kills idle task workers above one per CPU after 1 s, and the labelling pipeline's
-# stages run more tasks than CPUs at once: a 1,000-stack run on 2 CPUs started ~30 new worker processes,
-# each paying ~1 s of CPU for its imports (numpy, RDKit, raypipe) and ~200 MiB while it lived. Idle
-# workers kept for 10 minutes are reused instead (2 new ones a run). And a task killed for memory is
-# retried once, not forever. Set for the local Ray raypipe starts (unless the environment says otherwise);
-# a cluster's nodes take the worker-pool and malloc variables in their environment (k8s/settings.env).
-#
-# Memory (bench/bench_label.py --trace, 100 against 3,000 stacks): a long run's peak grew by Ray's
-# _StatsActor (118 -> 154 MiB in its first minutes) and by every worker's heap. The local Ray has no
-# dashboard, so its metrics are read by nobody: not collected (the stats actor stays at ~117 MiB).
-# glibc gives each thread of a process its own malloc arena (Ray's core worker runs dozens of threads) and
-# freed memory spread over many arenas stays resident; two arenas a process keep the heaps compact.
+# The local Ray raypipe starts (unless the environment says otherwise): idle task workers kept 10 minutes, a
+# task killed for memory retried once, no metrics collected (nobody reads them without a dashboard), two
+# malloc arenas a process; why each, with its measurement: docs/performance.md. A cluster's nodes take the
+# worker-pool and malloc variables from k8s/settings.env.
 LOCAL_RAY_ENV = {"RAY_idle_worker_killing_time_threshold_ms": "600000", "RAY_task_oom_retries": "1",
                  "RAY_enable_metrics_collection": "0", "MALLOC_ARENA_MAX": "2"}
 

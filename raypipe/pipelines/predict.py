@@ -148,7 +148,7 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
     ctx = StageContext(config.window, config.n_slices, storage_options, limits, fov, estimate_fov, file,
                        tuple(candidates or ()), tuple(names or candidates or ()), candidate_cache,
                        ray.put(library) if library is not None else None, shortlist)
-    resources, size, threads = inference_pool()
+    resources, pool, threads = inference_pool()
     if isinstance(uri, ray.data.Dataset):  # raw rows of read_scans: preprocess them here
         scans, ranking = uri.map_batches(preprocess_batch, batch_size=batch_size, fn_kwargs={"ctx": ctx},
                                          **CPU_STAGE), bool(candidates) or library is not None
@@ -159,7 +159,7 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
         Predictor, batch_size=batch_size, **resources,
         # fixed size: a node lost mid-run can leave this pool holding every CPU left, and the label job then
         # re-plans on the smaller cluster (its stall_timeout); an autoscaling pool did not shrink out of that
-        compute=ray.data.ActorPoolStrategy(size=size),
+        compute=ray.data.ActorPoolStrategy(size=pool),
         fn_constructor_kwargs={"ctx": ctx, "threads": threads, "keep_input": ranking})
     if ranking:
         # one scan a task: a scan's candidates take seconds each, and blocks must keep moving (the stall timeout)
@@ -167,5 +167,5 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
     rows = rows.map_batches(extract, batch_size=batch_size, fn_kwargs={"ctx": ctx}, **CPU_STAGE)
     if OBJECT_STORE_MB:  # backpressure: a bounded object-store budget for this dataset (and its reads)
         options = rows.context.execution_options
-        options.resource_limits = options.resource_limits.copy(object_store_memory=OBJECT_STORE_MB * 2**20 * size)
+        options.resource_limits = options.resource_limits.copy(object_store_memory=OBJECT_STORE_MB * 2**20 * pool)
     return rows

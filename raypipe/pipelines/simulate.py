@@ -96,12 +96,12 @@ def simulate_dataset(molecules: str | list[str] | None, output_uri: str, *,
     config = {"format": "raypipe-sim", "version": 1, "seed": seed, "shard_size": shard_size,
               "parameter_sets": parameter_sets, "max_corrugation": max_corrugation,
               "settings": _settings_record(settings), "molecules": len(pairs)}
+    fs.invalidate_cache()
+    existing = sorted(fs.glob(join(base, "shards", "shard-*.parquet")))
+    compact = _storage_form(fs, existing, compact, output_uri)  # one form per data set: refused before anything
     _check_run_config(fs, base, config)
 
     shards = [(f"shard-{k // shard_size:05d}", pairs[k:k + shard_size]) for k in range(0, len(pairs), shard_size)]
-    fs.invalidate_cache()
-    existing = sorted(fs.glob(join(base, "shards", "shard-*.parquet")))
-    compact = _storage_form(fs, existing, compact, output_uri)
     done = {path.rsplit("/", 1)[-1].removesuffix(".parquet") for path in existing}
     todo = [(name, mols) for name, mols in shards if name not in done]
     print(f"simulate: {len(pairs)} molecules in {len(shards)} shards, {len(shards) - len(todo)} already done, "

@@ -56,7 +56,7 @@ def train_func(config: dict) -> None:
     rank = ctx.get_world_rank()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed + rank)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
+    rng = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + rank)
     ddp = {"parallel_strategy_kwargs": {"broadcast_buffers": False}}
     model = Pix2Pix(model_config, device, wrap=lambda net: ray.train.torch.prepare_model(net, **ddp))
 
@@ -75,7 +75,7 @@ def train_func(config: dict) -> None:
             batch_size=64, batch_format="numpy") for values in zip(*b.values())][: cfg.val_samples]
 
     shard = ray.train.get_dataset_shard("train")
-    step = Steps(cfg, state, model, augment_config, generator, world_size=ctx.get_world_size())
+    step = Steps(cfg, state, model, augment_config, rng, world_size=ctx.get_world_size())
     while state.step < cfg.steps:
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, drop_last=True, device=device,
                                               dtypes=torch.float32):
@@ -141,7 +141,7 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
     """Run (or resume, by ``run_name``) a training run on Ray Train; returns Ray Train's ``Result``.
 
     Checks on the driver first (a ValueError before any worker starts): the config
-    (:meth:`TrainConfig.validate`: steps, intervals, augmentation keys, ``init_from``), the shards' grid
+    (:meth:`TrainConfig.check`: steps, intervals, augmentation keys, ``init_from``), the shards' grid
     against the model's, and the cluster's CPUs against the workers'. ``storage_options``: s3fs options
     for ``data_uri`` and ``storage_path``. At the end ``metrics.jsonl``, ``metrics.png`` and
     ``model.safetensors`` are written beside the checkpoints."""
@@ -151,7 +151,7 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
 
     from raypipe.training.data import check_grid
 
-    cfg.validate()
+    cfg.check()
     if cfg.trainable != "all":
         raise ValueError(f"trainable {cfg.trainable!r} runs in the plain loop (jobs/train_local.py), not on Ray Train")
     check_grid(cfg.data_uri, cfg.model_config(), storage_options)

@@ -102,7 +102,7 @@ def multi_format(source_file: str) -> ScanFormat:
 
 
 def load_stack(path: str | Path, *, closest: str | None = None, fov=None) -> ScanStack:
-    """Read one stack from any supported source (the format table; the README's table): a folder
+    """Read one stack from any supported source (the format table; docs/formats.md): a folder
     (QUAM-AFM, Nanonis ``.sxm``, images), an NPZ file, an HDF5 archive holding one stack, or
     ``archive.h5::scan_id``.
 

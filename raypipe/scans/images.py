@@ -40,7 +40,9 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             width, height = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:
+        raise ScanError(path, "not an image: no image format recognised in its bytes (a misnamed file?)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ScanError(path, f"unreadable or truncated image ({exc})") from exc
     check_image(path, width, height)
     return width, height
@@ -109,6 +111,8 @@ def crop_common(images: list[np.ndarray]) -> tuple[np.ndarray, str | None]:
 def read_image_folder(folder: Path, closest: str | None = None) -> ScanStack:
     files = image_files(folder)
     if len(files) < 2:
+        for f in files:  # a lone file that is no image at all says so first
+            image_size(f)
         raise ScanError(folder, f"an image stack needs at least 2 images, found {len(files)}")
     files, heights, rule = order_files(files, closest)
     sizes = [image_size(f) for f in files]  # every header checked before any image is decoded

@@ -7,7 +7,7 @@ Steps, in order:
 2. field of view: with a known ``fov`` (metadata, Å) images are rescaled to the window's pixel size
    and centre-cropped or padded (with the stack's median) to the window; with an unknown fov the
    image is padded to a square (median) and resized to the window, so nothing of the scan is lost
-   (the scale is then only as good as the scan's framing, see the README);
+   (the scale is then only as good as the scan's framing, docs/formats.md);
 3. a 3x3 median filter on every image (light denoising; scipy's, with its "reflect" edges, computed by a
    sorting network: the same values, 1.5-7x faster, ``bench/bench_preprocess.py``);
 4. per-stack normalisation to zero mean and unit standard deviation (a flat stack becomes zeros).

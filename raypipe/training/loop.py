@@ -55,7 +55,7 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
     from raypipe.training.pix2pix import Pix2Pix
     from raypipe.training.validation import validator
 
-    cfg.validate()
+    cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device)
@@ -83,7 +83,7 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
 
     rows_val = rows_val if rows_val is not None else fixed_rows(cfg.data_uri, "val", cfg.val_samples)
     validate = validator()
-    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + state.step)
+    rng = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + state.step)
     centres = model_config.window if model_config.centres else None
     stream = stream if stream is not None else ShardStream(cfg.data_uri, "train", batch_size=cfg.batch_size,
                                                            seed=cfg.seed + state.step, centres=centres)
@@ -91,7 +91,7 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
              f"{len(rows_val)} validation rows, head {model_config.head}")
     batches = iter(stream)
     try:
-        _loop(cfg, state, model, batches, augment_config, model_config, generator, rows_val, validate, run)
+        _loop(cfg, state, model, batches, augment_config, model_config, rng, rows_val, validate, run)
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
@@ -99,14 +99,14 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
     return {"run": str(run), **(state.log[-1] if state.log else {}), "best": state.best}
 
 
-def _loop(cfg, state, model, batches, augment_config, model_config, generator, rows_val, validate, run) -> None:
+def _loop(cfg, state, model, batches, augment_config, model_config, rng, rows_val, validate, run) -> None:
     import torch
 
     from raypipe.training.run import Steps
 
     device = model.device
     started = time.perf_counter()
-    step = Steps(cfg, state, model, augment_config, generator)
+    step = Steps(cfg, state, model, augment_config, rng)
     while state.step < cfg.steps:
         stack_np, target_np = next(batches)
         last = state.step + 1 == cfg.steps or bool(cfg.max_seconds and time.perf_counter() - started > cfg.max_seconds)

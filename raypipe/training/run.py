@@ -72,7 +72,7 @@ class TrainConfig:
     def augment_config(self) -> AugmentConfig:
         return AugmentConfig.from_dict(self.augment)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Everything that can be checked before a worker starts."""
         if self.val_every % self.checkpoint_every:
             raise ValueError(f"val_every ({self.val_every}) must be a multiple of checkpoint_every "
@@ -178,9 +178,9 @@ class Steps:
     count it, and every ``log_every`` (or checkpoint) step the window's mean losses, learning rate and
     samples/s (``world_size`` replicas each see their own batch)."""
 
-    def __init__(self, cfg: TrainConfig, state: RunState, model, augment_config, generator, world_size: int = 1):
+    def __init__(self, cfg: TrainConfig, state: RunState, model, augment_config, rng, world_size: int = 1):
         self.cfg, self.state, self.model = cfg, state, model
-        self.augment_config, self.generator, self.world_size = augment_config, generator, world_size
+        self.augment_config, self.rng, self.world_size = augment_config, rng, world_size
         self.restart_clock()
         self.losses: list[dict] = []
 
@@ -199,7 +199,7 @@ class Steps:
         from raypipe.training.augment import augment
 
         cfg = self.cfg
-        stack, target = augment(stack, target, self.augment_config, self.generator)
+        stack, target = augment(stack, target, self.augment_config, self.rng)
         lr = self.model.set_learning_rate(self.state.step, cfg.steps)
         self.losses.append(self.model.train_step(stack, target))
         self.state.step += 1
@@ -215,7 +215,7 @@ class Steps:
 
 
 def init_generator(generator, path: str | Path) -> None:
-    """Start from a model file's weights (``init_from``): a later session continues an earlier model. A
+    """Start from a model file's weights (``init_from``): a later run continues an earlier model. A
     model without the atom-centre output may start one with it: the new branch keeps its fresh weights."""
     import torch
     from safetensors.torch import load_file
