@@ -59,6 +59,8 @@ bench: $(STAMP) bench-data
 	$(PY) bench/bench_poison.py
 	$(PY) bench/bench_scale.py --data $(DATA)
 	$(PY) bench/bench_candidates.py --data $(DATA)
+	$(PY) bench/bench_identify.py --data $(DATA) --library out/library/catalog --n 30
+	$(PY) bench/bench_identify.py --library out/library/catalog --experimental ../shared/experimental
 	$(PY) bench/heldout.py --out $(DATA)-150 --n 150
 	$(PY) bench/multinode.py --train
 
@@ -76,6 +78,7 @@ bench-quick: $(STAMP) bench-data
 	$(PY) bench/bench_poison.py --good 4
 	$(PY) bench/bench_scale.py --data $(DATA) --n 4
 	$(PY) bench/bench_candidates.py --data $(DATA) --scans 1 --candidates 5
+	$(PY) bench/bench_identify.py --data $(DATA) --library out/library/catalog --n 2 --shortlist 5 --no-warm
 	$(PY) bench/heldout.py --out $(DATA) --n 40
 	$(PY) bench/multinode.py --stacks 32
 

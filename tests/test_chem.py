@@ -250,3 +250,19 @@ def test_a_depiction_of_noise_is_refused_quickly_not_paired_for_minutes(monkeypa
     from raypipe.chem.graph import read_graph
 
     assert read_graph(lattice(6)).atoms == [] and read_graph(lattice(9)).formula == "H196"
+
+
+def test_the_visible_atom_figure_scores_what_a_constant_height_scan_shows() -> None:
+    """Atoms more than 0.8 Å below the top one are not counted in the visible-atom figures: a reading of the
+    visible part is visibly right there, while the paper's metric (rightly) calls the molecule wrong."""
+    from raypipe.chem.molgraph import GraphAtom, MolGraph
+
+    truth = MolGraph([GraphAtom("C", 0, 0), GraphAtom("O", 1.4, 0), GraphAtom("H", 0, 1.0)], [(0, 1), (0, 2)])
+    read = MolGraph([GraphAtom("C", 0.1, 0), GraphAtom("O", 1.4, 0.1)], [(0, 1)])
+    s = score(read, truth, heights=[0.0, -0.3, -1.2])
+    assert not s.total and s.recall == 2 / 3 and s.visible_recall == 1.0 and s.visible_exact
+    wrong = score(MolGraph([GraphAtom("C", 0, 0), GraphAtom("N", 1.4, 0)], [(0, 1)]), truth, heights=[0.0, -0.3, -1.2])
+    assert wrong.visible_recall == 0.5 and not wrong.visible_exact
+    assert score(read, truth).visible_recall is None  # heights unknown
+    summary = aggregate([s, wrong], [1.6, 0.2])
+    assert summary["visible_exact"] == 0.5 and summary["by_corrugation"][">150 pm"]["visible_exact"] == 1.0

@@ -28,14 +28,15 @@ def predict_rows(model: Model, rows: list[dict], batch_size: int = VALIDATION_BA
 def score_rows(graphs: list, rows: list[dict]) -> dict:
     """Scores of read-back ``graphs`` (MolGraphs) against the rows' truth: fractions ``total``,
     ``structure``, ``composition``, mean per-atom ``precision``/``recall``, the same ``by_corrugation``
-    (with the visible-atom figures), and the element ``confusion`` (true -> read, "-" for missed/invented)."""
+    (with the visible-atom figures where the rows' atoms have heights), and the element ``confusion`` (true -> read, "-" for missed/invented)."""
     from raypipe.chem.molgraph import MolGraph
     from raypipe.chem.scoring import aggregate, element_pairs, score
 
     scores, confusion = [], defaultdict(Counter)
     for predicted, row in zip(graphs, rows):
         truth = MolGraph.from_rows(row["atoms"], row["bonds"])
-        scores.append(score(predicted, truth))
+        scores.append(score(predicted, truth, [float(a["z"]) for a in row["atoms"]] if row["atoms"] and "z" in
+                            row["atoms"][0] else None))
         for true_el, pred_el in element_pairs(predicted, truth):
             confusion[true_el][pred_el] += 1
     result = aggregate(scores, [r["corrugation"] for r in rows])
