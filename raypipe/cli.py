@@ -15,13 +15,22 @@ from pathlib import Path
 from raypipe.resources import EXAMPLE_MOLECULES, EXAMPLE_SCANS
 from raypipe.storage import redact
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 DESCRIPTION = ("raypipe identifies molecules in HR-AFM scans: stacks of constant-height images -> ball-and-stick "
                "depictions -> molecular graphs, on Ray.")
 EXIT_STATUS = "exit status: 0 done; 1 failed (one line on stderr says why); 2 wrong command line; 130 interrupted"
 LABEL_EXIT_STATUS = ("exit status: 0 done (bad scans are error rows, not failures); 1 the run failed (one line on "
                      "stderr says why; nothing was committed); 2 wrong command line; 3 another job holds the labels "
-                     "table's writer lease (waited --lease-wait); 130 interrupted (nothing committed)")
+                     "table's writer lease (waited --lease-wait); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, "
+                     "as Kubernetes stops a pod): the lease released, nothing committed unless the commit was done")
+
+
+class Terminated(BaseException):
+    """SIGTERM (a pod being stopped): unwinds the job like Ctrl-C, so the lease is released on the way out."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -395,11 +404,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) or a wrong command line (2)
         return int(exc.code or 0)
-    from raypipe.pipelines.cluster import native_stderr_to, set_verbose
+    from raypipe.pipelines.cluster import keep_sigterm, native_stderr_to, set_verbose
 
     verbose = getattr(args, "verbose", False)
     set_verbose(verbose)
     run = COMMANDS[args.command][2]
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    keep_sigterm(_terminate if main_thread else None)
     try:
         if verbose:
             return run(args)
@@ -411,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("raypipe: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"raypipe {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception as exc:  # noqa: BLE001 - the command line reports, it does not crash
         if verbose:
             import traceback
@@ -420,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"raypipe {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_BUSY if isinstance(exc, LeaseBusy) else EXIT_FAILED
+    finally:
+        keep_sigterm(None)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def one_line(exc: BaseException) -> str:

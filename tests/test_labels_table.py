@@ -343,3 +343,37 @@ def test_postgres_catalog(ray_cluster, postgres, tmp_path, model_file):
     assert export_labels(str(out), str(tmp_path / "all.parquet"), catalog=postgres) == 2
     import pyarrow.parquet as pq
     assert pq.read_table(tmp_path / "all.parquet").num_rows == 2
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_cleanly_with_its_lease_released(ray_cluster, tmp_path, model_file):
+    """SIGTERM (as Kubernetes stops a pod) mid-run: the job exits 143 within seconds, saying so in one line,
+    its lease released (the next run does not wait for it) and nothing committed; the next run labels all."""
+    import signal
+
+    from raypipe.labels.job import label_archive
+    from raypipe.labels.table import TableSettings, open_table
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    for k in range(4):
+        image_folder(src / f"scan{k}", seed=k)
+    import ray
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    job = subprocess.Popen([sys.executable, "-m", "raypipe.cli", "label", str(src), "--out", str(out), "--settle", "0",
+                            "--model", model_file, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "catalog.db").exists():
+        time.sleep(0.05)
+    time.sleep(2)  # inside the run: the lease taken, the pipeline starting
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err
+    assert open_table(TableSettings(str(out))).scan().to_arrow().num_rows == 0
+    import sqlite3
+
+    with sqlite3.connect(out / "catalog.db") as db:  # released on the way out, not left to expire
+        assert db.execute("SELECT count(*) FROM raypipe_writer_lease").fetchone()[0] == 0
+    summary = label_archive(str(src), str(out), model=model_file, settle=0, lease_wait=5)
+    assert summary.ok == 4 and len(rows_of(out)) == 4

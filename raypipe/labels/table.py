@@ -41,6 +41,10 @@ class TableError(RuntimeError):
     """The labels table cannot be reached or used (catalog settings, a busy lease, a conflict)."""
 
 
+class NoLabelsTable(TableError):
+    """Nothing has been labelled at that place yet."""
+
+
 class LeaseBusy(TableError):
     pass
 
@@ -138,27 +142,34 @@ def load_catalog(settings: TableSettings):
 
 
 def open_table(settings: TableSettings, schema: pa.Schema | None = None, *, create: bool = False):
-    """The labels table; created (with ``schema``) when ``create`` and absent."""
+    """The labels table; created (with ``schema``) when ``create`` and absent. Creating the catalog's tables,
+    the namespace and the table is idempotent under concurrency: two first runs at the same moment race to
+    create them, and the loser (an "already exists" or a primary-key error from the catalog's database) reads
+    what the winner made."""
     from pyiceberg.exceptions import NoSuchTableError
 
-    catalog = load_catalog(settings)
     namespace = settings.table.rsplit(".", 1)[0]
-    try:
-        return catalog.load_table(settings.table)
-    except NoSuchTableError:
-        if not create:
-            raise TableError(f"no labels table {settings.describe()}: nothing has been labelled there yet") from None
-    for attempt in range(5):  # two jobs may create it at the same moment: the loser loads the winner's
+    for attempt in range(6):
         try:
+            catalog = load_catalog(settings)
+            try:
+                return catalog.load_table(settings.table)
+            except NoSuchTableError:
+                if not create:
+                    raise NoLabelsTable(f"no labels table {settings.describe()}: nothing has been labelled there "
+                                        "yet") from None
             catalog.create_namespace_if_not_exists(namespace)
             return catalog.create_table_if_not_exists(
                 settings.table, schema=schema, location=settings.location,
                 properties={"format-version": "2", "write.metadata.delete-after-commit.enabled": "true",
                             "write.metadata.previous-versions-max": "50"})
-        except Exception as exc:  # noqa: BLE001 - a concurrent creation surfaces as various errors
-            if attempt == 4:
-                raise TableError(f"cannot create the labels table {settings.describe()}: {redact(exc)}") from exc
-            time.sleep(0.5 * (attempt + 1))
+        except NoLabelsTable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a concurrent creation surfaces as various errors: read again
+            if attempt == 5:
+                raise TableError(f"cannot open or create the labels table {settings.describe()}: {redact(exc)}") \
+                    from exc
+            time.sleep(0.3 * (attempt + 1))
     raise AssertionError("unreachable")
 
 

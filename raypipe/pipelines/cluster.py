@@ -22,6 +22,7 @@ LOCAL_RAY_ENV = {"RAY_idle_worker_killing_time_threshold_ms": "600000", "RAY_tas
 
 _VERBOSE = False
 _ADDRESS: str | None = None
+_SIGTERM = None  # raypipe's own SIGTERM handler (the command line's), put back after ray.init takes it over
 
 
 def configure(address: str | None = None) -> None:
@@ -60,6 +61,13 @@ def native_stderr_to(path: str | os.PathLike):
         os.close(saved)
 
 
+def keep_sigterm(handler) -> None:
+    """Keep ``handler`` for SIGTERM (None: forget it) even once Ray's driver has installed its own (which exits
+    the process at once, without unwinding the job: the lease would be left to expire)."""
+    global _SIGTERM
+    _SIGTERM = handler
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Connect to (or start) Ray once; a local Ray with ``LOCAL_RAY_ENV``."""
     import ray
@@ -75,6 +83,12 @@ def ensure_ray(address: str | None = None) -> None:
             os.environ.setdefault(key, value)
         cpus = os.environ.get("RAYPIPE_LOCAL_CPUS")  # the local Ray's CPUs (default: the machine's)
         ray.init(include_dashboard=False, **({"num_cpus": int(cpus)} if cpus else {}), **quiet)
+    if _SIGTERM is not None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _SIGTERM)
     if not _VERBOSE:
         from ray.data import DataContext
 
