@@ -139,7 +139,8 @@ def check_reachable(uri: str, storage_options: StorageOptions = None) -> None:
     does not answer, a bucket that does not exist (StorageError). Nothing is written; a local path passes."""
     if not is_remote(uri):
         return
-    fs, path = filesystem(uri, storage_options)
+    quick = {"connect_timeout": 5, "read_timeout": 20, "retries": {"max_attempts": 2, "mode": "standard"}}
+    fs, path = filesystem(uri, {**(storage_options or {}), "config_kwargs": quick, "skip_instance_cache": True})
     bucket = path.split("/", 1)[0]
     try:
         fs.ls(bucket, refresh=True)

@@ -49,11 +49,16 @@ def test_rows_rank_the_candidates_a_sidecar_names(ray_cluster, tmp_path):
     assert rows[0]["fov_source"] == "sidecar" and np.allclose(rows[0]["fov"], [18.0, 18.0])
 
 
-def test_scale_search_reads_unknown_scale_stacks_at_several_fields_of_view(ray_cluster):
-    from raypipe.pipelines.predict import predict_dataset
+def test_scale_search_reads_unknown_scale_stacks_at_several_fields_of_view(ray_cluster, tmp_path):
     from raypipe.identify.scale import FOVS
+    from raypipe.pipelines.predict import predict_dataset
+    from raypipe.scans.archive import write_archive
 
-    rows = predict_dataset(str(EXAMPLES / "scans"), estimate_fov=True).take_all()
+    scans = tmp_path / "scans"  # the PNG export (no scale) and two of the archive's stacks (18 Å)
+    shutil.copytree(EXAMPLES / "scans" / "anthracene_png_export", scans / "png")
+    write_archive(scans / "two.h5", list(read_archive(EXAMPLES / "scans" / "sample_scans.h5"))[:2])
+    rows = predict_dataset(str(scans), estimate_fov=True).take_all()
+    assert len(rows) == 3
     by_source = {r["fov_source"] for r in rows}
     assert by_source == {"estimated", "file"}  # the PNG export has no scale; the archive's stacks do
     estimated = [r for r in rows if r["fov_source"] == "estimated"]

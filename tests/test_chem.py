@@ -108,7 +108,7 @@ def test_render_extract_round_trip_on_nci_sample() -> None:
     assert len(sample) >= 60
     scores = [score(extract_graph(render_depiction(m)), m) for m in sample]
     summary = aggregate(scores, [m.corrugation for m in sample])
-    # the goal (78/78 on this sample today, 99.2% on the whole set)
+    # 78 of 78 on this sample; 99.4 % on the whole set (bench/roundtrip.py)
     assert summary["total"] >= 0.98, summary
     exact = [m for m, s in zip(sample, scores) if s.total]
     assert all(extract_graph(render_depiction(m)).formula == m.formula for m in exact)
@@ -266,3 +266,4 @@ def test_the_visible_atom_figure_scores_what_a_constant_height_scan_shows() -> N
     assert score(read, truth).visible_recall is None  # heights unknown
     summary = aggregate([s, wrong], [1.6, 0.2])
     assert summary["visible_exact"] == 0.5 and summary["by_corrugation"][">150 pm"]["visible_exact"] == 1.0
+

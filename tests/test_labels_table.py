@@ -164,7 +164,11 @@ def test_half_copied_folder_is_superseded_and_arrivals_wait(ray_cluster, tmp_pat
     image_folder(src / "arriving", seed=6)  # files younger than --settle wait for the next run
     third = label_archive(str(src), str(out), model=model_file, settle=3600)
     assert (third.units_arriving, third.units_new) == (1, 0) and third.arriving[0].endswith("arriving")
-    assert len(rows_of(out)) == 2
+    assert len(rows_of(out)) == 2 and "newer than --settle" in third.report()
+    fourth = label_archive(str(src), str(out), model=model_file, settle=0, run_date="2026-11-26")  # arrived
+    assert (fourth.units_new, fourth.units_unchanged, fourth.ok) == (1, 2, 1)
+    rows = rows_of(out)
+    assert len(rows) == 3 and once_each(rows) and [r["run_id"] for r in rows].count(fourth.run_id) == 1
 
 
 def test_transient_failures_are_retried_and_replaced(ray_cluster, tmp_path, model_file):

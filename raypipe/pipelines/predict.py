@@ -53,6 +53,13 @@ def unit_rows(units, storage_options: StorageOptions = None) -> tuple[list[dict]
     return rows, None if None in counts else sum(counts)
 
 
+def _unlisted_archive(unit: dict) -> bool:
+    """A many-stack file whose stacks are not listed yet (a remote archive: its task lists them)."""
+    from raypipe.scans.units import ScanUnit
+
+    return unit.get("sources") is None and ScanUnit(unit["uri"], unit["kind"], unit["fingerprint"]).multi
+
+
 def find_unit_rows(uri: str, storage_options: StorageOptions = None) -> tuple[list[dict], int | None]:
     """:func:`unit_rows` of every scan unit under ``uri``; FileNotFoundError when there is none."""
     from raypipe.scans.units import find_units
@@ -149,6 +156,10 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
                        tuple(candidates or ()), tuple(names or candidates or ()), candidate_cache,
                        ray.put(library) if library is not None else None, shortlist)
     resources, pool, threads = inference_pool()
+    if isinstance(uri, list) and not any(_unlisted_archive(u) for u in uri):
+        # no more actors than blocks of work: a small run starts one, not the whole pool
+        stacks = sum(len(u["sources"]) if u.get("sources") else 1 for u in uri)
+        pool = max(1, min(pool, -(-stacks // max(READ_BLOCK_ROWS, 1))))
     if isinstance(uri, ray.data.Dataset):  # raw rows of read_scans: preprocess them here
         scans, ranking = uri.map_batches(preprocess_batch, batch_size=batch_size, fn_kwargs={"ctx": ctx},
                                          **CPU_STAGE), bool(candidates) or library is not None
