@@ -108,11 +108,13 @@ def main() -> None:
             if len(stacks) >= args.n:
                 break
         shutil.rmtree(cache_dir, ignore_errors=True)  # cold: no simulation of any library molecule yet
-        passes = [("cold", CandidateCache(model.config.window, cache_dir))]
+        from raypipe.identify.search import LIBRARY_CONFORMERS
+
+        passes = [("cold", CandidateCache(model.config.window, cache_dir, conformers=LIBRARY_CONFORMERS))]
         if not args.no_warm:
             passes.append(("warm", None))
         for name, cache in passes:
-            cache = cache or CandidateCache(model.config.window, cache_dir)  # a new process's cache: files only
+            cache = cache or CandidateCache(model.config.window, cache_dir, conformers=LIBRARY_CONFORMERS)  # files only
             rows = []
             for stack, truth in stacks:
                 rows.append(one(stack, library, model, cache, args.shortlist, truth))
@@ -128,7 +130,9 @@ def main() -> None:
                                                          for f in ("ids", "names", "smiles", "formulas", "counts",
                                                                    "rings", "extent", "spread", "fingerprints",
                                                                    "distances")))
-        cache = CandidateCache(model.config.window, cache_dir)
+        from raypipe.identify.search import LIBRARY_CONFORMERS
+
+        cache = CandidateCache(model.config.window, cache_dir, conformers=LIBRARY_CONFORMERS)
         rows = []
         for folder, smiles in EXPERIMENTAL_TRUTH.items():
             truth = Chem.MolToSmiles(Chem.MolFromSmiles(smiles))

@@ -43,12 +43,14 @@ SIM_GRID_DENSITY = 8  # px/Å of the force field: as the training data; 1.6x fas
 CACHE_VERSION = 2  # of the cache files: depictions and 2 x 2-pooled simulations, float16
 
 
-def _conformer_seeds(smiles: str) -> tuple[int, ...]:
+def _conformer_seeds(smiles: str, conformers: int = 3) -> tuple[int, ...]:
+    """ETKDG seeds of the conformers tried: ``conformers`` for a flexible molecule, one for a rigid one."""
     from rdkit import Chem
     from rdkit.Chem import Descriptors
 
     mol = Chem.MolFromSmiles(smiles)
-    return (0, 1, 2) if mol is not None and Descriptors.NumRotatableBonds(mol) > 0 else (0,)
+    flexible = mol is not None and Descriptors.NumRotatableBonds(mol) > 0
+    return tuple(range(conformers)) if flexible else (0,)
 
 
 @dataclass
@@ -66,8 +68,11 @@ class CandidateCache:
     at all: a candidate found there needs neither a conformer nor a simulation."""
 
     def __init__(self, window: Window | None = None, folder: str | Path | None = None,
-                 storage_options: StorageOptions = None) -> None:
+                 storage_options: StorageOptions = None, conformers: int = 3) -> None:
+        """``conformers``: how many a flexible molecule is tried as (each costs a simulation: a library's
+        shortlist uses 1, a short candidate list 3)."""
         self.window = window or DEFAULT_WINDOW
+        self.conformers = conformers
         self.folder = str(folder) if folder else None
         self.storage_options = storage_options
         self.items: dict[str, Candidate | None] = {}
@@ -78,7 +83,7 @@ class CandidateCache:
         if self.folder is None:
             return None
         key = json.dumps([smiles, SIM_PARAMETER_SETS, SIM_SLICES, SIM_GRID_DENSITY, self.window.size,
-                          self.window.fov, CACHE_VERSION])  # a change of settings is a new file
+                          self.window.fov, CACHE_VERSION, self.conformers])  # a change of settings is a new file
         return join(self.folder, f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz")
 
     def get(self, smiles: str) -> Candidate | None:
@@ -93,7 +98,7 @@ class CandidateCache:
 
     def _prepare(self, key: str) -> Candidate | None:
         molecules = []
-        for seed in _conformer_seeds(key):
+        for seed in _conformer_seeds(key, self.conformers):
             try:
                 molecules.append(Molecule.from_smiles(key, seed=seed))
             except MoleculeError:

@@ -34,6 +34,7 @@ READING_FLOOR = 0.25  # the weight of a reading whose confidence is 0 (a wrong f
 MIX = {"layout": 4.0, "composition": 1.0, "graph": 1.0, "shape": 0.5}
 WEIGHTS = {"simulation": 0.5, "depiction": 0.25, "filter": 0.25}  # the final score's mix
 SHORTLIST = 20
+LIBRARY_CONFORMERS = 1  # conformers a library molecule is simulated as (a short candidate list: 3)
 
 
 def scan_shape(x: np.ndarray, window: Window) -> tuple[float, float]:
@@ -226,7 +227,8 @@ def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, ca
     query = Query.of(reading.graph, reading.confidence, x, window, scale_known)
     indices, scores = shortlist(library, query, shortlist_size)
     cache = cache or CandidateCache(window, library.cache_uri if library.uri else None,
-                                    storage_options=library.storage_options or storage_options)
+                                    storage_options=library.storage_options or storage_options,
+                                    conformers=LIBRARY_CONFORMERS if library.uri else 3)
     before = cache.simulated
     matches = match(library, indices, scores, prediction.depictions[0], x, cache, top=top)
     return Identification(scan, reading.formula, reading.confidence, list(fov) if fov else None,

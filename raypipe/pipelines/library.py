@@ -37,7 +37,10 @@ class ShardBuilder:
         if simulate:
             from raypipe.identify.candidates import CandidateCache
 
-            self.cache = CandidateCache(window, join(uri, "cache"), storage_options=storage_options)
+            from raypipe.identify.search import LIBRARY_CONFORMERS
+
+            self.cache = CandidateCache(window, join(uri, "cache"), storage_options=storage_options,
+                                        conformers=LIBRARY_CONFORMERS)
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"shard": [], "rows": [], "rejects": [], "seconds": []}

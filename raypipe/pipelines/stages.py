@@ -292,17 +292,17 @@ def _candidate_library(smiles: tuple[str, ...], names: tuple[str, ...], window: 
 
 
 @functools.lru_cache(maxsize=8)
-def _cache(window: Window, folder: str | None, storage_options_json: str):
+def _cache(window: Window, folder: str | None, storage_options_json: str, conformers: int):
     """One simulation cache per worker process and folder: each molecule is simulated once per folder."""
     from raypipe.identify.candidates import CandidateCache
 
-    return CandidateCache(window, folder, storage_options=json.loads(storage_options_json))
+    return CandidateCache(window, folder, storage_options=json.loads(storage_options_json), conformers=conformers)
 
 
 def identify(batch: dict, ctx: StageContext) -> dict:
     """Each ok row's matches: ``candidates`` (its sidecar's list, else the run's) and ``identified`` (the run's
     library), both by :mod:`raypipe.identify.search` (JSON between stages: one Arrow type in every block)."""
-    from raypipe.identify.search import Query, match, shortlist
+    from raypipe.identify.search import LIBRARY_CONFORMERS, Query, match, shortlist
     from raypipe.model.reading import read_one
 
     options = json.dumps(ctx.storage_options or {}, sort_keys=True)
@@ -311,8 +311,8 @@ def identify(batch: dict, ctx: StageContext) -> dict:
     for k, status in enumerate(batch["status"]):
         own = tuple(batch["sidecar_candidates"][k].split("\n")) if batch["sidecar_candidates"][k] else ()
         given = (own, own) if own else (ctx.candidates, ctx.candidate_names or ctx.candidates)
-        lists = {"candidates": (_candidate_library(*given, ctx.window), ctx.candidate_cache) if given[0] else None,
-                 "identified": (library, library.cache_uri) if library is not None else None}
+        lists = {"candidates": (_candidate_library(*given, ctx.window), ctx.candidate_cache, 3) if given[0] else None,
+                 "identified": (library, library.cache_uri, LIBRARY_CONFORMERS) if library is not None else None}
         if status != "ok" or not any(lists.values()):
             for key in found:
                 found[key].append("")
@@ -325,9 +325,9 @@ def identify(batch: dict, ctx: StageContext) -> dict:
             if chosen is None:
                 found[key].append("")
                 continue
-            lib, folder = chosen
+            lib, folder, conformers = chosen
             indices, scores = shortlist(lib, query, ctx.shortlist)
-            cache = _cache(ctx.window, folder, options)
+            cache = _cache(ctx.window, folder, options, conformers)
             found[key].append(json.dumps(match(lib, indices, scores, depiction, x, cache, top=ctx.top)))
     out = {k: v for k, v in batch.items() if k != "input"}
     return {**out, **{key: np.array(values, dtype=object) for key, values in found.items()}}
