@@ -28,7 +28,7 @@ from raypipe.window import Window
 # standard deviation (Å); fitted on simulated validation stacks (docs/identification.md)
 SHAPE_FIT = ((0.82, 0.48, 0.27), (0.50, 0.99, 0.21))
 ASPECT_SIGMA = 0.25  # of log(long / short spread) where only the ratio is known
-READING_FLOOR = 0.25  # the weight of a reading whose confidence is 0 (a wrong formula still shows its size)
+READING_FLOOR = 0.5  # the weight of a reading whose confidence is 0 (a wrong formula still shows its size)
 # stage 1's log-linear mix (the reading's three terms are weighted by its confidence, from READING_FLOOR up);
 # chosen on simulated validation stacks (docs/identification.md)
 MIX = {"layout": 4.0, "composition": 1.0, "graph": 1.0, "shape": 0.5}
