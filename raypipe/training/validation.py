@@ -35,8 +35,8 @@ def score_rows(graphs: list, rows: list[dict]) -> dict:
     scores, confusion = [], defaultdict(Counter)
     for predicted, row in zip(graphs, rows):
         truth = MolGraph.from_rows(row["atoms"], row["bonds"])
-        scores.append(score(predicted, truth, [float(a["z"]) for a in row["atoms"]] if row["atoms"] and "z" in
-                            row["atoms"][0] else None))
+        atoms = list(row["atoms"])  # a list, or an array where the rows come from Ray Data
+        scores.append(score(predicted, truth, [float(a["z"]) for a in atoms] if atoms and "z" in atoms[0] else None))
         for true_el, pred_el in element_pairs(predicted, truth):
             confusion[true_el][pred_el] += 1
     result = aggregate(scores, [r["corrugation"] for r in rows])
