@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # every test, about 20 minutes on 2 cores: what CI runs (.ci/run)
 test-all: $(STAMP) test-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # the system packages some tests use (Debian, as root): PostgreSQL for the catalog, Chromium for the gallery;
 # without them those tests skip and say why

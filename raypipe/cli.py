@@ -230,6 +230,11 @@ def add_label(p) -> None:
     p.add_argument("--retry-errors", action="store_true", help="relabel units whose rows failed before")
     p.add_argument("--lease-wait", type=float, default=d["lease_wait"],
                    help="seconds to wait for another job that is writing the same table")
+    p.add_argument("--maintain", action="store_true",
+                   help="after the commit, maintain the table under the same lease (raypipe maintain, its defaults)")
+    p.add_argument("--lease-ttl", type=float, default=d["lease_ttl"],
+                   help="seconds the writer lease lives without a heartbeat (a job frozen or cut off longer loses "
+                        "it, and its commit is refused)")
     p.add_argument("--stall-timeout", type=float, default=d["stall_timeout"],
                    help="seconds without progress before the run is planned once more on the cluster as it is "
                         "(a node lost mid-run)")
@@ -263,7 +268,7 @@ def run_label(args) -> int:
     settings = LabelSettings(args.input, args.out, model=args.model or None, run_date=args.run_date,
                              catalog=args.catalog, table=args.table, storage_options=_storage(args),
                              settle=args.settle, relabel=args.relabel, retry_errors=args.retry_errors,
-                             lease_wait=args.lease_wait, stall_timeout=args.stall_timeout,
+                             lease_wait=args.lease_wait, lease_ttl=args.lease_ttl, maintain=args.maintain, stall_timeout=args.stall_timeout,
                              fov=tuple(args.fov) if args.fov else None, estimate_fov=args.estimate_fov,
                              candidates=args.candidates, candidate_cache=args.candidate_cache,
                              library=args.library, shortlist=args.shortlist, gallery=args.gallery).checked()  # before anything starts
@@ -289,6 +294,40 @@ def run_export(args) -> int:
     n = export_labels(args.out, args.destination, _storage(args), catalog=args.catalog, table=args.table, as_of=as_of)
     print(f"exported {n} rows to {redact(args.destination)}")
     return EXIT_OK
+
+
+def add_maintain(p) -> None:
+    from raypipe.labels.maintain import maintain_table
+
+    d = _defaults(maintain_table)
+    p.add_argument("out", help="the labels table's --out (folder or s3://)")
+    p.add_argument("--catalog", default=None, help="as for label")
+    p.add_argument("--table", default="raypipe.labels")
+    p.add_argument("--keep-days", type=float, default=d["keep_days"],
+                   help="expire snapshots older than this: read_labels(as_of=...) and export --as-of reach this far back")
+    p.add_argument("--retain-last", type=int, default=d["retain_last"],
+                   help="keep at least this many of the newest snapshots, however old")
+    p.add_argument("--no-compact", action="store_true", help="do not rewrite small data files as bigger ones")
+    p.add_argument("--lease-wait", type=float, default=d["lease_wait"],
+                   help="seconds to wait for a labelling job that is writing the table")
+    p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run_maintain(args) -> int:
+    from raypipe.labels.maintain import maintain_table
+
+    summary = maintain_table(args.out, _storage(args), catalog=args.catalog, table=args.table,
+                             keep_days=args.keep_days, retain_last=args.retain_last, compact=not args.no_compact,
+                             lease_wait=args.lease_wait, progress=_say(args))
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
+    return EXIT_OK
+
+
+def _defaults(fn) -> dict:
+    import inspect
+
+    return {k: v.default for k, v in inspect.signature(fn).parameters.items()}
 
 
 # --- library, identify ----------------------------------------------------------------------------------
@@ -372,6 +411,8 @@ COMMANDS = {
     "label": ("label the new scans of an archive into the labels table (the nightly job)", add_label, run_label,
               LABEL_EXIT_STATUS),
     "export": ("write the labels table's current rows to one Parquet file", add_export, run_export, EXIT_STATUS),
+    "maintain": ("compact the labels table's small files, expire snapshots older than --keep-days, remove "
+                 "unreferenced files (under the writer lease)", add_maintain, run_maintain, LABEL_EXIT_STATUS),
     "library": ("build a library of known molecules for identification (resumes by shard), or show one",
                 add_library, run_library, EXIT_STATUS),
     "identify": ("which known molecule is this scan? rank a library's (or a list's) molecules for one scan",

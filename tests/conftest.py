@@ -38,21 +38,9 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3 endpoint on 127.0.0.1 (moto's server mode); yields storage options for raypipe."""
-    import socket
+    from helpers import moto_server
 
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    options = {"key": "testing-key-id", "secret": "testing-secret-value", "endpoint_url": endpoint}
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=options["key"],
-                          aws_secret_access_key=options["secret"], region_name="us-east-1")
-    client.create_bucket(Bucket="raypipe-test")
+    server, options = moto_server(bucket="raypipe-test")
     yield options
     server.stop()
 

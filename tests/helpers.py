@@ -56,3 +56,24 @@ def png_header_only(path: Path, width: int, height: int) -> None:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
                      + chunk(b"IEND", b""))
+
+
+def moto_server(port: int = 0, bucket: str | None = None):
+    """moto's S3 server on 127.0.0.1 (a free port unless ``port``; its buckets live as long as this process,
+    so a server started again on the same port finds them); returns (server, storage options)."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    if not port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    options = {"key": "testing-key-id", "secret": "testing-secret-value", "endpoint_url": f"http://127.0.0.1:{port}"}
+    if bucket:
+        boto3.client("s3", endpoint_url=options["endpoint_url"], aws_access_key_id=options["key"],
+                     aws_secret_access_key=options["secret"], region_name="us-east-1").create_bucket(Bucket=bucket)
+    return server, options

@@ -298,9 +298,28 @@ def _postgres_bin() -> Path | None:
     return versions[-1].parent if versions else None
 
 
+class PostgresServer:
+    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's postgresql, installed by `make test-deps`)
+    that a test can stop and start again."""
+
+    def __init__(self, bindir: Path, run_as: list[str], data: Path, port: int) -> None:
+        self.bindir, self.run_as, self.data, self.port = bindir, run_as, data, port
+        self.url = f"postgresql+psycopg2://raypipe@127.0.0.1:{port}/labels"
+
+    def ctl(self, *args: str) -> None:
+        subprocess.run(self.run_as + [str(self.bindir / "pg_ctl"), "-D", str(self.data / "db"), *args], check=True,
+                       capture_output=True)
+
+    def start(self) -> None:
+        self.ctl("-w", "-l", str(self.data / "log"), "-o",
+                 f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data}", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.ctl("-w", "-m", mode, "stop")
+
+
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    """A throw-away PostgreSQL server on 127.0.0.1 (Debian's postgresql, installed by .ci/run)."""
+def postgres_server(tmp_path_factory):
     bindir = _postgres_bin()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries (initdb) on this machine: apt-get install postgresql")
@@ -319,15 +338,19 @@ def postgres(tmp_path_factory):
         port = sock.getsockname()[1]
     subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "raypipe"],
                    check=True, capture_output=True)
-    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data / "db"), "-w", "-l", str(data / "log"), "-o",
-                             f"-p {port} -c listen_addresses=127.0.0.1 -k {data}", "start"], check=True,
-                   capture_output=True)
+    server = PostgresServer(bindir, run_as, data, port)
+    server.start()
     subprocess.run(run_as + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "raypipe", "labels"],
                    check=True, capture_output=True)
-    yield f"postgresql+psycopg2://raypipe@127.0.0.1:{port}/labels"
+    yield server
     subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
                    capture_output=True)
     shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres(postgres_server):
+    return postgres_server.url
 
 
 @pytest.mark.slow
@@ -381,3 +404,217 @@ def test_sigterm_ends_a_run_cleanly_with_its_lease_released(ray_cluster, tmp_pat
         assert db.execute("SELECT count(*) FROM raypipe_writer_lease").fetchone()[0] == 0
     summary = label_archive(str(src), str(out), model=model_file, settle=0, lease_wait=5)
     assert summary.ok == 4 and len(rows_of(out)) == 4
+
+
+# --- the real parts failing: a frozen lease holder, a locked or restarting catalog -------------------
+def _cli_job(src: Path, out, model: str, hook: str, *options: str) -> subprocess.Popen:
+    """``raypipe label`` in a child joined to the tests' cluster, with a hook (test code only) run first."""
+    import ray
+
+    args = ["label", str(src), "--out", str(out), "--settle", "0", "--model", model, "-q", *options]
+    code = f"{hook}\nfrom raypipe.cli import main\nraise SystemExit(main({args!r}))"
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT, start_new_session=True)
+
+
+def _wait_for(job: subprocess.Popen, word: str) -> None:
+    for line in iter(job.stdout.readline, ""):
+        if line.startswith(word):
+            return
+    raise AssertionError(f"the job ended before {word}: {job.communicate()[1]}")
+
+
+# the child waits, once its data files are written and before its commit, until the test says GO
+WAIT_BEFORE_COMMIT = """
+import os, time, raypipe.labels.sink as sink
+written = sink.LabelsSink.on_write_complete
+def on_write_complete(self, result):
+    print('WRITTEN', flush=True)
+    while not os.path.exists(os.environ['GO']):
+        time.sleep(0.05)
+    start = time.monotonic()
+    written(self, result)
+    print(f'COMMITTED after {time.monotonic() - start:.1f} s', flush=True)
+sink.LabelsSink.on_write_complete = on_write_complete
+"""
+
+
+@pytest.mark.slow
+def test_a_holder_frozen_past_its_lease_cannot_commit_over_the_next_one(ray_cluster, tmp_path, model_file):
+    """A job stopped (SIGSTOP) inside its commit, after every check before it, for longer than its lease
+    lives; another job takes the lease over. Woken (SIGCONT), the frozen job's commit is refused inside the
+    catalog's own transaction: it exits 1 with one line, nothing of it visible; then every stack once."""
+    import signal
+
+    from raypipe.labels.job import label_archive
+    from raypipe.labels.lease import WriterLease
+    from raypipe.labels.table import TableSettings, open_table
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    for k in range(4):
+        image_folder(src / f"scan{k}", seed=k)
+    hook = ("import os, signal, pyiceberg.catalog.sql as sql\n"
+            "commit = sql.SqlCatalog.commit_table\n"
+            "def frozen(self, *args, **kwargs):\n"
+            "    print('COMMITTING', flush=True); os.kill(os.getpid(), signal.SIGSTOP)\n"
+            "    return commit(self, *args, **kwargs)\n"
+            "sql.SqlCatalog.commit_table = frozen\n")
+    job = _cli_job(src, out, model_file, hook, "--lease-ttl", "3")
+    _wait_for(job, "COMMITTING")
+    deadline = time.time() + 30
+    while Path(f"/proc/{job.pid}/stat").read_text().split(")")[1].split()[0] != "T":  # stopped
+        assert time.time() < deadline
+        time.sleep(0.05)
+    settings = TableSettings(str(out))
+    time.sleep(4)  # past the lease's life
+    other = WriterLease(settings.lease_url(), f"{settings.table}@{settings.location}", ttl=120).acquire(0)
+    try:
+        os.kill(job.pid, signal.SIGCONT)
+        _, err = job.communicate(timeout=60)
+        assert job.returncode == 1 and "writer lease" in err and "was lost" in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert open_table(settings).current_snapshot() is None  # nothing of the frozen job is visible
+    finally:
+        other.release()
+    summary = label_archive(str(src), str(out), model=model_file, settle=0, lease_wait=10)
+    rows = rows_of(out)
+    assert summary.ok == 4 and len(rows) == 4 and once_each(rows)
+
+
+@pytest.mark.slow
+def test_a_catalog_locked_by_another_program_is_waited_out(ray_cluster, tmp_path, model_file):
+    """Another program holds the SQLite catalog in an exclusive transaction for 12 s just as the run is
+    about to commit: the run waits for it and commits; every stack once."""
+    src, out, go = tmp_path / "src", tmp_path / "out", tmp_path / "go"
+    for k in range(3):
+        image_folder(src / f"scan{k}", seed=k)
+    job = _cli_job(src, out, model_file, f"import os; os.environ['GO'] = {str(go)!r}\n{WAIT_BEFORE_COMMIT}")
+    _wait_for(job, "WRITTEN")
+    locker = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        f"db = sqlite3.connect({str(out / 'catalog.db')!r}, isolation_level=None)\n"
+        "db.execute('BEGIN EXCLUSIVE'); print('LOCKED', flush=True); time.sleep(12); db.execute('COMMIT')")],
+        stdout=subprocess.PIPE, text=True)
+    assert locker.stdout.readline().strip() == "LOCKED"
+    go.touch()
+    out_text, err = job.communicate(timeout=180)
+    assert locker.wait(timeout=30) == 0 and job.returncode == 0, err
+    waited = float(out_text.split("COMMITTED after ", 1)[1].split(" s")[0])
+    assert waited >= 8, out_text  # it met the lock, and waited it out
+    rows = rows_of(out)
+    assert len(rows) == 3 and once_each(rows) and {r["status"] for r in rows} == {"ok"}
+
+
+@pytest.mark.slow
+def test_a_postgres_catalog_restarting_before_the_commit_is_waited_out(ray_cluster, postgres_server, tmp_path,
+                                                                        model_file):
+    """The PostgreSQL catalog stops between the run's data write and its commit and comes back 6 s later:
+    the run retries with backoff and commits; every stack once, and the next run finds nothing to do."""
+    from raypipe.labels.job import label_archive
+
+    src, out, go = tmp_path / "src", tmp_path / "out", tmp_path / "go"
+    for k in range(3):
+        image_folder(src / f"scan{k}", seed=k)
+    job = _cli_job(src, out, model_file, f"import os; os.environ['GO'] = {str(go)!r}\n{WAIT_BEFORE_COMMIT}",
+                   "--catalog", postgres_server.url)
+    _wait_for(job, "WRITTEN")
+    postgres_server.stop()
+    try:
+        go.touch()
+        time.sleep(6)
+    finally:
+        postgres_server.start()
+    out_text, err = job.communicate(timeout=240)
+    assert job.returncode == 0, err
+    assert float(out_text.split("COMMITTED after ", 1)[1].split(" s")[0]) >= 4, out_text  # it met the outage
+    rows = rows_of(out, catalog=postgres_server.url)
+    assert len(rows) == 3 and once_each(rows) and {r["status"] for r in rows} == {"ok"}
+    again = label_archive(str(src), str(out), model=model_file, settle=0, catalog=postgres_server.url)
+    assert (again.units_new, again.units_unchanged) == (0, 3)
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_run_in_one_line_and_the_next_run_labels_everything_once(ray_cluster, tmp_path,
+                                                                                        model_file):
+    """The output's disk (a 4 MB tmpfs) fills up during a run: the run exits 1 with one line naming the output
+    and the problem (no Ray Data traceback on the console), the table stays readable at its previous
+    snapshot, and the run after space is freed labels the new stacks once."""
+    from raypipe.labels.job import label_archive
+    from raypipe.labels.table import TableSettings, open_table
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): the full-disk test needs root")
+    try:
+        src, out = tmp_path / "src", disk / "out"
+        for k in range(3):
+            image_folder(src / f"scan{k}", seed=k)
+        first = label_archive(str(src), str(out), model=model_file, settle=0, gallery="")
+        for k in range(3, 6):
+            image_folder(src / f"scan{k}", seed=k)
+        filler = disk / "filler"
+        with open(filler, "wb") as f:  # fill the disk, then leave 40 KB: the run's data files do not fit
+            with pytest.raises(OSError, match="No space left"):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        os.truncate(filler, filler.stat().st_size - 40 * 1024)
+        job = _cli_job(src, out, model_file, "", "--gallery", "")
+        _, err = job.communicate(timeout=180)
+        assert job.returncode == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"{out}: no space left on the device" in err and "Traceback" not in err
+        table = open_table(TableSettings(str(out)))
+        assert table.current_snapshot().snapshot_id == first.snapshot_id and len(rows_of(out)) == 3
+        filler.unlink()
+        second = label_archive(str(src), str(out), model=model_file, settle=0, gallery="")
+        rows = rows_of(out)
+        assert (second.units_new, second.units_unchanged, second.ok) == (3, 3, 3)
+        assert len(rows) == 6 and once_each(rows)
+        referenced = open_table(TableSettings(str(out))).inspect.all_files().column("file_path").to_pylist()
+        assert all(Path(f.removeprefix("file://")).stat().st_size > 0 for f in referenced)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_object_storage_down_before_the_commit_is_waited_out(ray_cluster, tmp_path, model_file):
+    """The S3 endpoint (moto's server) stops after the run wrote its data files and before its commit, and
+    comes back 5 s later: the commit's metadata writes are retried and the run commits; every stack once."""
+    from helpers import moto_server
+    from raypipe.labels.job import label_archive
+
+    server, options = moto_server(bucket="down")
+    endpoint, port = options["endpoint_url"], int(options["endpoint_url"].rsplit(":", 1)[1])
+    keys = {"AWS_ACCESS_KEY_ID": options["key"], "AWS_SECRET_ACCESS_KEY": options["secret"]}
+    try:
+        src, go = tmp_path / "src", tmp_path / "go"
+        for k in range(3):
+            image_folder(src / f"scan{k}", seed=k)
+        catalog = f"sqlite:///{tmp_path}/catalog.db"
+        env = "".join(f"os.environ[{k!r}] = {v!r}\n" for k, v in keys.items())
+        job = _cli_job(src, "s3://down/labels", model_file,
+                       f"import os; os.environ['GO'] = {str(go)!r}\n{env}{WAIT_BEFORE_COMMIT}",
+                       "--catalog", catalog, "--s3-endpoint", endpoint)
+        _wait_for(job, "WRITTEN")
+        server.stop()
+        try:
+            go.touch()
+            time.sleep(5)
+        finally:
+            server, _ = moto_server(port)  # the same buckets
+        out_text, err = job.communicate(timeout=240)
+        assert job.returncode == 0, err
+        assert float(out_text.split("COMMITTED after ", 1)[1].split(" s")[0]) >= 3, out_text  # it met the outage
+        again = label_archive(str(src), "s3://down/labels", model=model_file, settle=0, catalog=catalog,
+                              storage_options=options)
+        assert (again.units_new, again.units_unchanged) == (0, 3)
+        from raypipe.labels.table import read_labels
+
+        rows = read_labels("s3://down/labels", options, catalog=catalog).to_pylist()
+        assert len(rows) == 3 and once_each(rows)
+    finally:
+        server.stop()

@@ -30,7 +30,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from raypipe.labels.plan import RELABEL, RunPlan, plan_run
-from raypipe.labels.table import DEFAULT_TABLE, TableSettings, done_units, now_utc, open_table, remove_orphans
+from raypipe.labels.table import (DEFAULT_TABLE, TableError, TableSettings, done_units, now_utc, open_table,
+                                   remove_orphans)
 from raypipe.storage import StorageOptions, is_remote, redact
 
 __all__ = ["LabelSettings", "LabelSummary", "label_archive", "parse_run_date"]
@@ -53,6 +54,7 @@ class LabelSettings:
     retry_errors: bool = False  # relabel units whose rows failed before
     lease_wait: float = 900.0  # seconds to wait for another job writing the same table
     lease_ttl: float = 120.0  # seconds a lease lives without a heartbeat
+    maintain: bool = False  # after the commit, maintain the table under the same lease (raypipe.labels.maintain)
     stall_timeout: float = 600.0  # seconds without progress before the run is planned once more (a node lost)
     batch_size: int = 16  # stacks per inference batch
     limits: object = None  # raypipe.scans.limits.ReadLimits; None: from the environment
@@ -173,7 +175,20 @@ def label_archive(uri: str, output_uri: str, *, progress=print, show_progress: b
 
 
 def run(settings: LabelSettings, *, progress=print, show_progress: bool = False) -> LabelSummary:
-    """:func:`label_archive` with its settings built."""
+    """:func:`label_archive` with its settings built. A full disk (of the output, its catalog or a worker's)
+    ends the run with one line naming the output; nothing is committed, the next run after space is freed
+    labels everything once."""
+    try:
+        return _run(settings, progress=progress, show_progress=show_progress)
+    except Exception as exc:
+        if _disk_full(exc):
+            raise TableError(f"{redact(settings.output_uri)}: no space left on the device while this run wrote its "
+                             "rows or its catalog; nothing committed (the table stays as it was): free space and run "
+                             "again") from exc
+        raise
+
+
+def _run(settings: LabelSettings, *, progress, show_progress: bool) -> LabelSummary:
     from raypipe.labels.lease import WriterLease
     from raypipe.model.files import ModelFile
     from raypipe.pipelines.schema import OUTPUT_SCHEMA
@@ -219,6 +234,11 @@ def run(settings: LabelSettings, *, progress=print, show_progress: bool = False)
             removed = remove_orphans(tbl, table)
             if removed:
                 progress(f"label: removed {removed} unreferenced data files of killed runs")
+        if s.maintain:
+            from raypipe.labels.maintain import maintain_table
+
+            progress(maintain_table(s.output_uri, s.storage_options, catalog=s.catalog, table=s.table, lease=lease,
+                                    progress=progress).report())
     finally:
         lease.release()
     if s.gallery and summary.ok + summary.errors:
@@ -309,6 +329,28 @@ def _gallery(s: LabelSettings, table: TableSettings, model, summary: LabelSummar
     rows = read_labels(s.output_uri, s.storage_options, catalog=s.catalog, table=s.table,
                        row_filter=f"run_id == '{summary.run_id}'").to_pylist()
     return run_gallery(rows, s.gallery, summary.run_id, window=model.config.window)
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or what caused it (through Ray's task errors) is a full disk or quota.
+
+    Examples:
+        >>> import errno
+        >>> _disk_full(RuntimeError("write failed")), _disk_full(OSError(errno.ENOSPC, "No space left on device"))
+        (False, True)
+    """
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc) for text in ("No space left on device", "database or disk is full",
+                                            "Disk quota exceeded")):
+            return True
+        exc = exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
+    return False
 
 
 def _short(error: str | None) -> str:

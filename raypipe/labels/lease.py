@@ -1,16 +1,21 @@
 """One writer at a time: the labels table's writer lease, a row in a small SQL table beside the catalog (or
 in ``RAYPIPE_LEASE_DB``), taken with an atomic insert/update, renewed by a heartbeat, expiring when its
-holder dies."""
+holder dies, and checked inside the commit itself (:meth:`WriterLease.fenced`): a holder frozen past its
+lease's life while another job took it over wakes up to find its commit refused.
+
+The lease's database may go away for a while (a PostgreSQL restart, an SQLite file locked by another
+program): every statement is retried with backoff for up to ``CATALOG_PATIENCE`` seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import uuid
 
-from raypipe.labels.table import LeaseBusy, LeaseLost
+from raypipe.labels.table import LeaseBusy, LeaseLost, engine_url, retry_catalog
 
 
 class WriterLease:
@@ -23,18 +28,19 @@ class WriterLease:
 
         self.name, self.ttl = name, ttl
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        self.url = engine_url(url)
+        self.engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
         meta = sa.MetaData()
         self.rows = sa.Table("raypipe_writer_lease", meta,
                              sa.Column("name", sa.String(255), primary_key=True),
                              sa.Column("holder", sa.String(255), nullable=False),
                              sa.Column("host", sa.String(255)), sa.Column("pid", sa.Integer),
                              sa.Column("expires_at", sa.Float, nullable=False))
-        for attempt in range(5):
+        for attempt in range(5):  # two first jobs may race to create it
             try:
-                meta.create_all(self.engine, checkfirst=True)
+                retry_catalog(lambda: meta.create_all(self.engine, checkfirst=True), "create the lease table")
                 break
-            except sa.exc.SQLAlchemyError:
+            except sa.exc.IntegrityError:
                 if attempt == 4:
                     raise
                 time.sleep(0.3)
@@ -78,7 +84,7 @@ class WriterLease:
     def acquire(self, wait: float = 900.0, progress=None) -> "WriterLease":
         deadline = time.time() + wait
         said = False
-        while not self._try():
+        while not retry_catalog(self._try, f"take the writer lease on {self.name}"):
             if time.time() >= deadline:
                 raise LeaseBusy(f"another raypipe job is writing {self.name}: lease held by {self.holder_text()}; "
                                 f"waited {wait:.0f} s (--lease-wait)")
@@ -93,21 +99,54 @@ class WriterLease:
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                self.renew()
-            except Exception:  # noqa: BLE001 - a lost lease is checked again before the commit
+                self._extend(self.engine)
+            except LeaseLost:  # checked again before and inside the commit
                 self.lost = True
                 return
+            except Exception:  # noqa: BLE001 - the database away for a moment: try at the next beat
+                continue
 
-    def renew(self) -> None:
+    def _extend(self, bind) -> None:
+        """Extend the lease if this job still holds it (LeaseLost otherwise), on ``bind`` (an engine, or
+        the connection of a commit in progress)."""
         import sqlalchemy as sa
 
-        with self.engine.begin() as conn:
-            result = conn.execute(sa.update(self.rows).where(self.rows.c.name == self.name,
-                                                             self.rows.c.holder == self.holder)
-                                  .values(expires_at=time.time() + self.ttl))
+        statement = (sa.update(self.rows).where(self.rows.c.name == self.name, self.rows.c.holder == self.holder)
+                     .values(expires_at=time.time() + self.ttl))
+        if isinstance(bind, sa.engine.Engine):
+            with bind.begin() as conn:
+                result = conn.execute(statement)
+        else:
+            result = bind.execute(statement)
         if result.rowcount != 1:
             self.lost = True
-            raise LeaseLost(f"the writer lease on {self.name} was lost (expired and taken over); nothing committed")
+            raise LeaseLost(f"the writer lease on {self.name} was lost (it expired and another job took it over): "
+                            "nothing committed; the next run labels these units")
+
+    def renew(self) -> None:
+        """Extend the lease now; LeaseLost when another job has taken it over."""
+        retry_catalog(lambda: self._extend(self.engine), f"renew the writer lease on {self.name}")
+
+    @contextlib.contextmanager
+    def fenced(self, catalog):
+        """Within: every commit of ``catalog`` (a PyIceberg SQL catalog in the lease's database, the default)
+        first extends this lease **in the same database transaction**, and is refused (LeaseLost, rolled
+        back) when another job holds it — the check cannot be separated from the commit by a pause of this
+        process. A catalog elsewhere (REST, or ``RAYPIPE_LEASE_DB`` set apart) gets the lease renewed just
+        before, and Iceberg's own check that the table has not moved since the run planned."""
+        from sqlalchemy import event
+
+        engine = getattr(catalog, "engine", None)
+        if engine is None or not _same_database(engine.url, self.engine.url):
+            self.renew()
+            yield
+            return
+        check = self._extend
+        event.listen(engine, "commit", check)
+        try:
+            yield
+        finally:
+            event.remove(engine, "commit", check)
 
     def release(self) -> None:
         import sqlalchemy as sa
@@ -115,9 +154,22 @@ class WriterLease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(self.rows).where(self.rows.c.name == self.name, self.rows.c.holder == self.holder))
-        self.engine.dispose()
+
+        def delete():
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(self.rows).where(self.rows.c.name == self.name,
+                                                        self.rows.c.holder == self.holder))
+
+        try:
+            retry_catalog(delete, f"release the writer lease on {self.name}", patience=10)
+        except Exception:  # noqa: BLE001 - never hides the run's own error: the lease expires after ttl s
+            pass
+        finally:
+            self.engine.dispose()
+
+
+def _same_database(a, b) -> bool:
+    return (a.get_backend_name(), a.host, a.port, a.database) == (b.get_backend_name(), b.host, b.port, b.database)
 
 
 def _alive(pid: int | None) -> bool:

@@ -19,7 +19,11 @@ What makes it safe:
 - **one writer at a time**: :class:`~raypipe.labels.lease.WriterLease`, a row in a small SQL table beside the catalog (or in
   ``RAYPIPE_LEASE_DB``), taken with an atomic insert/update, renewed by a heartbeat, expiring when its
   holder dies; and the commit itself asserts that the table has not moved since the run read it
-  (Iceberg's optimistic concurrency), so even an expired-lease writer cannot duplicate rows.
+  (Iceberg's optimistic concurrency), so even an expired-lease writer cannot duplicate rows;
+- **a catalog away for a while** (an SQLite file locked by another program, a PostgreSQL server restarting)
+  is waited out: every catalog and lease statement is retried with backoff for up to ``CATALOG_PATIENCE``
+  seconds (``RAYPIPE_CATALOG_PATIENCE``, default 150), then the run fails with one line naming the catalog
+  and nothing half-done; the next run completes.
 """
 
 from __future__ import annotations
@@ -51,6 +55,76 @@ class LeaseBusy(TableError):
 
 class LeaseLost(TableError):
     pass
+
+
+class CatalogUnavailable(TableError):
+    """The catalog's (or the lease's) database did not answer within ``CATALOG_PATIENCE`` seconds."""
+
+
+CATALOG_PATIENCE = float(os.environ.get("RAYPIPE_CATALOG_PATIENCE", "150"))
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds SQLite itself waits for a lock before each retry
+# the errors of a catalog database or of the table's object storage that is away for a while (locked,
+# restarting, unreachable), not of a wrong setting
+TRANSIENT_CATALOG_ERRORS = (
+    "database is locked", "database table is locked", "could not connect to server", "Connection refused",
+    "server closed the connection", "terminating connection", "the database system is", "connection already closed",
+    "SSL connection has been closed", "Connection reset", "connection to server", "timeout expired",
+    "Could not connect to server", "NETWORK_CONNECTION", "Could not connect to the endpoint URL", "SlowDown",
+    "ServiceUnavailable")
+
+
+def transient_catalog_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a database away for a while.
+
+    Examples:
+        >>> transient_catalog_error(RuntimeError("(sqlite3.OperationalError) database is locked"))
+        True
+        >>> transient_catalog_error(RuntimeError("no such table: iceberg_tables"))
+        False
+    """
+    while exc is not None:
+        if isinstance(exc, TableError):
+            return False
+        if any(text in str(exc) for text in TRANSIENT_CATALOG_ERRORS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_catalog(fn, what: str, *, where: str = "", patience: float | None = None):
+    """``fn()``, retried with backoff (0.5 s doubling to 15 s) while it fails with a
+    :func:`transient_catalog_error`, for up to ``patience`` seconds (``CATALOG_PATIENCE``); then
+    :class:`CatalogUnavailable` in one line (``what`` could not be done, ``where``: the catalog, redacted)."""
+    patience = CATALOG_PATIENCE if patience is None else patience
+    deadline, delay = time.monotonic() + patience, 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not transient_catalog_error(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                reason = redact(str(exc)).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise CatalogUnavailable(f"could not {what}: the catalog{' ' + where if where else ''} did not "
+                                         f"answer for {patience:.0f} s ({reason}); nothing committed, the next run "
+                                         "completes") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def engine_url(url: str) -> str:
+    """A SQL catalog or lease URL as raypipe connects to it: SQLite waits ``SQLITE_BUSY_TIMEOUT`` s for a
+    lock held by another program (unless the URL sets its own ``timeout``).
+
+    Examples:
+        >>> engine_url("sqlite:////data/labels/catalog.db")
+        'sqlite:////data/labels/catalog.db?timeout=30'
+        >>> engine_url("postgresql+psycopg2://u@db/labels")
+        'postgresql+psycopg2://u@db/labels'
+    """
+    if url.startswith("sqlite:") and "timeout=" not in url:
+        return f"{url}{'&' if '?' in url else '?'}timeout={SQLITE_BUSY_TIMEOUT:g}"
+    return url
 
 
 @dataclass
@@ -115,8 +189,9 @@ class TableSettings:
             folder = os.path.dirname(self.catalog[len("sqlite:///"):])
             if folder:
                 os.makedirs(folder, exist_ok=True)
-        return {"name": "raypipe", "type": kind, "uri": self.catalog, "warehouse": self.location,
-                **self.file_io_properties()}
+        sql = {"pool_pre_ping": "true"} if kind == "sql" else {}
+        return {"name": "raypipe", "type": kind, "uri": engine_url(self.catalog) if kind == "sql" else self.catalog,
+                "warehouse": self.location, **sql, **self.file_io_properties()}
 
     def lease_url(self) -> str:
         if self.lease_db:
@@ -135,17 +210,31 @@ def load_catalog(settings: TableSettings):
     from pyiceberg.catalog import load_catalog as _load
 
     props = settings.catalog_properties()
+    name = props.pop("name")
     try:
-        return _load(props.pop("name"), **props)
+        return retry_catalog(lambda: _load(name, **props), "open the catalog", where=redact(settings.catalog))
+    except TableError:
+        raise
     except Exception as exc:
         raise TableError(f"cannot open the catalog {redact(settings.catalog)}: {redact(exc)}") from exc
+
+
+# a commit that finds the table moved is refused, never rebased onto the other writer's snapshot (PyIceberg
+# would retry it so by default: two overlapping runs would then both add their rows)
+TABLE_PROPERTIES = {"write.metadata.delete-after-commit.enabled": "true", "write.metadata.previous-versions-max": "50",
+                    "commit.retry.num-retries": "0"}
 
 
 def open_table(settings: TableSettings, schema: pa.Schema | None = None, *, create: bool = False):
     """The labels table; created (with ``schema``) when ``create`` and absent. Creating the catalog's tables,
     the namespace and the table is idempotent under concurrency: two first runs at the same moment race to
     create them, and the loser (an "already exists" or a primary-key error from the catalog's database) reads
-    what the winner made."""
+    what the winner made. A catalog away for a while is waited out (:func:`retry_catalog`)."""
+    return retry_catalog(lambda: _open_table(settings, schema, create), "open the labels table",
+                         where=redact(settings.catalog))
+
+
+def _open_table(settings: TableSettings, schema: pa.Schema | None, create: bool):
     from pyiceberg.exceptions import NoSuchTableError
 
     namespace = settings.table.rsplit(".", 1)[0]
@@ -153,19 +242,25 @@ def open_table(settings: TableSettings, schema: pa.Schema | None = None, *, crea
         try:
             catalog = load_catalog(settings)
             try:
-                return catalog.load_table(settings.table)
+                table = catalog.load_table(settings.table)
             except NoSuchTableError:
                 if not create:
                     raise NoLabelsTable(f"no labels table {settings.describe()}: nothing has been labelled there "
                                         "yet") from None
-            catalog.create_namespace_if_not_exists(namespace)
-            return catalog.create_table_if_not_exists(
-                settings.table, schema=schema, location=settings.location,
-                properties={"format-version": "2", "write.metadata.delete-after-commit.enabled": "true",
-                            "write.metadata.previous-versions-max": "50"})
-        except NoLabelsTable:
+                catalog.create_namespace_if_not_exists(namespace)
+                table = catalog.create_table_if_not_exists(settings.table, schema=schema, location=settings.location,
+                                                           properties={"format-version": "2", **TABLE_PROPERTIES})
+            missing = {k: v for k, v in TABLE_PROPERTIES.items() if table.properties.get(k) != v}
+            if create and missing:  # a table made by an earlier raypipe
+                with table.transaction() as txn:
+                    txn.set_properties(missing)
+                table = catalog.load_table(settings.table)
+            return table
+        except TableError:  # no table, or the catalog away for longer than its patience
             raise
         except Exception as exc:  # noqa: BLE001 - a concurrent creation surfaces as various errors: read again
+            if transient_catalog_error(exc):
+                raise
             if attempt == 5:
                 raise TableError(f"cannot open or create the labels table {settings.describe()}: {redact(exc)}") \
                     from exc
@@ -239,26 +334,34 @@ def export_labels(output_uri: str, destination: str, storage_options: StorageOpt
     return rows.num_rows
 
 
-def remove_orphans(table, settings: TableSettings, older_than_s: float = 3600.0) -> int:
+def remove_orphans(table, settings: TableSettings, older_than_s: float = 3600.0, *, metadata: bool = False) -> int:
     """Delete data files under this table's ``data/`` folder that no snapshot references and that are
-    older than ``older_than_s`` (files of a killed run). Only raypipe's own table files are touched."""
-    referenced = set(table.inspect.all_files().column("file_path").to_pylist()) if table.current_snapshot() else set()
+    older than ``older_than_s`` (files of a killed run, or of expired snapshots); with ``metadata``, also the
+    manifests and manifest lists (``metadata/*.avro``) no remaining snapshot references. Only raypipe's own
+    table files are touched."""
+    has_snapshots = table.current_snapshot() is not None
+    referenced = set(table.inspect.all_files().column("file_path").to_pylist()) if has_snapshots else set()
+    folders = [("data", ".parquet")]
+    if metadata and has_snapshots:
+        referenced |= {s.manifest_list for s in table.metadata.snapshots}
+        referenced |= set(table.inspect.all_manifests().column("path").to_pylist())
+        folders.append(("metadata", ".avro"))
     fs, base = filesystem(settings.location.removeprefix("file://"), settings.storage_options)
-    data = f"{base}/data"
-    if not fs.exists(data):
-        return 0
     scheme = "s3://" if settings.is_s3 else "file://"
     now = time.time()
     removed = 0
-    for path, info in fs.find(data, detail=True).items():
-        if not path.endswith(".parquet") or f"{scheme}{path}" in referenced or path in referenced:
+    for folder, suffix in folders:
+        if not fs.exists(f"{base}/{folder}"):
             continue
-        modified = info.get("mtime") or info.get("LastModified")
-        if isinstance(modified, dt.datetime):
-            modified = modified.timestamp()
-        if modified is not None and now - float(modified) > older_than_s:
-            fs.rm(path)
-            removed += 1
+        for path, info in fs.find(f"{base}/{folder}", detail=True).items():
+            if not path.endswith(suffix) or f"{scheme}{path}" in referenced or path in referenced:
+                continue
+            modified = info.get("mtime") or info.get("LastModified")
+            if isinstance(modified, dt.datetime):
+                modified = modified.timestamp()
+            if modified is not None and now - float(modified) > older_than_s:
+                fs.rm(path)
+                removed += 1
     return removed
 
 
