@@ -56,6 +56,7 @@ bench: $(STAMP) bench-data
 	$(PY) bench/bench_heads.py --data raypipe/examples/sim-sample
 	$(PY) bench/bench_label.py
 	$(PY) bench/bench_table.py
+	$(PY) bench/bench_table.py --nights 365
 	$(PY) bench/bench_poison.py
 	$(PY) bench/bench_scale.py --data $(DATA)
 	$(PY) bench/bench_candidates.py --data $(DATA)
@@ -75,6 +76,7 @@ bench-quick: $(STAMP) bench-data
 	$(PY) bench/bench_heads.py --data raypipe/examples/sim-sample --steps 20 --val-every 10 --val-samples 8 --variants palette-focal
 	$(PY) bench/bench_label.py --sizes 100 --compare 100 --repeat 1
 	$(PY) bench/bench_table.py --rows 200 --new 20 --throughput 0
+	$(PY) bench/bench_table.py --nights 12 --per-night 2
 	$(PY) bench/bench_poison.py --good 4
 	$(PY) bench/bench_scale.py --data $(DATA) --n 4
 	$(PY) bench/bench_candidates.py --data $(DATA) --scans 1 --candidates 5

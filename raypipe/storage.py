@@ -106,14 +106,15 @@ def register_options(storage_options: StorageOptions) -> None:
             register_secret(value)
 
 
-def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
+def split_userinfo(uri: str, *, user_is_secret: bool = True) -> tuple[str, str | None, str | None]:
     """``s3://KEY:SECRET@bucket/p`` -> (``s3://bucket/p``, KEY, SECRET); the values are registered as
-    secrets so that nothing prints them."""
+    secrets so that nothing prints them (the user only where it is one, as an S3 key id is; a database
+    user name is not: ``user_is_secret=False``)."""
     match = _USERINFO.match(uri)
     if not match:
         return uri, None, None
     user, _, password = match.group(2).partition(":")
-    register_secret(user, password)
+    register_secret(*((user, password) if user_is_secret else (password,)))
     return match.group(1) + uri[match.end():], user or None, password or None
 
 

@@ -370,6 +370,9 @@ def test_postgres_catalog(ray_cluster, postgres, tmp_path, model_file):
     assert export_labels(str(out), str(tmp_path / "all.parquet"), catalog=postgres) == 2
     import pyarrow.parquet as pq
     assert pq.read_table(tmp_path / "all.parquet").num_rows == 2
+    from raypipe.labels.table import TableError
+    with pytest.raises(TableError, match="already has a table raypipe.labels for another output"):
+        label_archive(str(src), str(tmp_path / "elsewhere"), model=model_file, settle=0, catalog=postgres)
 
 
 @pytest.mark.slow
@@ -512,12 +515,13 @@ def test_a_postgres_catalog_restarting_before_the_commit_is_waited_out(ray_clust
     """The PostgreSQL catalog stops between the run's data write and its commit and comes back 6 s later:
     the run retries with backoff and commits; every stack once, and the next run finds nothing to do."""
     from raypipe.labels.job import label_archive
+    from raypipe.labels.table import read_labels
 
     src, out, go = tmp_path / "src", tmp_path / "out", tmp_path / "go"
     for k in range(3):
         image_folder(src / f"scan{k}", seed=k)
     job = _cli_job(src, out, model_file, f"import os; os.environ['GO'] = {str(go)!r}\n{WAIT_BEFORE_COMMIT}",
-                   "--catalog", postgres_server.url)
+                   "--catalog", postgres_server.url, "--table", "raypipe.restart")  # its own table in the catalog
     _wait_for(job, "WRITTEN")
     postgres_server.stop()
     try:
@@ -528,9 +532,10 @@ def test_a_postgres_catalog_restarting_before_the_commit_is_waited_out(ray_clust
     out_text, err = job.communicate(timeout=240)
     assert job.returncode == 0, err
     assert float(out_text.split("COMMITTED after ", 1)[1].split(" s")[0]) >= 4, out_text  # it met the outage
-    rows = rows_of(out, catalog=postgres_server.url)
+    rows = read_labels(str(out), catalog=postgres_server.url, table="raypipe.restart").to_pylist()
     assert len(rows) == 3 and once_each(rows) and {r["status"] for r in rows} == {"ok"}
-    again = label_archive(str(src), str(out), model=model_file, settle=0, catalog=postgres_server.url)
+    again = label_archive(str(src), str(out), model=model_file, settle=0, catalog=postgres_server.url,
+                          table="raypipe.restart")
     assert (again.units_new, again.units_unchanged) == (0, 3)
 
 

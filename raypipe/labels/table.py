@@ -36,7 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from raypipe.storage import StorageOptions, filesystem, is_remote, redact, register_secret, split_userinfo
+from raypipe.storage import StorageOptions, filesystem, is_remote, redact, split_userinfo
 
 DEFAULT_TABLE = "raypipe.labels"
 
@@ -143,7 +143,7 @@ class TableSettings:
             self.storage_options = {**(self.storage_options or {}), "key": user, "secret": password}
         self.catalog = self.catalog or os.environ.get("RAYPIPE_CATALOG") or self._default_catalog()
         self.lease_db = self.lease_db or os.environ.get("RAYPIPE_LEASE_DB")
-        register_secret(split_userinfo(self.catalog)[2])
+        split_userinfo(self.catalog, user_is_secret=False)  # its password is never printed
         if "." not in self.table:
             raise TableError(f"table {self.table!r}: give it as namespace.name (e.g. {DEFAULT_TABLE})")
 
@@ -250,6 +250,10 @@ def _open_table(settings: TableSettings, schema: pa.Schema | None, create: bool)
                 catalog.create_namespace_if_not_exists(namespace)
                 table = catalog.create_table_if_not_exists(settings.table, schema=schema, location=settings.location,
                                                            properties={"format-version": "2", **TABLE_PROPERTIES})
+            if table.location().rstrip("/") != settings.location.rstrip("/"):
+                raise TableError(f"the catalog {redact(settings.catalog)} already has a table {settings.table} for "
+                                 f"another output ({redact(table.location())}, not {redact(settings.location)}): "
+                                 "give this output its own --table name, or use that output")
             missing = {k: v for k, v in TABLE_PROPERTIES.items() if table.properties.get(k) != v}
             if create and missing:  # a table made by an earlier raypipe
                 with table.transaction() as txn:
