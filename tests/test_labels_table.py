@@ -623,3 +623,31 @@ def test_object_storage_down_before_the_commit_is_waited_out(ray_cluster, tmp_pa
         assert len(rows) == 3 and once_each(rows)
     finally:
         server.stop()
+
+
+def test_a_catalog_locked_longer_than_its_patience_fails_in_one_line(tmp_path, model_file, monkeypatch, capsys):
+    """The SQLite catalog held by another program for longer than RAYPIPE_CATALOG_PATIENCE (here 2 s): the
+    run gives up with one line naming the catalog and the cause, before Ray starts; nothing is written."""
+    import sqlite3
+
+    import raypipe.labels.table as table
+    from raypipe.cli import main
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    image_folder(src / "scan0")
+    out.mkdir()
+    holder = sqlite3.connect(out / "catalog.db", isolation_level=None)
+    holder.execute("CREATE TABLE mine (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(table, "CATALOG_PATIENCE", 2.0)
+    try:
+        start = time.monotonic()
+        assert main(["label", str(src), "--out", str(out), "--settle", "0", "--model", model_file, "-q"]) == 1
+        waited = time.monotonic() - start
+    finally:
+        holder.rollback()
+        holder.close()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did not answer for 2 s (" in err and "database is locked" in err, err
+    assert f"sqlite:///{out}/catalog.db" in err and 2 <= waited < 60
+    assert not (out / "table").exists()

@@ -123,7 +123,7 @@ def engine_url(url: str) -> str:
         'postgresql+psycopg2://u@db/labels'
     """
     if url.startswith("sqlite:") and "timeout=" not in url:
-        return f"{url}{'&' if '?' in url else '?'}timeout={SQLITE_BUSY_TIMEOUT:g}"
+        return f"{url}{'&' if '?' in url else '?'}timeout={min(SQLITE_BUSY_TIMEOUT, CATALOG_PATIENCE):g}"
     return url
 
 
