@@ -268,7 +268,8 @@ def run_label(args) -> int:
     settings = LabelSettings(args.input, args.out, model=args.model or None, run_date=args.run_date,
                              catalog=args.catalog, table=args.table, storage_options=_storage(args),
                              settle=args.settle, relabel=args.relabel, retry_errors=args.retry_errors,
-                             lease_wait=args.lease_wait, lease_ttl=args.lease_ttl, maintain=args.maintain, stall_timeout=args.stall_timeout,
+                             lease_wait=args.lease_wait, lease_ttl=args.lease_ttl, maintain=args.maintain,
+                             stall_timeout=args.stall_timeout,
                              fov=tuple(args.fov) if args.fov else None, estimate_fov=args.estimate_fov,
                              candidates=args.candidates, candidate_cache=args.candidate_cache,
                              library=args.library, shortlist=args.shortlist, gallery=args.gallery).checked()  # before anything starts

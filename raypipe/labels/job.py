@@ -341,16 +341,11 @@ def _disk_full(exc: BaseException | None) -> bool:
     """
     import errno
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(exc) for text in ("No space left on device", "database or disk is full",
-                                            "Disk quota exceeded")):
-            return True
-        exc = exc.__cause__ or exc.__context__ or getattr(exc, "cause", None)
-    return False
+    from raypipe.errors import causes
+
+    texts = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+    return any((isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or any(t in str(e) for t in texts)
+               for e in causes(exc))
 
 
 def _short(error: str | None) -> str:

@@ -67,7 +67,7 @@ def maintain_table(output_uri: str, storage_options: StorageOptions = None, *, c
         lease = WriterLease(settings.lease_url(), f"{settings.table}@{settings.location}").acquire(lease_wait, progress)
     try:
         files_before = _data_files(tbl)
-        compacted = _compact(tbl, lease, small_file_mb, target_file_mb, min_small_files) if compact else 0
+        compacted = _compact(tbl, files_before, lease, small_file_mb, target_file_mb, min_small_files) if compact else 0
         tbl.refresh()
         expired = _expire(tbl, lease, keep_days, retain_last)
         tbl.refresh()
@@ -81,19 +81,19 @@ def maintain_table(output_uri: str, storage_options: StorageOptions = None, *, c
 
 
 def _data_files(tbl) -> list:
-    """The current snapshot's data files (PyIceberg DataFile objects), none for an empty table."""
+    """The current snapshot's data files, as PyIceberg scan tasks (``task.file``), none for an empty table."""
     if tbl.current_snapshot() is None:
         return []
     return [task for task in tbl.scan().plan_files()]
 
 
-def _compact(tbl, lease, small_file_mb: float, target_file_mb: float, min_small_files: int) -> int:
-    """Rewrite the current snapshot's small data files as fewer, bigger ones in one fenced commit; returns
-    how many were replaced (0: fewer than ``min_small_files`` small files, nothing done)."""
+def _compact(tbl, tasks: list, lease, small_file_mb: float, target_file_mb: float, min_small_files: int) -> int:
+    """Rewrite the small ones of the current snapshot's data files (``tasks``) as fewer, bigger ones in one
+    fenced commit; returns how many were replaced (0: fewer than ``min_small_files`` small files, nothing done)."""
     from pyiceberg.expressions import AlwaysTrue
     from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 
-    small = [task for task in _data_files(tbl)
+    small = [task for task in tasks
              if task.file.file_size_in_bytes < small_file_mb * 2**20 and not task.delete_files]
     if len(small) < min_small_files:
         return 0

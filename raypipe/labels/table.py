@@ -82,12 +82,13 @@ def transient_catalog_error(exc: BaseException) -> bool:
         >>> transient_catalog_error(RuntimeError("no such table: iceberg_tables"))
         False
     """
-    while exc is not None:
-        if isinstance(exc, TableError):
+    from raypipe.errors import causes
+
+    for cause in causes(exc):
+        if isinstance(cause, TableError):
             return False
-        if any(text in str(exc) for text in TRANSIENT_CATALOG_ERRORS):
+        if any(text in str(cause) for text in TRANSIENT_CATALOG_ERRORS):
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 
