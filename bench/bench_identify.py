@@ -50,13 +50,14 @@ def one(stack, library, model, cache, shortlist: int, truth: str) -> dict:
                        margins=prediction.margin_stats(0), calibration=model.calibration)
     query = Query.of(reading.graph, reading.confidence, result.input, model.config.window,
                      scale_known=bool(stack.metadata.get("fov")))
-    score = filter_scores(library, query)["score"]
+    score = filter_scores(library, query)["logit"]
     t = index.get(truth)
     stage1 = int((score > score[t]).sum()) + 1 if t is not None else None
     stage2 = next((m["rank"] for m in result.matches if m["smiles"] == truth), None)
     return {"truth": truth, "read": result.formula, "confidence": result.confidence, "stage1_rank": stage1,
             "rank": stage2, "seconds": seconds, "simulated": cache.simulated - before,
-            "best": result.matches[0]["smiles"] if result.matches else None}
+            "best": result.matches[0]["smiles"] if result.matches else None,
+            "matches": [{**m, "truth": m["smiles"] == truth} for m in result.matches]}
 
 
 def summary(rows: list[dict], shortlist: int) -> dict:
@@ -118,7 +119,7 @@ def main() -> None:
             rows = []
             for stack, truth in stacks:
                 rows.append(one(stack, library, model, cache, args.shortlist, truth))
-                print(name, json.dumps({k: v for k, v in rows[-1].items() if k != "best"}), flush=True)
+                print(name, json.dumps({k: v for k, v in rows[-1].items() if k not in ("best", "matches")}), flush=True)
             results[name] = {**summary(rows, args.shortlist), "scans": rows}
     else:
         from rdkit import Chem

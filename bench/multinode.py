@@ -1,6 +1,6 @@
 """A real multi-node Ray cluster on this machine: the nightly job (and a training job) survive losing a node.
 
-    python bench/multinode.py [--stacks 120] [--kill-after 15] [--train]
+    python bench/multinode.py [--stacks 120] [--kill-after 15] [--train] [--library 512]
 
 Starts a Ray head and two worker nodes as separate ``ray start`` processes on 127.0.0.1, each with its own
 temp folder and agent ports as if on its own machine (the head with no CPUs for work; worker ``a`` with a
@@ -8,7 +8,10 @@ custom ``inference`` resource; worker ``b`` with a ``spare`` one),
 submits ``jobs/label.py`` with ``ray job submit``, kills worker b's raylet (SIGKILL) ``--kill-after``
 seconds into the job, waits for the job and checks the labels table: every stack exactly once. With
 ``--train`` it does the same to a short Ray Train job (2 workers, checkpoints every few steps): the job
-must finish at its last step, resumed from a checkpoint. Everything it started is torn down by the
+must finish at its last step, resumed from a checkpoint. With ``--library N`` it builds a library of the
+first N catalogue molecules on the cluster (``jobs/library.py build``, features only, shards of 32) on a fresh
+node, killed once the first shards are written: every molecule must be in the library once, and the
+report gives the build's molecules a second. Everything it started is torn down by the
 process ids of this cluster (its GCS port), never ``ray stop`` (other Ray sessions on the machine are
 left alone). Prints one JSON report.
 """
@@ -123,11 +126,40 @@ def wait(dashboard: int, job: str, env: dict, timeout: float) -> str:
     return "TIMEOUT"
 
 
+def library_build(dashboard: int, gcs: int, env: dict, tmp: Path, n: int) -> dict:
+    """A library build on the cluster, with a fresh node killed once its first shards are written."""
+    start(["--address", f"127.0.0.1:{gcs}", "--temp-dir", str(tmp / "n4"), "--node-ip-address", "127.0.0.1",
+           "--num-cpus", "2", "--resources", '{"spare3": 1}'], env)
+    out = tmp / "library"
+    catalogue = ROOT / "raypipe" / "chem" / "data" / "training_molecules.csv.gz"
+    job = submit(dashboard, [sys.executable, "jobs/library.py", "build", str(catalogue), "--out", str(out),
+                             "--limit", str(n), "--shard-size", "32"], env)
+    started = time.time()
+    while len(list((out / "shards").glob("shard-*.parquet"))) < 2 and time.time() - started < 600:
+        time.sleep(0.5)
+    killed_at = kill_node("spare3", gcs, started)
+    state = wait(dashboard, job, env, 1500)
+    seconds = time.time() - started
+    result = {"job": state, "molecules_asked": n, "node_killed": "fresh worker (raylet)", "killed_after_s": killed_at,
+              "job_seconds": round(seconds, 1)}
+    if state == "SUCCEEDED":
+        from raypipe.identify.library import Library
+
+        library = Library.open(str(out))
+        rejects = json.loads((out / "manifest.json").read_text())["rejects"]
+        result.update(rows=len(library), refused=rejects, distinct=len(set(library.smiles.tolist())),
+                      complete=len(library) + rejects == n, molecules_per_s=round(n / seconds, 1))
+    else:
+        result["log_tail"] = logs(dashboard, job, env)[-3000:]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stacks", type=int, default=120)
     parser.add_argument("--kill-after", type=float, default=15.0)
     parser.add_argument("--train", action="store_true")
+    parser.add_argument("--library", type=int, default=0, help="also build a library of this many molecules")
     parser.add_argument("--stall-timeout", type=float, default=120.0,
                         help="the label job's --stall-timeout: how soon it re-plans after losing the node")
     args = parser.parse_args()
@@ -200,6 +232,8 @@ def main() -> None:
                                    "job_seconds": round(time.time() - started, 1)}
                 if state != "SUCCEEDED":
                     report["train"]["log_tail"] = text[-3000:]
+            if args.library:
+                report["library"] = library_build(dashboard, gcs, env, tmp, args.library)
         finally:
             pids = ours(gcs)
             for pid in pids:

@@ -3,6 +3,7 @@ filter, the labelling column and the gallery, ``raypipe identify``, and a librar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -53,6 +54,31 @@ def test_the_filter_ranks_a_molecules_own_clean_reading_first(library):
         query = Query.of(graph, 1.0, None, lib.window, scale_known=False)
         score = filter_scores(lib, query)["score"]
         assert lib.smiles[int(np.argmax(score))] == smiles  # itself (or its duplicate under another name)
+
+
+def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(library):
+    """A reading that takes the oxygens for nitrogens (a confusion of AFM readings the field reports) still
+    finds its molecule first; the fitted weights name features the filter computes, similarities raise a score and differences
+    lower it (so a molecule's own clean reading always scores best)."""
+    from raypipe.chem.depiction import render_depiction
+    from raypipe.chem.graph import extract_graph
+    from raypipe.chem.molecule import Molecule
+    from raypipe.identify.library import Library
+    from raypipe.identify.search import FILTER, Query, filter_features, filter_scores
+
+    lib = Library.open(library)
+    truth = "O=C(O)c1ccncc1"
+    graph = extract_graph(render_depiction(Molecule.from_smiles(truth), lib.window), lib.window)
+    assert sum(a.element == "O" for a in graph.atoms) == 2
+    graph.atoms = [dataclasses.replace(a, element="N") if a.element == "O" else a for a in graph.atoms]
+    query = Query.of(graph, 0.0, None, lib.window, scale_known=False)
+    scores = filter_scores(lib, query)
+    assert lib.smiles[int(np.argmax(scores["score"]))] == truth
+    assert abs(float(scores["score"].sum()) - 1.0) < 1e-6
+    names = set(filter_features(lib, query))
+    assert set(FILTER["weights"]) <= names and len(FILTER["weights"]) >= 5
+    for name, weight in FILTER["weights"].items():
+        assert weight <= 0 if name.endswith(("difference", "excess", "difference_sq")) else weight >= 0, name
 
 
 def test_a_library_of_another_window_or_no_library_is_refused_in_one_line(library, tmp_path, capsys):

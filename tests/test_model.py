@@ -132,6 +132,30 @@ def test_augmentation_moves_stack_and_target_together():
     assert (sheared != s).any()  # shear acts on the stack only
 
 
+def test_the_symmetries_of_the_square_are_exact_drawn_alike_and_all_eight_appear():
+    """With ``symmetries`` each sample gets one of the 8 symmetries of the square, the same on stack and
+    target, as an exact permutation of pixels; over 64 samples every one of the 8 is drawn."""
+    from dataclasses import replace
+
+    from raypipe.training.augment import finish
+
+    torch.manual_seed(0)
+    stack, target = torch.randn(64, 10, 16, 16), torch.randn(64, 3, 16, 16).sign()
+    cfg = replace(AugmentConfig.off(), symmetries=True)
+    s, t = augment(stack, target, cfg, torch.Generator().manual_seed(1))
+    plain = finish(stack)  # the model's preprocessing alone commutes with every symmetry of the square
+    ops = [lambda x, k=k, m=m: (torch.rot90(x, k, dims=(-2, -1)).transpose(-2, -1) if m
+                                else torch.rot90(x, k, dims=(-2, -1))) for k in range(4) for m in (False, True)]
+    drawn = []
+    for b in range(64):
+        found = [n for n, op in enumerate(ops) if torch.allclose(s[b], op(plain[b]), atol=1e-5)
+                 and torch.equal(t[b], op(target[b]))]
+        assert len(found) == 1, b  # exactly one symmetry, the same for stack and target
+        drawn.append(found[0])
+    assert sorted(set(drawn)) == list(range(8))
+    assert AugmentConfig.from_dict({"preset": "experimental", "symmetries": True}).symmetries
+
+
 def test_train_step_learns_a_fixed_batch():
     torch.manual_seed(0)
     model = Pix2Pix(TINY)

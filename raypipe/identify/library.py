@@ -27,7 +27,7 @@ free: :func:`pair_distances`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -181,6 +181,15 @@ class Library:
     fingerprints: np.ndarray  # (N, FP_BITS // 64) uint64
     distances: np.ndarray  # (N, PAIR_KINDS x bins) float32, unit rows
     storage_options: StorageOptions = None
+    _skeleton: np.ndarray | None = field(default=None, repr=False)  # identification's element-free layouts
+    _bits: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def fingerprint_bits(self) -> np.ndarray:
+        """(N,) float32: how many bits each molecule's fingerprint sets."""
+        if self._bits is None:
+            self._bits = np.bitwise_count(self.fingerprints).sum(axis=1).astype(np.float32)
+        return self._bits
 
     def __len__(self) -> int:
         return len(self.ids)

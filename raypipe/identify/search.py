@@ -15,23 +15,26 @@ point for one scan; the labelling pipeline runs the same per row (``identified``
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 
 import numpy as np
 from scipy import ndimage
 
-from raypipe.identify.library import FP_BITS, Library, pair_distances, skeleton_fingerprint
+from raypipe.chem.elements import ELEMENTS
+from raypipe.identify.library import FP_BITS, PAIR_KINDS, Library, pair_distances, skeleton_fingerprint
 from raypipe.window import Window
 
 # the scan's spread along each axis against the conformer's: scan ~ a x conformer + b, with the residual's
 # standard deviation (Å); fitted on simulated validation stacks (docs/identification.md)
 SHAPE_FIT = ((0.82, 0.48, 0.27), (0.50, 0.99, 0.21))
 ASPECT_SIGMA = 0.25  # of log(long / short spread) where only the ratio is known
-READING_FLOOR = 0.5  # the weight of a reading whose confidence is 0 (a wrong formula still shows its size)
-# stage 1's log-linear mix (the reading's three terms are weighted by its confidence, from READING_FLOOR up);
-# chosen on simulated validation stacks (docs/identification.md)
-MIX = {"layout": 4.0, "composition": 1.0, "graph": 1.0, "shape": 0.5}
+# stage 1's linear mix of its features (filter_features), fitted on the shipped model's readings of simulated
+# validation stacks by ``bench/tune_filter.py --fit`` (a conditional logit over the library); its file says
+# on what, and the figures of the fit
+FILTER = json.loads((resources.files("raypipe.identify") / "filter.json").read_text())
 WEIGHTS = {"simulation": 0.5, "depiction": 0.25, "filter": 0.25}  # the final score's mix
 SHORTLIST = 20
 LIBRARY_CONFORMERS = 1  # conformers a library molecule is simulated as (a short candidate list: 3)
@@ -84,18 +87,29 @@ class Query:
                    scale_known)
 
 
-def filter_scores(library: Library, query: Query) -> dict[str, np.ndarray]:
-    """Stage 1 over every library molecule: ``composition`` (heavy-atom counts, 0-1), ``graph`` (Tanimoto of
-    the skeleton fingerprints), ``shape`` (likelihood of the scan's spreads, 0-1) and ``score``, their
-    log-linear mix with the reading weighted by its confidence (module docs)."""
+def _skeleton_layout(distances: np.ndarray) -> np.ndarray:
+    """Pair-distance histograms with every heavy-atom pair alike (element confusions forgiven), unit rows."""
+    h = distances.reshape(len(distances), PAIR_KINDS, -1).sum(axis=1)
+    return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-9)
+
+
+def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
+    """Every feature of stage 1 for every library molecule against the query (``FILTER["features"]``):
+    similarities (log cosine of the pair-distance layouts, with and without elements; log Tanimoto of the
+    skeleton fingerprints and the share of the reading's and of the molecule's bits they have in common;
+    log composition likelihood; log shape likelihood) and differences (heavy atoms, each heavy element),
+    relative to the reading's heavy-atom count."""
+    eps = 1e-3
     heavy = library.counts[:, 1:].astype(np.float32)
     q = query.counts[1:]
+    size = max(float(q.sum()), 1.0)
     distance = np.abs(heavy - q).sum(axis=1) / np.maximum(np.maximum(heavy.sum(axis=1), q.sum()), 1.0)
-    composition = np.exp(-distance / 0.15)
-    both = np.bitwise_count(library.fingerprints & query.fingerprint).sum(axis=1)
-    either = np.bitwise_count(library.fingerprints | query.fingerprint).sum(axis=1)
-    graph = np.where(either > 0, both / np.maximum(either, 1), 0.0)
-    layout = np.clip(library.distances @ query.distances, 0.0, 1.0)
+    both = np.bitwise_count(library.fingerprints & query.fingerprint).sum(axis=1).astype(np.float32)
+    mine = float(np.bitwise_count(query.fingerprint).sum())
+    theirs = library.fingerprint_bits
+    if library._skeleton is None:
+        library._skeleton = _skeleton_layout(library.distances)
+    skeleton = _skeleton_layout(query.distances[None])[0]
     long, short = query.spread
     if long <= 0:
         shape = np.ones(len(library))
@@ -107,14 +121,27 @@ def filter_scores(library: Library, query: Query) -> dict[str, np.ndarray]:
         predicted = [a * library.spread[:, k] + b for k, (a, b, _) in enumerate(SHAPE_FIT)]
         shape = np.exp(-0.5 * (np.log(long / max(short, 1e-6)) - np.log(predicted[0] / predicted[1])) ** 2
                        / ASPECT_SIGMA**2)
-    weight = READING_FLOOR + (1 - READING_FLOOR) * min(max(query.confidence, 0.0), 1.0)
-    eps = 1e-3
-    reading = (MIX["layout"] * np.log(layout + eps) + MIX["composition"] * np.log(composition + eps)
-               + MIX["graph"] * np.log(graph + eps))
-    log = weight * reading + MIX["shape"] * np.log(shape + eps)
-    total = weight * (MIX["layout"] + MIX["composition"] + MIX["graph"]) + MIX["shape"]
-    return {"composition": composition, "graph": graph, "layout": layout, "shape": shape,
-            "score": np.exp(log / total)}
+    dh = (heavy.sum(axis=1) - size) / size
+    out = {"layout": np.log(np.clip(library.distances @ query.distances, 0.0, 1.0) + eps),
+           "layout_skeleton": np.log(np.clip(library._skeleton @ skeleton, 0.0, 1.0) + eps),
+           "graph": np.log(both / np.maximum(mine + theirs - both, 1.0) + eps),
+           "graph_of_reading": both / max(mine, 1.0), "graph_of_molecule": both / np.maximum(theirs, 1.0),
+           "composition": np.log(np.exp(-distance / 0.15) + eps), "shape": np.log(shape + eps),
+           "heavy_difference": np.abs(dh), "heavy_excess": np.maximum(dh, 0.0), "heavy_difference_sq": dh**2}
+    for k, element in enumerate(ELEMENTS[1:]):
+        out[f"{element}_difference"] = np.abs(heavy[:, k] - q[k]) / size
+    return out
+
+
+def filter_scores(library: Library, query: Query, weights: dict | None = None) -> dict[str, np.ndarray]:
+    """Stage 1 over every library molecule: the features (:func:`filter_features`), ``logit`` (their
+    linear mix with ``FILTER["weights"]``, fitted by ``bench/tune_filter.py --fit``) and ``score``, the
+    probability of each molecule given the reading and the scan (a softmax over the library: sums to 1)."""
+    weights = FILTER["weights"] if weights is None else weights
+    features = filter_features(library, query)
+    logit = sum(w * features[name] for name, w in weights.items())
+    p = np.exp(logit - logit.max())
+    return {**features, "logit": logit, "score": p / p.sum()}
 
 
 def shortlist(library: Library, query: Query, k: int = SHORTLIST) -> tuple[np.ndarray, np.ndarray]:
@@ -256,5 +283,5 @@ def identify_scan(source: str, *, library: str | None = None, candidates: str | 
                      scan=source)
 
 
-__all__ = ["FP_BITS", "Identification", "Query", "filter_scores", "identify", "identify_scan", "match", "scan_shape",
+__all__ = ["FP_BITS", "Identification", "Query", "filter_features", "filter_scores", "identify", "identify_scan", "match", "scan_shape",
            "shortlist"]

@@ -6,21 +6,24 @@ In order, per sample (each with its own random draws, deterministic in the ``gen
 
 1. **fewer images** (``few_slices_p``): the stack is cut to 3-6 of its slices (evenly spaced, both ends
    kept) and linearly interpolated back to ``n_slices`` — what ``preprocess`` does to a short real stack;
-2. **geometry**, one affine map applied identically to stack and target: rotation, shift, flip and a
+2. **symmetries** (``symmetries``): one of the 8 symmetries of the square (a quarter turn 0-3 times, then
+   a mirror or not), drawn uniformly per sample, exact (a permutation of pixels), on stack and target
+   together — a constant-height scan has no preferred orientation;
+3. **geometry**, one affine map applied identically to stack and target: rotation, shift, flip and a
    log-uniform zoom in ``[zoom_min, zoom_max]`` (exported images are of unknown scale), plus per-slice
    **drift** (``shake``, each slice moved by its own offset; the target by their mean) and **shear**
    (stack only). Bilinear with border padding for the stack, nearest with black padding for the target,
    so the depiction's colours stay exact and stack and target stay aligned;
-3. **contrast/gamma** (``gamma``: exponent log-uniform in ``exp(+-gamma)`` on the min-max scaled stack);
-4. **background gradient** (``gradient``: a random plane of up to that fraction of the stack's range);
-5. **noise** (``noise``: per slice, Gaussian of a random standard deviation up to that fraction of the
+4. **contrast/gamma** (``gamma``: exponent log-uniform in ``exp(+-gamma)`` on the min-max scaled stack);
+5. **background gradient** (``gradient``: a random plane of up to that fraction of the stack's range);
+6. **noise** (``noise``: per slice, Gaussian of a random standard deviation up to that fraction of the
    slice's range);
-6. **cutout** (``cutout``: up to that many rectangles of up to ``cutout_size`` of the width filled with
+7. **cutout** (``cutout``: up to that many rectangles of up to ``cutout_size`` of the width filled with
    the slice's mean; stack only);
-7. **8-bit quantisation** (``quantize_p``: real exports are 8-bit images);
-8. the model's preprocessing: 3 x 3 median and per-stack z-score (:func:`finish`).
+8. **8-bit quantisation** (``quantize_p``: real exports are 8-bit images);
+9. the model's preprocessing: 3 x 3 median and per-stack z-score (:func:`finish`).
 
-``AugmentConfig.off()`` leaves only step 8 (validation).
+``AugmentConfig.off()`` leaves only step 9 (validation).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class AugmentConfig:
     zoom_min: float = 0.9  # scale, log-uniform in [zoom_min, zoom_max]
     zoom_max: float = 1.1
     flip: bool = True
+    symmetries: bool = False  # one of the 8 exact symmetries of the square per sample (step 2)
     shake: float = 0.01  # per-slice drift, fraction of the half-width
     shear: float = 0.05  # stack only, shear factor in +-shear
     few_slices_p: float = 0.0  # probability of a stack rebuilt from 3-6 of its slices
@@ -104,6 +108,25 @@ def _affine(n: int, cfg: AugmentConfig, generator: torch.Generator, device: torc
     theta[:, 0, 2] = _uniform(n, -cfg.shift, cfg.shift, generator, device)
     theta[:, 1, 2] = _uniform(n, -cfg.shift, cfg.shift, generator, device)
     return theta
+
+
+def symmetry(x: torch.Tensor, k: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
+    """(B, ..., S, S) with sample b turned a quarter turn ``k[b]`` times, then mirrored (transposed) where
+    ``mirror[b]``: the 8 symmetries of the square, exact.
+
+    Examples:
+        >>> import torch
+        >>> x = torch.arange(4.0).reshape(1, 1, 2, 2)
+        >>> symmetry(x, torch.tensor([1]), torch.tensor([False])).flatten().tolist()
+        [1.0, 3.0, 0.0, 2.0]
+        >>> symmetry(x, torch.tensor([0]), torch.tensor([True])).flatten().tolist()
+        [0.0, 2.0, 1.0, 3.0]
+    """
+    out = torch.empty_like(x)
+    for b in range(len(x)):
+        y = torch.rot90(x[b], int(k[b]), dims=(-2, -1))
+        out[b] = y.transpose(-2, -1) if bool(mirror[b]) else y
+    return out
 
 
 def few_slices(stack: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -203,6 +226,11 @@ def augment(stack: torch.Tensor, target: torch.Tensor, cfg: AugmentConfig,
         keep = torch.where(short, torch.randint(3, 7, (n,), generator=generator, device=device),
                            torch.full((n,), depth, device=device))
         stack = few_slices(stack, keep)
+
+    if cfg.symmetries:
+        k = torch.randint(0, 4, (n,), generator=generator, device=device)
+        mirror = torch.rand(n, generator=generator, device=device) < 0.5
+        stack, target = symmetry(stack, k, mirror), symmetry(target, k, mirror)
 
     theta = _affine(n, cfg, generator, device)
     shake = cfg.shake * (2 * torch.rand(n, depth, 2, generator=generator, device=device) - 1)
