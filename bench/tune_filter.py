@@ -143,8 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/sim/catalog-r4-tail2")
     parser.add_argument("--library", default="out/library/catalog")
-    parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--every", type=int, default=7, help="one molecule in EVERY of --data")
+    parser.add_argument("--n", type=int, default=800)
+    parser.add_argument("--every", type=int, default=2, help="one molecule in EVERY of --data")
     parser.add_argument("--readings", type=Path, default=Path("out/tune-filter-readings.pkl"))
     parser.add_argument("--out", type=Path, default=Path("out/tune-filter.json"))
     parser.add_argument("--fit", action="store_true", help="fit the filter's weights and write --weights")
@@ -158,21 +158,22 @@ def main() -> None:
 
     model = load_model(None, device="cpu")
     library = Library.open(args.library, window=model.config.window)
-    if args.readings.exists():
-        items = pickle.loads(args.readings.read_bytes())
+    if args.readings.exists():  # the readings of an earlier run, with the settings they were made with
+        saved = pickle.loads(args.readings.read_bytes())
+        items, args.data, args.every = saved["items"], saved["data"], saved["every"]
     else:
         start = time.perf_counter()
         items = readings(args.data, args.n, args.every, model)
         print(f"{len(items)} readings in {time.perf_counter() - start:.0f} s")
         args.readings.parent.mkdir(parents=True, exist_ok=True)
-        args.readings.write_bytes(pickle.dumps(items))
+        args.readings.write_bytes(pickle.dumps({"items": items, "data": args.data, "every": args.every}))
     rows = []
     for term in ("layout", "layout_skeleton", "composition", "graph", "shape", "logit"):
         rows.append(report(term, ranks(library, items, lambda lib, q, t=term: search.filter_scores(lib, q)[t])))
     if args.fit:
         result = fit(library, items)
         document = {"model": model.tag, "data": args.data, "stacks": len(items), "every": args.every,
-                    "library": f"{args.library} ({len(library)} molecules)",
+                    "library_molecules": len(library),
                     "fitted_by": "bench/tune_filter.py --fit", **result,
                     "before": rows[-1]}
         args.weights.write_text(json.dumps(document, indent=1) + "\n")

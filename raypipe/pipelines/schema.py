@@ -32,9 +32,9 @@ BOND_STRUCT = pa.struct([
 MATCH_STRUCT = pa.struct([
     _field("smiles", pa.string(), "the molecule (canonical SMILES)"),
     _field("name", pa.string(), "its name or id in the library or candidates file"),
-    _field("score", pa.float64(), "combined score: the simulation, depiction and filter scores mixed (0-1)"),
-    _field("filter_score", pa.float64(), "stage 1: the reading's composition and graph, weighted by its confidence, "
-                                         "and the scan's footprint, relative to the shortlist's best (0-1)"),
+    _field("score", pa.float64(), "combined score: the mean of the simulation and depiction scores (0-1)"),
+    _field("filter_score", pa.float64(), "stage 1: the molecule's probability over the whole library given the "
+                                         "reading's layout, graph and composition and the scan's footprint (0-1)"),
     _field("simulation_score", pa.float64(), "model-free: correlation of the measured stack with the molecule's "
                                              "ppafm simulation, best over rotation, mirror, translation and scale (0-1)"),
     _field("depiction_score", pa.float64(), "per-element overlap of the predicted depiction with the molecule's, "
