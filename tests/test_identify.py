@@ -58,8 +58,8 @@ def test_the_filter_ranks_a_molecules_own_clean_reading_first(library):
 
 def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(library):
     """A reading that takes the oxygens for nitrogens (a confusion of AFM readings the field reports) still
-    finds its molecule first; the fitted weights name features the filter computes, similarities raise a score and differences
-    lower it (so a molecule's own clean reading always scores best)."""
+    finds its molecule first; the fitted weights name features the filter computes, similarities raise a
+    score and differences lower it (so a molecule's own clean reading always scores best)."""
     from raypipe.chem.depiction import render_depiction
     from raypipe.chem.graph import extract_graph
     from raypipe.chem.molecule import Molecule

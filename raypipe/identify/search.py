@@ -2,9 +2,10 @@
 kept in the result:
 
 1. **filter** (:func:`filter_scores`), vectorised over the whole library: the model's reading of the scan
-   (its heavy atoms' layout as pair distances, heavy-atom counts and the skeleton fingerprint of its graph),
-   weighted by the reading's calibrated confidence, and what the scan itself shows, model free (:func:`scan_shape`: the molecule's spread along
-   its long and short axes in the farther slices, in Å where the field of view is known, else their ratio);
+   (its heavy atoms' layout as pair distances, with and without elements, its heavy-atom counts and the
+   skeleton fingerprint of its graph) and what the scan itself shows, model free (:func:`scan_shape`: the
+   molecule's spread along its long and short axes in the farther slices, in Å where the field of view is
+   known, else their ratio), mixed by weights fitted on validation stacks (``FILTER``);
 2. **match** (:func:`raypipe.identify.candidates.rank`) on the filter's shortlist: the predicted depiction
    against each candidate's, and the measured stack against each candidate's ppafm simulation, made on demand
    and kept in the library's cache.
@@ -219,7 +220,7 @@ class Identification:
         for m in self.matches:
             sim = "-" if m["simulation_score"] is None else f"{m['simulation_score']:.2f}"
             lines.append(f"  {m['rank']}. {m['name']}  {m['smiles']}  score {m['score']:.2f} (simulation {sim}, "
-                         f"depiction {m['depiction_score']:.2f}, filter {m['filter_score']:.2f})")
+                         f"depiction {m['depiction_score']:.2f}, filter p {m['filter_score']:.2g})")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -287,5 +288,5 @@ def identify_scan(source: str, *, library: str | None = None, candidates: str | 
                      scan=source)
 
 
-__all__ = ["FP_BITS", "Identification", "Query", "filter_features", "filter_scores", "identify", "identify_scan", "match", "scan_shape",
-           "shortlist"]
+__all__ = ["FILTER", "FP_BITS", "Identification", "Query", "filter_features", "filter_scores", "identify",
+           "identify_scan", "match", "scan_shape", "shortlist"]

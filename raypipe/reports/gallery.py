@@ -122,8 +122,9 @@ def _matches(ranked, title: str, window: Window, note: str, drawn: int = 3) -> s
             pictures.append(_figure(encode_png(with_scale_bar(picture, window.pixel, scale=1)), html.escape(label)))
 
     def scores(m: dict) -> str:
-        parts = [f"{k} {m[k + '_score']:.2f}" for k in ("simulation", "depiction", "filter")
-                 if m.get(k + "_score") is not None]
+        parts = [f"{k} {m[k + '_score']:.2f}" for k in ("simulation", "depiction") if m.get(k + "_score") is not None]
+        if m.get("filter_score") is not None:  # a probability over the whole library: often small
+            parts.append(f"filter p {m['filter_score']:.2g}")
         return ", ".join(parts)
 
     items = "".join(f"<li>{html.escape(m.get('name') or '')} {html.escape(m['smiles'])} — {m['score']:.2f} "
