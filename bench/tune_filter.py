@@ -175,7 +175,7 @@ def main() -> None:
         document = {"model": model.tag, "data": args.data, "stacks": len(items), "every": args.every,
                     "library_molecules": len(library),
                     "fitted_by": "bench/tune_filter.py --fit", **result,
-                    "before": rows[-1]}
+                    "filter_in_place": rows[-1]}
         args.weights.write_text(json.dumps(document, indent=1) + "\n")
         print(f"wrote {args.weights}")
         rows.append({"fit": document})
