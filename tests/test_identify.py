@@ -75,6 +75,12 @@ def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(l
     scores = filter_scores(lib, query)
     assert lib.smiles[int(np.argmax(scores["score"]))] == truth
     assert abs(float(scores["score"].sum()) - 1.0) < 1e-6
+    from raypipe.chem.molgraph import MolGraph
+
+    empty = Query.of(MolGraph([], []), 0.0, None, lib.window, scale_known=False)  # the model read nothing
+    empty.spread = (3.0, 1.5)
+    blind = filter_scores(lib, empty)
+    assert np.isfinite(blind["logit"]).all() and np.argmax(blind["score"]) == np.argmax(blind["shape"])
     names = set(filter_features(lib, query))
     assert set(FILTER["weights"]) <= names and len(FILTER["weights"]) >= 5
     for name, weight in FILTER["weights"].items():

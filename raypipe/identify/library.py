@@ -105,6 +105,21 @@ def pair_distances(elements, xy: np.ndarray) -> np.ndarray:
     return flat / norm if norm > 0 else flat
 
 
+def skeleton_layout(distances: np.ndarray) -> np.ndarray:
+    """(N, bins) pair-distance histograms with every heavy-atom pair alike, unit rows, from (N, PAIR_KINDS x
+    bins) :func:`pair_distances` rows: a layout that forgives an element read wrong.
+
+    Examples:
+        >>> import numpy as np
+        >>> co = pair_distances(["C", "O"], np.array([[0, 0], [1.2, 0]]))
+        >>> cc = pair_distances(["C", "C"], np.array([[0, 0], [1.2, 0]]))
+        >>> bool(np.allclose(skeleton_layout(co[None]), skeleton_layout(cc[None]))), float(co @ cc)
+        (True, 0.0)
+    """
+    h = np.asarray(distances, np.float32).reshape(len(distances), PAIR_KINDS, -1).sum(axis=1)
+    return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-9)
+
+
 def footprint(elements, positions: np.ndarray) -> tuple[float, float, float, float]:
     """(extent along x, extent along y, spread along x, spread along y) in Å of a molecule laid flat with its
     long axis along x (:class:`raypipe.Molecule`'s orientation): extents include the balls' radii, spreads
@@ -181,8 +196,15 @@ class Library:
     fingerprints: np.ndarray  # (N, FP_BITS // 64) uint64
     distances: np.ndarray  # (N, PAIR_KINDS x bins) float32, unit rows
     storage_options: StorageOptions = None
-    _skeleton: np.ndarray | None = field(default=None, repr=False)  # identification's element-free layouts
+    _skeleton: np.ndarray | None = field(default=None, repr=False)
     _bits: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def skeleton_layouts(self) -> np.ndarray:
+        """(N, bins) float32: each molecule's layout with every heavy-atom pair alike (:func:`skeleton_layout`)."""
+        if self._skeleton is None:
+            self._skeleton = skeleton_layout(self.distances)
+        return self._skeleton
 
     @property
     def fingerprint_bits(self) -> np.ndarray:

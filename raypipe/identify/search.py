@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from raypipe.chem.elements import ELEMENTS
-from raypipe.identify.library import FP_BITS, PAIR_KINDS, Library, pair_distances, skeleton_fingerprint
+from raypipe.identify.library import FP_BITS, Library, pair_distances, skeleton_fingerprint, skeleton_layout
 from raypipe.window import Window
 
 # the scan's spread along each axis against the conformer's: scan ~ a x conformer + b, with the residual's
@@ -92,14 +92,8 @@ class Query:
                    scale_known)
 
 
-def _skeleton_layout(distances: np.ndarray) -> np.ndarray:
-    """Pair-distance histograms with every heavy-atom pair alike (element confusions forgiven), unit rows."""
-    h = distances.reshape(len(distances), PAIR_KINDS, -1).sum(axis=1)
-    return h / np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-9)
-
-
 def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
-    """Every feature of stage 1 for every library molecule against the query (``FILTER["features"]``):
+    """Every feature of stage 1 for every library molecule against the query (named in ``FILTER["weights"]``):
     similarities (log cosine of the pair-distance layouts, with and without elements; log Tanimoto of the
     skeleton fingerprints and the share of the reading's and of the molecule's bits they have in common;
     log composition likelihood; log shape likelihood) and differences (heavy atoms, each heavy element),
@@ -112,9 +106,7 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
     both = np.bitwise_count(library.fingerprints & query.fingerprint).sum(axis=1).astype(np.float32)
     mine = float(np.bitwise_count(query.fingerprint).sum())
     theirs = library.fingerprint_bits
-    if library._skeleton is None:
-        library._skeleton = _skeleton_layout(library.distances)
-    skeleton = _skeleton_layout(query.distances[None])[0]
+    skeleton = skeleton_layout(query.distances[None])[0]
     long, short = query.spread
     if long <= 0:
         shape = np.ones(len(library))
@@ -128,7 +120,7 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
                        / ASPECT_SIGMA**2)
     dh = (heavy.sum(axis=1) - size) / size
     out = {"layout": np.log(np.clip(library.distances @ query.distances, 0.0, 1.0) + eps),
-           "layout_skeleton": np.log(np.clip(library._skeleton @ skeleton, 0.0, 1.0) + eps),
+           "layout_skeleton": np.log(np.clip(library.skeleton_layouts @ skeleton, 0.0, 1.0) + eps),
            "graph": np.log(both / np.maximum(mine + theirs - both, 1.0) + eps),
            "graph_of_reading": both / max(mine, 1.0), "graph_of_molecule": both / np.maximum(theirs, 1.0),
            "composition": np.log(np.exp(-distance / 0.15) + eps), "shape": np.log(shape + eps),
@@ -141,20 +133,24 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
 def filter_scores(library: Library, query: Query, weights: dict | None = None) -> dict[str, np.ndarray]:
     """Stage 1 over every library molecule: the features (:func:`filter_features`), ``logit`` (their
     linear mix with ``FILTER["weights"]``, fitted by ``bench/tune_filter.py --fit``) and ``score``, the
-    probability of each molecule given the reading and the scan (a softmax over the library: sums to 1)."""
+    probability of each molecule given the reading and the scan (a softmax over the library: sums to 1).
+    A reading of no heavy atom says nothing of the molecule: then the scan's shape alone ranks."""
     weights = FILTER["weights"] if weights is None else weights
+    if not query.counts[1:].any():
+        weights = {name: w for name, w in weights.items() if name == "shape"}
     features = filter_features(library, query)
-    logit = sum(w * features[name] for name, w in weights.items())
+    logit = sum((w * features[name] for name, w in weights.items()), np.zeros(len(library)))
     p = np.exp(logit - logit.max())
     return {**features, "logit": logit, "score": p / p.sum()}
 
 
 def shortlist(library: Library, query: Query, k: int = SHORTLIST) -> tuple[np.ndarray, np.ndarray]:
     """(indices of the ``k`` best library molecules by stage 1, best first; every molecule's filter score)."""
-    score = filter_scores(library, query)["score"]
-    k = min(k, len(score))
-    best = np.argpartition(-score, k - 1)[:k]
-    return best[np.argsort(-score[best], kind="stable")], score
+    scores = filter_scores(library, query)
+    logit = scores["logit"]  # ranks where the probabilities of the far ones underflow to 0
+    k = min(k, len(logit))
+    best = np.argpartition(-logit, k - 1)[:k]
+    return best[np.argsort(-logit[best], kind="stable")], scores["score"]
 
 
 def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depiction: np.ndarray, x: np.ndarray,
