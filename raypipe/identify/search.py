@@ -153,6 +153,16 @@ def shortlist(library: Library, query: Query, k: int = SHORTLIST) -> tuple[np.nd
     return best[np.argsort(-logit[best], kind="stable")], scores["score"]
 
 
+def probability_text(p: float) -> str:
+    """A filter probability as a person reads it.
+
+    Examples:
+        >>> probability_text(1.0), probability_text(0.0312), probability_text(5.7e-21)
+        ('1.00', '0.031', '<0.001')
+    """
+    return "<0.001" if p < 0.001 else f"{p:.2f}" if p >= 0.1 else f"{p:.3f}"
+
+
 def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depiction: np.ndarray, x: np.ndarray,
           cache, top: int = 5, simulate: bool = True) -> list[dict]:
     """Stage 2 on the shortlist ``indices``: the depiction and simulation match of each, mixed into
@@ -216,7 +226,7 @@ class Identification:
         for m in self.matches:
             sim = "-" if m["simulation_score"] is None else f"{m['simulation_score']:.2f}"
             lines.append(f"  {m['rank']}. {m['name']}  {m['smiles']}  score {m['score']:.2f} (simulation {sim}, "
-                         f"depiction {m['depiction_score']:.2f}, filter p {m['filter_score']:.2g})")
+                         f"depiction {m['depiction_score']:.2f}, filter p {probability_text(m['filter_score'])})")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
@@ -285,4 +295,4 @@ def identify_scan(source: str, *, library: str | None = None, candidates: str | 
 
 
 __all__ = ["FILTER", "FP_BITS", "Identification", "Query", "filter_features", "filter_scores", "identify",
-           "identify_scan", "match", "scan_shape", "shortlist"]
+           "identify_scan", "match", "probability_text", "scan_shape", "shortlist"]

@@ -121,10 +121,12 @@ def _matches(ranked, title: str, window: Window, note: str, drawn: int = 3) -> s
             label = f"{match['rank']}. {match.get('name') or match['smiles']} ({match['score']:.2f})"
             pictures.append(_figure(encode_png(with_scale_bar(picture, window.pixel, scale=1)), html.escape(label)))
 
+    from raypipe.identify.search import probability_text
+
     def scores(m: dict) -> str:
         parts = [f"{k} {m[k + '_score']:.2f}" for k in ("simulation", "depiction") if m.get(k + "_score") is not None]
         if m.get("filter_score") is not None:  # a probability over the whole library: often small
-            parts.append(f"filter p {m['filter_score']:.2g}")
+            parts.append(f"filter p {probability_text(m['filter_score'])}")
         return ", ".join(parts)
 
     items = "".join(f"<li>{html.escape(m.get('name') or '')} {html.escape(m['smiles'])} — {m['score']:.2f} "
