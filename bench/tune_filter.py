@@ -90,7 +90,7 @@ def fit(library, items: list[dict], l2: float = 1e-5, seed: int = 0) -> dict:
     cross-validation's ranks."""
     import torch
 
-    from raypipe.identify.search import filter_features
+    from raypipe.identify.search import CONFIDENT, filter_features
 
     index = {s: i for i, s in enumerate(library.smiles)}
     truth = torch.tensor([index[it["truth"]] for it in items])
@@ -104,7 +104,7 @@ def fit(library, items: list[dict], l2: float = 1e-5, seed: int = 0) -> dict:
     # a floor on the scale: a feature the stacks hardly vary (an element none of them has) keeps a small weight
     sd = x.std(dim=(0, 1)).clamp(min=0.02)
     xs = x / sd
-    sign = torch.tensor([1.0 if n in SIMILARITIES else -1.0 for n in names])
+    sign = torch.tensor([1.0 if n.removesuffix(CONFIDENT) in SIMILARITIES else -1.0 for n in names])
 
     def train(idx):
         raw = torch.zeros(len(names), requires_grad=True)

@@ -142,3 +142,22 @@ def test_the_picture_in_docs_matches_the_imports():
     missing = "\n".join(f"    {a} --> {b}" for a, b in sorted(code - drawn))
     extra = "\n".join(f"    {a} --> {b}" for a, b in sorted(drawn - code))
     assert code == drawn, f"imports not drawn:\n{missing}\ndrawn but not imported:\n{extra}"
+
+
+def test_every_relative_link_and_picture_of_the_docs_exists():
+    """The README's and docs' relative links and pictures (``[...](path)``, ``![...](path)``) point at files
+    of the checkout, relative to the page that holds them (as GitHub renders them)."""
+    import re
+
+    root = PACKAGE.parent
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    checked, broken = 0, []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#")[0]
+            if not path or re.match(r"[a-z][a-z0-9+.-]*:", path):  # an anchor, http(s), mailto
+                continue
+            checked += 1
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(root)}: {target}")
+    assert checked >= 5 and not broken, broken

@@ -84,7 +84,37 @@ def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(l
     names = set(filter_features(lib, query))
     assert set(FILTER["weights"]) <= names and len(FILTER["weights"]) >= 5
     for name, weight in FILTER["weights"].items():
-        assert weight <= 0 if name.endswith(("difference", "excess", "difference_sq")) else weight >= 0, name
+        difference = name.removesuffix("_confident").endswith(("difference", "excess", "difference_sq"))
+        assert weight <= 0 if difference else weight >= 0, name
+
+
+def test_the_scans_shape_is_measured_on_the_scan_not_on_the_padding_around_it():
+    """An exported scan that is not square (or smaller than the window) is padded by preprocessing; the
+    molecule's spread comes from the scan's own pixels: an elongated blob (a Gaussian of 2.2 x 1.1 Å) on a
+    tall 120 x 70 px scan measures the same at an unknown scale (padded to a square) and at a known one
+    (padded into the window), and its ratio stays near 2, not the padding's."""
+    from raypipe.identify.search import scan_shape
+    from raypipe.scans.preprocess import preprocess
+    from raypipe.scans.stack import ScanStack
+    from raypipe.window import Window
+
+    window = Window()
+    pixel = 0.1  # Å per pixel of the scan
+    yy, xx = np.mgrid[:120, :70]
+    rng = np.random.default_rng(0)
+    blob = np.exp(-0.5 * (((yy - 60) * pixel / 2.2) ** 2 + ((xx - 35) * pixel / 1.1) ** 2))
+    # the background's frequency shift rises as the tip retracts (so the padding, the stack's median, stands
+    # apart from the farther slices' background, as in real exports)
+    images = np.stack([-5.0 * blob / (1 + 0.2 * k) + rng.normal(0, 0.05, blob.shape) - 6.0 + 0.6 * k
+                       for k in range(10)])
+    spreads = {}
+    for fov in (None, [70 * pixel, 120 * pixel]):
+        x = preprocess(ScanStack(images, None, {"fov": fov}), window=window)
+        spreads[fov is None] = scan_shape(x, window)
+    for unknown, (long, short) in spreads.items():
+        assert 1.7 < long / short < 2.4, (unknown, long, short)
+    long, short = spreads[False]  # the scale known: in Å (the masked blob's spread, short of the Gaussian's)
+    assert 1.2 < long < 2.2 and 0.6 < short < 1.1, (long, short)
 
 
 def test_a_library_of_another_window_or_no_library_is_refused_in_one_line(library, tmp_path, capsys):

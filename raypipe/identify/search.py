@@ -5,7 +5,8 @@ kept in the result:
    (its heavy atoms' layout as pair distances, with and without elements, its heavy-atom counts and the
    skeleton fingerprint of its graph) and what the scan itself shows, model free (:func:`scan_shape`: the
    molecule's spread along its long and short axes in the farther slices, in Å where the field of view is
-   known, else their ratio), mixed by weights fitted on validation stacks (``FILTER``);
+   known, else their ratio), mixed by weights fitted on validation stacks (``FILTER``), the reading's
+   features once as they are and once scaled by the reading's confidence;
 2. **match** (:func:`raypipe.identify.candidates.rank`) on the filter's shortlist: the predicted depiction
    against each candidate's, and the measured stack against each candidate's ppafm simulation, made on demand
    and kept in the library's cache.
@@ -42,16 +43,44 @@ FILTER = json.loads((resources.files("raypipe.identify") / "filter.json").read_t
 # shortlist held it, without it for 17 (docs/identification.md)
 WEIGHTS = {"simulation": 0.5, "depiction": 0.5}
 SHORTLIST = 20
+CONFIDENT = "_confident"  # the suffix of a reading feature scaled by the reading's confidence
 LIBRARY_CONFORMERS = 1  # conformers a library molecule is simulated as (a short candidate list: 3)
+
+
+def scan_region(x: np.ndarray, margin: int = 3) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1): the part of a preprocessed stack (n_slices, S, S) that is the scan itself,
+    without the constant padding preprocessing puts around a scan smaller than the window or not square
+    (:func:`raypipe.scans.preprocess.centre_on`), less ``margin`` pixels where resizing blends the two.
+
+    Examples:
+        >>> x = np.zeros((10, 128, 128), np.float32)
+        >>> x[:, :, 30:98] = np.random.default_rng(0).normal(size=(10, 128, 68))
+        >>> scan_region(x)
+        (0, 128, 33, 95)
+    """
+    varies_r = np.ptp(x, axis=(0, 2)) > 1e-5
+    varies_c = np.ptp(x, axis=(0, 1)) > 1e-5
+    if not varies_r.any():
+        return 0, x.shape[1], 0, x.shape[2]
+    rows, cols = np.flatnonzero(varies_r), np.flatnonzero(varies_c)
+    inset = lambda lo, hi, n: (lo + margin if lo > 0 else 0, hi - margin if hi < n else n)  # noqa: E731
+    r0, r1 = inset(int(rows[0]), int(rows[-1]) + 1, x.shape[1])
+    c0, c1 = inset(int(cols[0]), int(cols[-1]) + 1, x.shape[2])
+    return r0, r1, c0, c1
 
 
 def scan_shape(x: np.ndarray, window: Window) -> tuple[float, float]:
     """(long, short) spread in Å of the molecule in a preprocessed stack (n_slices, S, S) on ``window``: the
     standard deviations along the principal axes of its footprint in the farther half of the slices (where
     the attractive halo outlines the whole molecule), model free."""
+    r0, r1, c0, c1 = scan_region(x)
     far = x[len(x) // 2:].mean(axis=0)
-    border = np.concatenate([far[:8].ravel(), far[-8:].ravel(), far[:, :8].ravel(), far[:, -8:].ravel()])
+    own = far[r0:r1, c0:c1]  # the background is the scan's own rim, never the padding around it
+    if min(own.shape) < 16:
+        return 0.0, 0.0
+    border = np.concatenate([own[:8].ravel(), own[-8:].ravel(), own[:, :8].ravel(), own[:, -8:].ravel()])
     d = ndimage.gaussian_filter(np.abs(far - np.median(border)), 2)
+    d[:r0], d[r1:], d[:, :c0], d[:, c1:] = 0, 0, 0, 0
     if d.max() <= 0:
         return 0.0, 0.0
     mask = d > 0.3 * d.max()
@@ -97,7 +126,9 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
     similarities (log cosine of the pair-distance layouts, with and without elements; log Tanimoto of the
     skeleton fingerprints and the share of the reading's and of the molecule's bits they have in common;
     log composition likelihood; log shape likelihood) and differences (heavy atoms, each heavy element),
-    relative to the reading's heavy-atom count."""
+    relative to the reading's heavy-atom count; each of the reading's features again times the reading's
+    confidence (``<name>_confident``), so that the fitted mix weighs a reading by how sure the model is of
+    it (a wrong reading of a real scan has a confidence near 0) and the scan's shape does not depend on it."""
     eps = 1e-3
     heavy = library.counts[:, 1:].astype(np.float32)
     q = query.counts[1:]
@@ -127,6 +158,9 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
            "heavy_difference": np.abs(dh), "heavy_excess": np.maximum(dh, 0.0), "heavy_difference_sq": dh**2}
     for k, element in enumerate(ELEMENTS[1:]):
         out[f"{element}_difference"] = np.abs(heavy[:, k] - q[k]) / size
+    # the same of the reading again, scaled by its confidence: the fit weighs a confident reading more
+    for name in [n for n in out if n != "shape"]:
+        out[f"{name}{CONFIDENT}"] = out[name] * query.confidence
     return out
 
 
