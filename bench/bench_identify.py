@@ -6,9 +6,10 @@
 Simulated: the first ``--n`` molecules of ``--data`` (a data set of test-split catalogue molecules nobody
 trained on, e.g. ``bench/heldout.py --simulate-only``), one stack each, hidden in ``--library`` (the whole
 training catalogue, built by ``raypipe library build`` when absent). For each: the rank of the truth after
-stage 1 (the filter, over the whole library) and after stage 2 (the shortlist's simulation and depiction
-match); top-1, top-5, top-20; seconds per scan cold (no simulation of the shortlist cached yet: the cache is
-emptied first) and warm (the same scans again). Experimental: the real stacks of ``--experimental`` with
+the filter (over the whole library), whether the shortlist holds it (after the depiction screen of the
+filter's best ``--screen``; ``shortlisted``), and its rank after stage 2 (the shortlist's simulation and
+depiction match); top-1, top-5, top-20; seconds per scan cold (no depiction or simulation of a library
+molecule cached yet: the cache is emptied first) and warm (the same scans again). Experimental: the real stacks of ``--experimental`` with
 their true molecules added to the same library (in memory), the rank of the truth; their field of view is
 unknown. Writes ``--out`` (JSON) and prints it.
 """
@@ -33,12 +34,13 @@ EXPERIMENTAL_TRUTH = {"PTCDA": "O=C1OC(=O)c2ccc3c4ccc5C(=O)OC(=O)c6ccc(c7ccc1c2c
                       "bromo-iodo-terphenyl-Cu111": "Brc1cccc(-c2cccc(-c3cccc(I)c3)c2)c1"}
 
 
-def one(stack, library, model, cache, shortlist: int, truth: str) -> dict:
+def one(stack, library, model, cache, shortlist: int, truth: str, screen: int = 0) -> dict:
     from raypipe.identify.search import _identify
 
     start = time.perf_counter()
     before = cache.simulated
-    result = _identify(stack, library, model=model, top=shortlist, shortlist_size=shortlist, cache=cache)
+    result = _identify(stack, library, model=model, top=shortlist, shortlist_size=shortlist, screen_size=screen,
+                       cache=cache)
     seconds = time.perf_counter() - start
     index = {s: i for i, s in enumerate(library.smiles)}
     from raypipe.identify.search import Query, filter_scores
@@ -54,7 +56,9 @@ def one(stack, library, model, cache, shortlist: int, truth: str) -> dict:
     t = index.get(truth)
     stage1 = int((score > score[t]).sum()) + 1 if t is not None else None
     stage2 = next((m["rank"] for m in result.matches if m["smiles"] == truth), None)
+    listed = result.shortlist.index(truth) + 1 if truth in result.shortlist else None  # after the screen
     return {"truth": truth, "read": result.formula, "confidence": result.confidence, "stage1_rank": stage1,
+            "shortlisted": listed,
             "rank": stage2, "seconds": seconds, "simulated": cache.simulated - before,
             "best": result.matches[0]["smiles"] if result.matches else None,
             "matches": [{**m, "truth": m["smiles"] == truth} for m in result.matches]}
@@ -65,6 +69,7 @@ def summary(rows: list[dict], shortlist: int) -> dict:
     final = np.array([r["rank"] or 10**9 for r in rows])
     return {"n": len(rows), "stage1_top20": float((stage1 <= 20).mean()), f"stage1_top{shortlist}":
             float((stage1 <= shortlist).mean()), "stage1_median_rank": float(np.median(stage1)),
+            "shortlisted": float(np.mean([r.get("shortlisted") is not None for r in rows])),
             "top1": float((final == 1).mean()), "top5": float((final <= 5).mean()),
             "top20": float((final <= 20).mean()), "seconds_per_scan": float(np.mean([r["seconds"] for r in rows]))}
 
@@ -75,6 +80,9 @@ def main() -> None:
     parser.add_argument("--library", default="out/library/catalog", help="built from the catalogue when absent")
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--shortlist", type=int, default=20)
+    parser.add_argument("--screen", type=int, default=None,
+                        help="the filter's best screened by depiction down to --shortlist (default: the "
+                             "product's, raypipe.identify.search.SCREEN; --shortlist or less: no screen)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--experimental", type=Path, default=None)
     parser.add_argument("--no-warm", action="store_true", help="skip the second (warm) pass")
@@ -95,8 +103,11 @@ def main() -> None:
         summary_ = build_library(str(CATALOG), args.library)
         print(f"built {args.library}: {summary_.rows} molecules in {time.perf_counter() - start:.0f} s")
     library = Library.open(args.library, window=model.config.window)
+    from raypipe.identify.search import SCREEN
+
+    args.screen = SCREEN if args.screen is None else args.screen
     results: dict = {"model": model.tag, "library": args.library, "molecules": len(library),
-                     "shortlist": args.shortlist}
+                     "shortlist": args.shortlist, "screen": args.screen}
     cache_dir = Path(args.library) / "cache"
     if args.experimental is None:
         from raypipe.simulation.export import read_shard_rows, row_to_stack
@@ -118,7 +129,7 @@ def main() -> None:
             cache = cache or CandidateCache(model.config.window, cache_dir, conformers=LIBRARY_CONFORMERS)  # files only
             rows = []
             for stack, truth in stacks:
-                rows.append(one(stack, library, model, cache, args.shortlist, truth))
+                rows.append(one(stack, library, model, cache, args.shortlist, truth, args.screen))
                 print(name, json.dumps({k: v for k, v in rows[-1].items() if k not in ("best", "matches")}), flush=True)
             results[name] = {**summary(rows, args.shortlist), "scans": rows}
     else:
@@ -138,7 +149,7 @@ def main() -> None:
         for folder, smiles in EXPERIMENTAL_TRUTH.items():
             truth = Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
             rows.append({"stack": folder, **one(load_stack(args.experimental / folder), merged, model, cache,
-                                                args.shortlist, truth)})
+                                                args.shortlist, truth, args.screen)})
             print(json.dumps(rows[-1]), flush=True)
         results["experimental"] = {"truth_in_top5": sum(1 for r in rows if r["rank"] and r["rank"] <= 5),
                                    "scans": rows}

@@ -256,6 +256,9 @@ def add_label(p) -> None:
                    help="a library of known molecules (`raypipe library build`): each row names its best matches")
     p.add_argument("--shortlist", type=int, default=d["shortlist"],
                    help="library molecules the first stage keeps for the simulation match, per scan")
+    p.add_argument("--screen", type=int, default=d["screen"],
+                   help="library molecules the filter passes to the depiction screen, which keeps --shortlist "
+                        "of them (--shortlist or less: no screen)")
     p.add_argument("--s3-endpoint", default=None, help="S3 endpoint URL (default: AWS_ENDPOINT_URL)")
     p.add_argument("--address", default=None, help="Ray address (default: the job's cluster or a local Ray)")
     p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
@@ -272,7 +275,8 @@ def run_label(args) -> int:
                              stall_timeout=args.stall_timeout,
                              fov=tuple(args.fov) if args.fov else None, estimate_fov=args.estimate_fov,
                              candidates=args.candidates, candidate_cache=args.candidate_cache,
-                             library=args.library, shortlist=args.shortlist, gallery=args.gallery).checked()  # before anything starts
+                             library=args.library, shortlist=args.shortlist, screen=args.screen,
+                             gallery=args.gallery).checked()  # before anything starts
     configure(address=args.address)  # Ray starts only when there is something to label
     summary = run(settings, progress=_say(args), show_progress=not getattr(args, "quiet", False))
     print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.report())
@@ -371,6 +375,9 @@ def add_identify(p) -> None:
     p.add_argument("--top", type=int, default=5, help="how many matches to print")
     p.add_argument("--shortlist", type=int, default=20,
                    help="molecules the first stage keeps for the simulation match")
+    p.add_argument("--screen", type=int, default=100,
+                   help="molecules the filter passes to the depiction screen, which keeps --shortlist of them "
+                        "(--shortlist or less: no screen)")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")
     p.add_argument("--fov", type=float, nargs="+", default=None, metavar="Å", help="the scan's field of view")
     p.add_argument("--page", type=Path, default=None,
@@ -385,7 +392,8 @@ def run_identify(args) -> int:
     if (args.library is None) == (args.candidates is None):
         raise ValueError("give --library URI or --candidates FILE (one of them)")
     result = identify_scan(args.scan, library=args.library, candidates=args.candidates, top=args.top,
-                           shortlist=args.shortlist, model=args.model, fov=args.fov, storage_options=_storage(args),
+                           shortlist=args.shortlist, screen=args.screen, model=args.model, fov=args.fov,
+                           storage_options=_storage(args),
                            progress=_say(args))
     from raypipe.reports.gallery import identification_page
 

@@ -33,6 +33,15 @@ def test_simulation_match_finds_the_molecule_and_the_cache_simulates_once(tmp_pa
     again = CandidateCache(model.config.window, tmp_path / "cache")  # a later run: read from disk
     rank_candidates(stacks["c1ccc2cc3ccccc3cc2c1"], CANDIDATES, model=model, cache=again)
     assert again.simulated == 0
+    # a candidate first used without a simulation (the depiction screen) is kept with its depictions only;
+    # a later run simulates it from its SMILES (the same conformer) and keeps both
+    CandidateCache(model.config.window, tmp_path / "screened").get("c1ccncc1")
+    later = CandidateCache(model.config.window, tmp_path / "screened")
+    candidate = later.get("c1ccncc1")
+    assert candidate.molecules == [] and candidate.simulations == [] and len(candidate.depictions) == 1
+    assert len(later.simulations(candidate)) == 1 and later.simulated == 1
+    kept = CandidateCache(model.config.window, tmp_path / "screened").get("c1ccncc1")
+    assert len(kept.simulations) == 1 and np.allclose(kept.simulations[0], candidate.simulations[0], atol=1e-2)
 
 
 @pytest.mark.slow

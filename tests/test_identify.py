@@ -88,6 +88,36 @@ def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(l
         assert weight <= 0 if difference else weight >= 0, name
 
 
+def test_the_screen_finds_by_depiction_what_the_filter_ranked_low_and_keeps_the_depictions(library, tmp_path):
+    """The depiction screen between the filter and the simulation match: a molecule the filter put last is
+    brought up by its depiction (after the filter's reserved best); every screened molecule's depiction
+    score is kept for the match, and its depiction is written to the cache folder at first use, so that a
+    later run needs no conformer for it (and simulates nothing)."""
+    from raypipe.chem.depiction import render_depiction
+    from raypipe.chem.molecule import Molecule
+    from raypipe.identify.candidates import CandidateCache
+    from raypipe.identify.library import Library
+    from raypipe.identify.search import screen
+
+    lib = Library.open(library)
+    truth = "c1ccc2cc3ccccc3cc2c1"
+    depiction = render_depiction(Molecule.from_smiles(truth, seed=0), lib.window)
+    last = lib.smiles == truth  # (listed twice in the library, under two names)
+    order = np.concatenate([np.flatnonzero(~last), np.flatnonzero(last)])  # a filter that ranks the truth last
+    cache = CandidateCache(lib.window, tmp_path / "cache", conformers=1)
+    kept, scores = screen(lib, order, depiction, cache, keep=3, reserve=1)
+    assert len(kept) == 3 and kept[0] == order[0] and lib.smiles[kept[1]] == truth, [lib.smiles[i] for i in kept]
+    assert max(scores, key=scores.get) == truth and len(scores) == len(set(lib.smiles))
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == len(scores) and cache.simulated == 0
+    again = CandidateCache(lib.window, tmp_path / "cache", conformers=1)  # a later run: from the folder
+    candidate = again.get(truth)
+    assert candidate.molecules == [] and len(candidate.depictions) == 1 and candidate.simulations == []
+    assert np.array_equal(candidate.depictions[0], cache.get(truth).depictions[0])
+    kept_again, scores_again = screen(lib, order, depiction, again, keep=3, reserve=1)
+    assert list(kept_again) == list(kept) and scores_again == scores and again.simulated == 0
+
+
 def test_the_scans_shape_is_measured_on_the_scan_not_on_the_padding_around_it():
     """An exported scan that is not square (or smaller than the window) is padded by preprocessing; the
     molecule's spread comes from the scan's own pixels: an elongated blob (a Gaussian of 2.2 x 1.1 Å) on a

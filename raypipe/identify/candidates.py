@@ -18,6 +18,7 @@ seeds) and the best conformer counts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -64,16 +65,19 @@ class Candidate:
 class CandidateCache:
     """Candidates prepared once: conformers, depiction labels and (lazily) simulated slices, by canonical
     SMILES. ``folder`` (a local folder or ``s3://`` prefix; a library's ``cache/``) keeps each candidate's
-    depictions and simulations between runs, one ``.npz`` per candidate and settings, written whole or not
-    at all: a candidate found there needs neither a conformer nor a simulation."""
+    depictions (from its first use) and simulations (from its first simulation) between runs, one ``.npz``
+    per candidate and settings, written whole or not at all: a candidate found there needs no conformer for
+    its depiction match, and none for its simulation match once simulated."""
 
     def __init__(self, window: Window | None = None, folder: str | Path | None = None,
-                 storage_options: StorageOptions = None, conformers: int = 3) -> None:
+                 storage_options: StorageOptions = None, conformers: int = 3, keep_depictions: bool = True) -> None:
         """``conformers``: how many a flexible molecule is tried as (each costs a simulation: a library's
-        shortlist uses 1, a short candidate list 3)."""
+        shortlist uses 1, a short candidate list 3); ``keep_depictions``: write a candidate's file at its
+        first use already (False where every candidate is simulated at once: one write, not two)."""
         self.window = window or DEFAULT_WINDOW
         self.conformers = conformers
         self.folder = str(folder) if folder else None
+        self.keep_depictions = keep_depictions
         self.storage_options = storage_options
         self.items: dict[str, Candidate | None] = {}
         self.simulator = None
@@ -96,16 +100,36 @@ class CandidateCache:
             self.items[key] = None if mol is None else (self._load(key) or self._prepare(key))
         return self.items[key]
 
-    def _prepare(self, key: str) -> Candidate | None:
+    def _conformers(self, key: str) -> list[Molecule]:
         molecules = []
         for seed in _conformer_seeds(key, self.conformers):
             try:
                 molecules.append(Molecule.from_smiles(key, seed=seed))
             except MoleculeError:
                 continue
+        return molecules
+
+    def _prepare(self, key: str) -> Candidate | None:
+        molecules = self._conformers(key)
         if not molecules:
             return None
-        return Candidate(key, molecules, [classify_pixels(render_depiction(m, self.window)) for m in molecules])
+        candidate = Candidate(key, molecules, [classify_pixels(render_depiction(m, self.window)) for m in molecules])
+        if self.keep_depictions:
+            self._save(candidate)  # its depictions now, its simulations when it is first simulated
+        return candidate
+
+    def _save(self, candidate: Candidate) -> None:
+        path = self._path(candidate.smiles)
+        if path is None:
+            return
+        import io
+
+        buffer = io.BytesIO()
+        simulations = np.stack(candidate.simulations) if candidate.simulations else np.zeros(0)
+        np.savez_compressed(buffer, depictions=np.stack(candidate.depictions).astype(np.uint8),
+                            simulations=simulations.astype(np.float16))
+        fs, where = filesystem(path, self.storage_options)
+        write_bytes_atomic(fs, where, buffer.getvalue())  # whole or absent: a kill leaves no half file
 
     def _load(self, key: str) -> Candidate | None:
         path = self._path(key)
@@ -120,7 +144,7 @@ class CandidateCache:
 
         with np.load(io.BytesIO(data)) as arrays:
             depictions = list(arrays["depictions"])
-            simulations = [s.astype(np.float32) for s in arrays["simulations"]]
+            simulations = [s.astype(np.float32) for s in arrays["simulations"]]  # none yet: depictions only
         return Candidate(key, [], depictions, simulations)
 
     def simulations(self, candidate: Candidate) -> list[np.ndarray]:
@@ -132,19 +156,14 @@ class CandidateCache:
             from raypipe.simulation.ppm import SimulationSettings, Simulator
 
             self.simulator = Simulator(SimulationSettings(window=self.window, pix_per_angstrom=SIM_GRID_DENSITY))
-        for molecule in candidate.molecules:
+        # a candidate read back with its depictions only: its conformers again (the same seeds, the same ones)
+        molecules = candidate.molecules or self._conformers(candidate.smiles)
+        for molecule in molecules:
             stacks = self.simulator.simulate(molecule, list(SIM_PARAMETER_SETS))
             candidate.simulations.append(np.stack([_pool(_normalised(s.images[list(SIM_SLICES)])) for s in stacks]))
-        self.simulated += 1
-        path = self._path(candidate.smiles)
-        if path is not None:
-            import io
-
-            buffer = io.BytesIO()
-            np.savez_compressed(buffer, depictions=np.stack(candidate.depictions).astype(np.uint8),
-                                simulations=np.stack(candidate.simulations).astype(np.float16))
-            fs, where = filesystem(path, self.storage_options)
-            write_bytes_atomic(fs, where, buffer.getvalue())  # whole or absent: a kill leaves no half file
+        if candidate.simulations:
+            self.simulated += 1
+            self._save(candidate)
         return candidate.simulations
 
 
@@ -163,9 +182,31 @@ def _transforms(image: np.ndarray, order: int) -> list[np.ndarray]:
         for scale in SCALES:
             scaled = base if scale == 1.0 else _zoom(base, scale, order)
             for angle in ANGLES:
-                out.append(scaled if angle == 0 else ndimage.rotate(scaled, angle, axes=(-1, -2), reshape=False,
-                                                                     order=order, mode="constant"))
+                if angle == 0:
+                    out.append(scaled)
+                elif order == 0:  # labels: a nearest-pixel gather, its indices computed once per angle
+                    rows, cols, inside = _nearest_rotation(scaled.shape[-2:], angle)
+                    out.append(np.where(inside, scaled[..., rows, cols], 0).astype(scaled.dtype))
+                else:
+                    out.append(ndimage.rotate(scaled, angle, axes=(-1, -2), reshape=False, order=order,
+                                              mode="constant"))
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _nearest_rotation(shape: tuple[int, int], angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each pixel of an image of ``shape`` rotated by ``angle`` degrees about its centre comes from
+    (nearest source pixel), and whether that source lies inside the image: as ``ndimage.rotate(...,
+    order=0, mode="constant")`` rotates, as one gather."""
+    h, w = shape
+    rows, cols = np.mgrid[:h, :w].astype(np.float64)
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    a = np.deg2rad(angle)
+    src_r = np.cos(a) * (rows - cy) + np.sin(a) * (cols - cx) + cy
+    src_c = -np.sin(a) * (rows - cy) + np.cos(a) * (cols - cx) + cx
+    r, c = np.rint(src_r).astype(np.intp), np.rint(src_c).astype(np.intp)
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    return np.clip(r, 0, h - 1), np.clip(c, 0, w - 1), inside
 
 
 def _zoom(image: np.ndarray, scale: float, order: int) -> np.ndarray:
@@ -180,8 +221,10 @@ def _zoom(image: np.ndarray, scale: float, order: int) -> np.ndarray:
 
 
 def _pool(mask: np.ndarray) -> np.ndarray:
-    """(..., S, S) -> (..., S/2, S/2): 2 x 2 mean (the correlations run at half resolution, 0.28 Å)."""
-    return mask.reshape(*mask.shape[:-2], mask.shape[-2] // 2, 2, mask.shape[-1] // 2, 2).mean(axis=(-3, -1))
+    """(..., S, S) -> (..., S/2, S/2): 2 x 2 mean (the correlations run at half resolution, 0.28 Å); float32
+    for masks and float32 input, float64 otherwise."""
+    x = mask.astype(np.float32) if mask.dtype == bool else mask
+    return (x[..., ::2, ::2] + x[..., 1::2, ::2] + x[..., ::2, 1::2] + x[..., 1::2, 1::2]) * 0.25
 
 
 class _Reference:
@@ -197,6 +240,13 @@ class _Reference:
         """Max over translations of the cross-correlation of map ``k`` with ``other`` (s, s)."""
         return float(np.fft.irfft2(self.ffts[k] * np.conj(np.fft.rfft2(other, s=self.shape)), s=self.shape).max())
 
+    def best_of(self, k: int, others: np.ndarray) -> np.ndarray:
+        """:meth:`best` of each of ``others`` (n, s, s), in one batched FFT."""
+        import scipy.fft
+
+        spectra = self.ffts[k].astype(np.complex64) * np.conj(scipy.fft.rfft2(others.astype(np.float32), s=self.shape))
+        return scipy.fft.irfft2(spectra, s=self.shape).max(axis=(-2, -1)).astype(np.float64)
+
 
 def depiction_score(predicted: np.ndarray, candidate: Candidate, refine: int = 3) -> float:
     """Per-element Dice overlap of the predicted depiction with the candidate's, best over poses and
@@ -208,14 +258,14 @@ def depiction_score(predicted: np.ndarray, candidate: Candidate, refine: int = 3
     classes = range(len(ELEMENTS) + 1)  # 0: the footprint (any element)
     maps = np.stack([_pool((labels > 0) if k == 0 else (labels == k)).astype(np.float32) for k in classes])
     reference = _Reference(maps)
-    poses = []
-    for depiction in candidate.depictions:
-        for pose in _transforms(depiction.astype(np.int16), order=0):
-            footprint = _pool(pose > 0).astype(np.float32)
-            total = reference.sums[0] + footprint.sum()
-            poses.append((2 * reference.best(0, footprint) / total if total else 0.0, pose))
+    poses = np.stack([pose for depiction in candidate.depictions
+                      for pose in _transforms(depiction.astype(np.int16), order=0)])
+    footprints = _pool(poses > 0).astype(np.float32)
+    totals = reference.sums[0] + footprints.sum(axis=(-2, -1))
+    scores = np.where(totals > 0, 2 * reference.best_of(0, footprints) / np.where(totals > 0, totals, 1.0), 0.0)
     best = 0.0
-    for footprint_score, pose in sorted(poses, key=lambda t: -t[0])[:refine]:
+    for p in np.argsort(-scores, kind="stable")[:refine]:
+        footprint_score, pose = float(scores[p]), poses[p]
         overlaps = []
         for k in classes[1:]:
             other = _pool(pose == k).astype(np.float32)

@@ -43,6 +43,10 @@ FILTER = json.loads((resources.files("raypipe.identify") / "filter.json").read_t
 # shortlist held it, without it for 17 (docs/identification.md)
 WEIGHTS = {"simulation": 0.5, "depiction": 0.5}
 SHORTLIST = 20
+# stage 1's list screened by the depiction match alone before the simulation match (module docs): the
+# filter's best SCREEN, cut to the SHORTLIST whose depictions match best
+SCREEN = 100
+SCREEN_RESERVE = 5  # the filter's best kept whatever their depictions (a depiction can be wrong where it is sure)
 CONFIDENT = "_confident"  # the suffix of a reading feature scaled by the reading's confidence
 LIBRARY_CONFORMERS = 1  # conformers a library molecule is simulated as (a short candidate list: 3)
 
@@ -187,6 +191,41 @@ def shortlist(library: Library, query: Query, k: int = SHORTLIST) -> tuple[np.nd
     return best[np.argsort(-logit[best], kind="stable")], scores["score"]
 
 
+def screen(library: Library, indices: np.ndarray, depiction: np.ndarray, cache, keep: int = SHORTLIST,
+           reserve: int = SCREEN_RESERVE) -> tuple[np.ndarray, dict[str, float]]:
+    """Stage 1's longer list ``indices`` (best first) cut to ``keep``: the filter's ``reserve`` best, then
+    those whose conformer's depiction best matches the predicted ``depiction``
+    (:func:`raypipe.identify.candidates.depiction_score`: no simulation, a conformer and a drawing per
+    molecule); ties, and a depiction of no atom, keep the filter's order. Returns those indices (the
+    reserved first, then by depiction score) and each screened molecule's depiction score by canonical
+    SMILES (reused by :func:`match`). A molecule that cannot be used (no conformer) is dropped."""
+    from raypipe.identify.candidates import depiction_score
+
+    scored, seen, scores = [], set(), {}
+    for order, i in enumerate(indices):
+        candidate = cache.get(str(library.smiles[i]))
+        if candidate is None or candidate.smiles in seen:
+            continue
+        seen.add(candidate.smiles)
+        scores[candidate.smiles] = float(depiction_score(depiction, candidate))
+        scored.append((-scores[candidate.smiles], order, i))
+    reserved = scored[:reserve]
+    chosen = reserved + sorted(scored[reserve:])[: max(keep - len(reserved), 0)]
+    return np.array([i for *_, i in chosen], dtype=np.int64), scores
+
+
+def shortlist_screened(library: Library, query: Query, depiction: np.ndarray, cache, k: int = SHORTLIST,
+                       depth: int = SCREEN) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Stage 1 whole: the filter's best ``depth`` (:func:`shortlist`) screened down to ``k`` by the depiction
+    match (:func:`screen`); where ``depth`` <= ``k``, the filter's best ``k`` as they are. Returns the
+    shortlist, every molecule's filter score and the depiction scores computed on the way."""
+    indices, scores = shortlist(library, query, max(k, depth))
+    if depth <= k:
+        return indices, scores, {}
+    kept, screened = screen(library, indices, depiction, cache, k)
+    return kept, scores, screened
+
+
 def probability_text(p: float) -> str:
     """A filter probability as a person reads it.
 
@@ -198,10 +237,11 @@ def probability_text(p: float) -> str:
 
 
 def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depiction: np.ndarray, x: np.ndarray,
-          cache, top: int = 5, simulate: bool = True) -> list[dict]:
+          cache, top: int = 5, simulate: bool = True, depiction_scores: dict[str, float] | None = None) -> list[dict]:
     """Stage 2 on the shortlist ``indices``: the depiction and simulation match of each, mixed into
     ``score`` (``WEIGHTS``); the ``top`` best as dicts (smiles, name, score, filter_score: stage 1's
-    probability of the molecule over the whole library, simulation_score, depiction_score, rank)."""
+    probability of the molecule over the whole library, simulation_score, depiction_score, rank).
+    ``depiction_scores``: those :func:`screen` computed already, by canonical SMILES."""
     from raypipe.identify.candidates import depiction_score, simulation_score
 
     rows, seen = [], set()
@@ -212,7 +252,8 @@ def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depic
         candidate = cache.get(str(library.smiles[i]))
         if candidate is None:
             continue
-        dep = float(depiction_score(depiction, candidate))
+        known = (depiction_scores or {}).get(candidate.smiles)
+        dep = known if known is not None else float(depiction_score(depiction, candidate))
         sim = float(simulation_score(x, candidate, cache)) if simulate else 0.0
         fil = float(filter_score[i])
         score = WEIGHTS["simulation"] * sim + WEIGHTS["depiction"] * dep if simulate else dep
@@ -225,15 +266,16 @@ def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depic
 
 
 def identify(stack, library: Library | str, *, model=None, top: int = 5, shortlist_size: int = SHORTLIST,
-             cache=None, storage_options=None) -> list[dict]:
+             screen_size: int = SCREEN, cache=None, storage_options=None) -> list[dict]:
     """The ``top`` library molecules most likely shown by one scan, best first (module docs): dicts of
     ``smiles``, ``name``, ``score``, ``filter_score``, ``simulation_score``, ``depiction_score``, ``rank``.
 
     ``stack``: a :class:`raypipe.ScanStack` (preprocessed for the model here) or a preprocessed array;
     ``library``: a :class:`Library` or its URI; ``model``: a loaded model or a model file (default: the
-    shipped one)."""
-    return _identify(stack, library, model=model, top=top, shortlist_size=shortlist_size, cache=cache,
-                     storage_options=storage_options).matches
+    shipped one); ``screen_size``: how many of the filter's best the depiction screen looks at to keep
+    ``shortlist_size`` (:func:`screen`; ``shortlist_size`` or less: no screen)."""
+    return _identify(stack, library, model=model, top=top, shortlist_size=shortlist_size, screen_size=screen_size,
+                     cache=cache, storage_options=storage_options).matches
 
 
 @dataclass
@@ -269,8 +311,8 @@ class Identification:
                 "simulated": self.simulated, "library": self.library}
 
 
-def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, cache=None, storage_options=None,
-              scan: str = "", fov_source: str = "") -> Identification:
+def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, screen_size=SCREEN, cache=None,
+              storage_options=None, scan: str = "", fov_source: str = "") -> Identification:
     from raypipe.identify.candidates import CandidateCache
     from raypipe.model.inference import Model, load_model
     from raypipe.model.reading import read_one
@@ -297,12 +339,14 @@ def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, ca
     reading = read_one(prediction.depictions[0], window, centres=prediction.centre_map(0),
                        margins=prediction.margin_stats(0), calibration=model.calibration)
     query = Query.of(reading.graph, reading.confidence, x, window, scale_known)
-    indices, scores = shortlist(library, query, shortlist_size)
     cache = cache or CandidateCache(window, library.cache_uri if library.uri else None,
                                     storage_options=library.storage_options or storage_options,
                                     conformers=LIBRARY_CONFORMERS if library.uri else 3)
+    indices, scores, screened = shortlist_screened(library, query, prediction.depictions[0], cache, shortlist_size,
+                                                   screen_size)
     before = cache.simulated
-    matches = match(library, indices, scores, prediction.depictions[0], x, cache, top=top)
+    matches = match(library, indices, scores, prediction.depictions[0], x, cache, top=top,
+                    depiction_scores=screened)
     return Identification(scan, reading.formula, reading.confidence, list(fov) if fov else None,
                           fov_source or "unknown", matches, prediction.depictions[0], x, time.perf_counter() - start,
                           cache.simulated - before, library.uri or "the candidates",
@@ -310,7 +354,7 @@ def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, ca
 
 
 def identify_scan(source: str, *, library: str | None = None, candidates: str | None = None, top: int = 5,
-                  shortlist: int = SHORTLIST, model=None, fov=None, storage_options=None,
+                  shortlist: int = SHORTLIST, screen: int = SCREEN, model=None, fov=None, storage_options=None,
                   progress=print) -> Identification:
     """``raypipe identify``: one scan file or folder against a library (or a candidates file)."""
     from raypipe.identify.candidates import read_candidate_names
@@ -324,9 +368,9 @@ def identify_scan(source: str, *, library: str | None = None, candidates: str | 
     else:
         lib = Library.open(library, storage_options)
         progress(f"identify: library {library}: {len(lib)} molecules")
-    return _identify(stack, lib, model=model, top=top, shortlist_size=shortlist, storage_options=storage_options,
-                     scan=source)
+    return _identify(stack, lib, model=model, top=top, shortlist_size=shortlist, screen_size=screen,
+                     storage_options=storage_options, scan=source)
 
 
 __all__ = ["FILTER", "FP_BITS", "Identification", "Query", "filter_features", "filter_scores", "identify",
-           "identify_scan", "match", "probability_text", "scan_shape", "shortlist"]
+           "identify_scan", "match", "probability_text", "scan_shape", "screen", "shortlist", "shortlist_screened"]

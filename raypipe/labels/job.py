@@ -63,6 +63,7 @@ class LabelSettings:
     candidates: str | None = None  # a .smi file of the molecules the scans may show
     library: str | None = None  # a library of known molecules (raypipe library build): rows get ``identified``
     shortlist: int = 20  # library molecules the first stage keeps for the simulation match
+    screen: int = 100  # the filter's best screened by their depictions down to the shortlist
     candidate_cache: str | None = None  # folder keeping candidate simulations; None: <out>-candidates (local)
     gallery: str | None = None  # folder of HTML pages; None: <out>-gallery beside a local out; "": none
 
@@ -291,7 +292,7 @@ def _run_pipeline(s: LabelSettings, table: TableSettings, model, library, plan: 
     for attempt in (1, 2):
         rows = predict_dataset(units, model=model, batch_size=s.batch_size, storage_options=s.storage_options,
                                fov=s.fov, limits=s.limits, candidates=s.candidates, candidate_cache=s.candidate_cache,
-                               library=library, shortlist=s.shortlist, estimate_fov=s.estimate_fov)
+                               library=library, shortlist=s.shortlist, screen=s.screen, estimate_fov=s.estimate_fov)
         sink = LabelsSink(table, planned_snapshot=planned, replace_units=[redact(u.uri) for u in plan.replace],
                           lease=lease, snapshot_properties={
                               "raypipe.run-id": summary.run_id, "raypipe.version": __version__,

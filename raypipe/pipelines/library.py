@@ -40,7 +40,7 @@ class ShardBuilder:
             from raypipe.identify.search import LIBRARY_CONFORMERS
 
             self.cache = CandidateCache(window, join(uri, "cache"), storage_options=storage_options,
-                                        conformers=LIBRARY_CONFORMERS)
+                                        conformers=LIBRARY_CONFORMERS, keep_depictions=False)
 
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"shard": [], "rows": [], "rejects": [], "seconds": []}

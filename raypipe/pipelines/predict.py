@@ -113,7 +113,7 @@ def inference_pool() -> tuple[dict, int, int]:
 
 def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, batch_size: int = 16, fov=None,
                     candidates: list[str] | str | None = None, candidate_cache: str | None = None,
-                    library=None, shortlist: int = 20, estimate_fov: bool = False, limits=None,
+                    library=None, shortlist: int = 20, screen: int = 100, estimate_fov: bool = False, limits=None,
                     storage_options: StorageOptions = None) -> ray.data.Dataset:
     """Label every stack under ``uri`` with ``model`` (a model file: a path, ``s3://`` or an opened
     :class:`~raypipe.model.files.ModelFile`; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA`` (README "Output columns"). Starts a
@@ -125,8 +125,9 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
     show: each row's ``candidates`` column ranks them (a sidecar's own ``candidates`` take precedence for its
     scan); ``candidate_cache``: a folder keeping candidate simulations between runs. ``library``: a library of
     known molecules (its URI, or a :class:`raypipe.identify.library.Library`): each row's ``identified``
-    column holds its best matches (:mod:`raypipe.identify.search`; ``shortlist`` molecules get the simulation
-    match); the library is read once and shared by the workers. ``estimate_fov``: a
+    column holds its best matches (:mod:`raypipe.identify.search`: the filter's best ``screen`` are screened
+    by their depictions down to ``shortlist``, which get the simulation match); the library is read once and
+    shared by the workers. ``estimate_fov``: a
     stack of unknown field of view is read at several assumed ones and the most confident reading kept
     (rows record ``fov_source = "estimated"``).
 
@@ -154,7 +155,7 @@ def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, bat
     ensure_ray()
     ctx = StageContext(config.window, config.n_slices, storage_options, limits, fov, estimate_fov, file,
                        tuple(candidates or ()), tuple(names or candidates or ()), candidate_cache,
-                       ray.put(library) if library is not None else None, shortlist)
+                       ray.put(library) if library is not None else None, shortlist, screen=screen)
     resources, pool, threads = inference_pool()
     if isinstance(uri, list) and not any(_unlisted_archive(u) for u in uri):
         # no more actors than blocks of work: a small run starts one, not the whole pool

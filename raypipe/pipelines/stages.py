@@ -54,6 +54,7 @@ class StageContext:
     library: object = None  # the run's library (raypipe.identify.library.Library) in Ray's object store
     shortlist: int = 20  # molecules stage 1 keeps for the simulation match
     top: int = 5  # matches kept per row
+    screen: int = 100  # the filter's best screened by depiction down to the shortlist (search.SCREEN)
 
     @property
     def calibration(self):
@@ -302,7 +303,7 @@ def _cache(window: Window, folder: str | None, storage_options_json: str, confor
 def identify(batch: dict, ctx: StageContext) -> dict:
     """Each ok row's matches: ``candidates`` (its sidecar's list, else the run's) and ``identified`` (the run's
     library), both by :mod:`raypipe.identify.search` (JSON between stages: one Arrow type in every block)."""
-    from raypipe.identify.search import LIBRARY_CONFORMERS, Query, match, shortlist
+    from raypipe.identify.search import LIBRARY_CONFORMERS, Query, match, shortlist_screened
     from raypipe.model.reading import read_one
 
     options = json.dumps(ctx.storage_options or {}, sort_keys=True)
@@ -326,9 +327,10 @@ def identify(batch: dict, ctx: StageContext) -> dict:
                 found[key].append("")
                 continue
             lib, folder, conformers = chosen
-            indices, scores = shortlist(lib, query, ctx.shortlist)
             cache = _cache(ctx.window, folder, options, conformers)
-            found[key].append(json.dumps(match(lib, indices, scores, depiction, x, cache, top=ctx.top)))
+            indices, scores, screened = shortlist_screened(lib, query, depiction, cache, ctx.shortlist, ctx.screen)
+            found[key].append(json.dumps(match(lib, indices, scores, depiction, x, cache, top=ctx.top,
+                                               depiction_scores=screened)))
     out = {k: v for k, v in batch.items() if k != "input"}
     return {**out, **{key: np.array(values, dtype=object) for key, values in found.items()}}
 
