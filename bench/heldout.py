@@ -1,6 +1,6 @@
 """The issue's held-out check, done the same way on molecules the model never saw in training.
 
-    python bench/heldout.py [--n 150] [--out out/sim/heldout-test] [--model FILE]
+    python bench/heldout.py [--n 150] [--out out/sim/heldout-test] [--model FILE] [--views 4]
 
 The molecules: the first ``--n`` of the training catalogue's **test** split (by the SMILES hash: never in the
 train or val split), simulated exactly as the check does — ``simulate_dataset(smiles, out,
@@ -24,6 +24,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=150)
     parser.add_argument("--out", default="out/sim/heldout-test")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--views", type=int, default=None,
+                        help="test-time views of each stack (default: the model file's own; a training run's "
+                             "best file says 1, the shipped model 4)")
     parser.add_argument("--reliability", default=None, help="write the reliability diagram here")
     parser.add_argument("--simulate-only", action="store_true")
     args = parser.parse_args()
@@ -41,7 +44,7 @@ def main() -> None:
         simulate_dataset(smiles, args.out, parameter_sets=[(1.0, 0.6)], seed=1)
     if args.simulate_only:
         return
-    result = evaluate(args.out, args.model, split=None, reliability_path=args.reliability)
+    result = evaluate(args.out, args.model, split=None, reliability_path=args.reliability, views=args.views)
     print(json.dumps(result, indent=2, default=float))
 
 

@@ -209,8 +209,8 @@ def screen(library: Library, indices: np.ndarray, depiction: np.ndarray, cache, 
         seen.add(candidate.smiles)
         scores[candidate.smiles] = float(depiction_score(depiction, candidate))
         scored.append((-scores[candidate.smiles], order, i))
-    reserved = scored[:reserve]
-    chosen = reserved + sorted(scored[reserve:])[: max(keep - len(reserved), 0)]
+    reserve = min(reserve, keep)
+    chosen = scored[:reserve] + sorted(scored[reserve:])[: keep - len(scored[:reserve])]
     return np.array([i for *_, i in chosen], dtype=np.int64), scores
 
 
