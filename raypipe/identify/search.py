@@ -6,8 +6,11 @@ kept in the result:
    skeleton fingerprint of its graph) and what the scan itself shows, model free (:func:`scan_shape`: the
    molecule's spread along its long and short axes in the farther slices, in Å where the field of view is
    known, else their ratio), mixed by weights fitted on validation stacks (``FILTER``), the reading's
-   features once as they are and once scaled by the reading's confidence;
-2. **match** (:func:`raypipe.identify.candidates.rank`) on the filter's shortlist: the predicted depiction
+   features once as they are and once scaled by the reading's confidence; then the **depiction screen**
+   (:func:`screen`) of the filter's best ``SCREEN``: each molecule's conformer drawn and matched against the
+   predicted depiction, no simulation, keeping the filter's best ``SCREEN_RESERVE`` and the best depictions
+   up to the shortlist (:func:`shortlist_screened`: both);
+2. **match** (:func:`raypipe.identify.candidates.rank`) on the shortlist: the predicted depiction
    against each candidate's, and the measured stack against each candidate's ppafm simulation, made on demand
    and kept in the library's cache.
 
