@@ -115,14 +115,21 @@ class CandidateCache:
             return None
         candidate = Candidate(key, molecules, [classify_pixels(render_depiction(m, self.window)) for m in molecules])
         if self.keep_depictions:
-            self._save(candidate)  # its depictions now, its simulations when it is first simulated
+            self._save(candidate, only_new=True)  # its depictions now, its simulations when first simulated
         return candidate
 
-    def _save(self, candidate: Candidate) -> None:
+    def _save(self, candidate: Candidate, only_new: bool = False) -> None:
+        """Write the candidate's file; ``only_new``: not over one already there (another worker's, which may
+        hold simulations)."""
         path = self._path(candidate.smiles)
         if path is None:
             return
         import io
+
+        if only_new:
+            fs, where = filesystem(path, self.storage_options)
+            if fs.exists(where):
+                return
 
         buffer = io.BytesIO()
         simulations = np.stack(candidate.simulations) if candidate.simulations else np.zeros(0)
