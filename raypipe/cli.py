@@ -392,7 +392,7 @@ def run_identify(args) -> int:
     if (args.library is None) == (args.candidates is None):
         raise ValueError("give --library URI or --candidates FILE (one of them)")
     result = identify_scan(args.scan, library=args.library, candidates=args.candidates, top=args.top,
-                           shortlist=args.shortlist, screen=args.screen, model=args.model, fov=args.fov,
+                           shortlist=args.shortlist, screen_size=args.screen, model=args.model, fov=args.fov,
                            storage_options=_storage(args),
                            progress=_say(args))
     from raypipe.reports.gallery import identification_page

@@ -118,6 +118,8 @@ def test_the_screen_finds_by_depiction_what_the_filter_ranked_low_and_keeps_the_
     assert list(kept_again) == list(kept) and scores_again == scores and again.simulated == 0
     kept, _ = screen(lib, order, depiction, again, keep=2, reserve=5)  # never more than asked for
     assert list(kept) == list(order[:2])
+    kept, scores = screen(lib, order, np.zeros_like(depiction), again, keep=3)  # nothing read: the filter's
+    assert list(kept) == list(order[:3]) and scores == {}
 
 
 def test_the_scans_shape_is_measured_on_the_scan_not_on_the_padding_around_it():

@@ -199,11 +199,15 @@ def screen(library: Library, indices: np.ndarray, depiction: np.ndarray, cache, 
     """Stage 1's longer list ``indices`` (best first) cut to ``keep``: the filter's ``reserve`` best, then
     those whose conformer's depiction best matches the predicted ``depiction``
     (:func:`raypipe.identify.candidates.depiction_score`: no simulation, a conformer and a drawing per
-    molecule); ties, and a depiction of no atom, keep the filter's order. Returns those indices (the
+    molecule); ties keep the filter's order, and a depiction of no atom the filter's best ``keep`` (nothing
+    drawn). Returns those indices (the
     reserved first, then by depiction score) and each screened molecule's depiction score by canonical
     SMILES (reused by :func:`match`). A molecule that cannot be used (no conformer) is dropped."""
+    from raypipe.chem.pixels import classify_pixels
     from raypipe.identify.candidates import depiction_score
 
+    if not (classify_pixels(depiction[..., :3]) > 0).any():  # a depiction of no atom says nothing: no drawing
+        return np.asarray(indices[:keep], dtype=np.int64), {}
     scored, seen, scores = [], set(), {}
     for order, i in enumerate(indices):
         candidate = cache.get(str(library.smiles[i]))
@@ -357,7 +361,7 @@ def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, sc
 
 
 def identify_scan(source: str, *, library: str | None = None, candidates: str | None = None, top: int = 5,
-                  shortlist: int = SHORTLIST, screen: int = SCREEN, model=None, fov=None, storage_options=None,
+                  shortlist: int = SHORTLIST, screen_size: int = SCREEN, model=None, fov=None, storage_options=None,
                   progress=print) -> Identification:
     """``raypipe identify``: one scan file or folder against a library (or a candidates file)."""
     from raypipe.identify.candidates import read_candidate_names
@@ -371,7 +375,7 @@ def identify_scan(source: str, *, library: str | None = None, candidates: str | 
     else:
         lib = Library.open(library, storage_options)
         progress(f"identify: library {library}: {len(lib)} molecules")
-    return _identify(stack, lib, model=model, top=top, shortlist_size=shortlist, screen_size=screen,
+    return _identify(stack, lib, model=model, top=top, shortlist_size=shortlist, screen_size=screen_size,
                      storage_options=storage_options, scan=source)
 
 
