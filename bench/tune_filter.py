@@ -9,6 +9,8 @@ truth first (L-BFGS, similarities weighted >= 0 and differences <= 0, so that a 
 always scores best). It reports a two-fold cross-validation (fitted on half the stacks, ranked on the other
 half) and writes the weights fitted on all of them with those figures.
 
+It also times the filter on the library repeated ``--copies`` times (~100,000 molecules by default).
+
 ``--data``: simulated stacks of molecules that are in ``--library`` (e.g. shards of the training catalogue
 the model never trained on). Never the bench's test-split stacks (``bench_identify.py``), nor a reserved set.
 The model's readings are kept in ``--readings`` (npz) so that a second run scores variants in seconds.
@@ -69,6 +71,7 @@ def ranks(library, items: list[dict], scorer) -> np.ndarray:
     return np.array(out)
 
 
+HIDDEN = 8  # the fit's hidden units (0: the linear mix alone)
 SIMILARITIES = ("layout", "layout_skeleton", "graph", "graph_of_reading", "graph_of_molecule", "composition",
                 "shape")
 
@@ -85,8 +88,10 @@ def query_of(library, it: dict):
     return q
 
 
-def fit(library, items: list[dict], l2: float = 1e-5, seed: int = 0) -> dict:
-    """The weights of the filter's features fitted on ``items`` (module docs), with a two-fold
+def fit(library, items: list[dict], l2: float = 1e-5, seed: int = 0, hidden: int = HIDDEN) -> dict:
+    """The filter fitted on ``items`` (module docs): the linear weights of its features and, with ``hidden``
+    units, a hidden layer monotone in each feature (softplus units of the standardised features, their
+    inputs oriented so that more is better and weighted >= 0, summed with weights >= 0), with a two-fold
     cross-validation's ranks."""
     import torch
 
@@ -101,40 +106,82 @@ def fit(library, items: list[dict], l2: float = 1e-5, seed: int = 0) -> dict:
         names = names or list(f)
         rows.append(np.stack([f[n] for n in names], axis=1).astype(np.float32))
     x = torch.from_numpy(np.stack(rows))
+    del rows
     # a floor on the scale: a feature the stacks hardly vary (an element none of them has) keeps a small weight
     sd = x.std(dim=(0, 1)).clamp(min=0.02)
-    xs = x / sd
+    centre = x.mean(dim=(0, 1))
     sign = torch.tensor([1.0 if n.removesuffix(CONFIDENT) in SIMILARITIES else -1.0 for n in names])
+    xs = (x - centre) / (sd * sign)  # every feature oriented so that more is better
+    del x
+    softplus = torch.nn.functional.softplus
+
+    def logits(p, idx):
+        out = xs[idx] @ softplus(p["linear"])
+        if hidden:
+            out = out + softplus(xs[idx] @ softplus(p["weight"]) + p["bias"]) @ softplus(p["out"])
+        return out
 
     def train(idx):
-        raw = torch.zeros(len(names), requires_grad=True)
-        opt = torch.optim.LBFGS([raw], max_iter=300, line_search_fn="strong_wolfe")
+        g = torch.Generator().manual_seed(seed)
+        p = {"linear": torch.zeros(len(names)), "weight": torch.randn(len(names), hidden, generator=g) * 0.1 - 2,
+             "bias": torch.zeros(hidden), "out": torch.full((hidden,), -2.0)}
+        for v in p.values():
+            v.requires_grad_()
+        opt = torch.optim.LBFGS(list(p.values()), max_iter=300 if not hidden else 200, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad()
-            w = sign * torch.nn.functional.softplus(raw)
-            loss = torch.nn.functional.cross_entropy(xs[idx] @ w, truth[idx]) + l2 * w.square().sum()
+            loss = torch.nn.functional.cross_entropy(logits(p, idx), truth[idx])
+            loss = loss + l2 * softplus(p["linear"]).square().sum()
+            if hidden:
+                loss = loss + 1e-4 * sum(p[k].square().sum() for k in ("weight", "bias", "out"))
             loss.backward()
             return loss
         opt.step(closure)
-        return (sign * torch.nn.functional.softplus(raw)).detach()
+        return {k: v.detach() for k, v in p.items()}
 
-    def ranks(idx, w):
-        s = xs[idx] @ w
-        t = s[torch.arange(len(idx)), truth[idx]][:, None]
-        return ((s > t).sum(dim=1) + 1).numpy()
+    def ranks(idx, p):
+        with torch.no_grad():
+            s = logits(p, idx)
+            t = s[torch.arange(len(idx)), truth[idx]][:, None]
+            return ((s > t).sum(dim=1) + 1).numpy()
 
     perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))
     folds = [perm[: len(items) // 2], perm[len(items) // 2:]]
     cv = np.concatenate([ranks(folds[1 - k], train(folds[k])) for k in range(2)])
-    w = train(torch.arange(len(items))) / sd  # in the features' own units (the offsets cancel in a softmax)
-    return {"weights": {n: round(float(v), 4) for n, v in zip(names, w) if abs(float(v)) > 1e-4},
-            "cross_validated": report("cross-validated fit", cv)}
+    p = train(torch.arange(len(items)))
+    w = softplus(p["linear"]) / (sd * sign)  # in the features' own units (the offsets cancel in a softmax)
+    out = {"weights": {n: round(float(v), 4) for n, v in zip(names, w) if abs(float(v)) > 1e-4}}
+    if hidden:
+        r = lambda t: [round(float(v), 5) for v in t]  # noqa: E731
+        out["hidden"] = {"features": names, "centre": r(centre), "scale": r(sd * sign),
+                         "weight": [r(row) for row in softplus(p["weight"])], "bias": r(p["bias"]),
+                         "out": r(softplus(p["out"]))}
+    return {**out, "cross_validated": report("cross-validated fit", cv)}
 
 
 def report(name: str, r: np.ndarray) -> dict:
     row = {"variant": name, "n": len(r), "top1": float((r <= 1).mean()), "top5": float((r <= 5).mean()),
-           "top20": float((r <= 20).mean()), "top50": float((r <= 50).mean()), "median": float(np.median(r))}
+           "top20": float((r <= 20).mean()), "top50": float((r <= 50).mean()), "top100": float((r <= 100).mean()),
+           "top150": float((r <= 150).mean()), "median": float(np.median(r))}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def timing(library, items: list[dict], copies: int, n: int = 20) -> dict:
+    """Seconds a scan of the filter (features, mix, shortlist) over ``library`` repeated ``copies`` times."""
+    import dataclasses
+
+    from raypipe.identify import search
+
+    fields = [f.name for f in dataclasses.fields(library) if isinstance(getattr(library, f.name), np.ndarray)]
+    big = dataclasses.replace(library, **{f: np.concatenate([getattr(library, f)] * copies) for f in fields},
+                              _skeleton=None, _bits=None)
+    search.shortlist(big, query_of(big, items[0]))  # the library's derived columns, computed once
+    start = time.perf_counter()
+    for it in items[:n]:
+        search.shortlist(big, query_of(big, it), search.SCREEN)
+    row = {"variant": "time", "molecules": len(big), "seconds_per_scan": (time.perf_counter() - start) / n}
     print(json.dumps(row), flush=True)
     return row
 
@@ -148,6 +195,9 @@ def main() -> None:
     parser.add_argument("--readings", type=Path, default=Path("out/tune-filter-readings.pkl"))
     parser.add_argument("--out", type=Path, default=Path("out/tune-filter.json"))
     parser.add_argument("--fit", action="store_true", help="fit the filter's weights and write --weights")
+    parser.add_argument("--copies", type=int, default=14,
+                        help="time the filter on the library repeated this many times (14: ~100,000 molecules)")
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help="hidden units of the fit (0: linear)")
     parser.add_argument("--weights", type=Path,
                         default=Path(__file__).resolve().parents[1] / "raypipe" / "identify" / "filter.json")
     args = parser.parse_args()
@@ -170,8 +220,9 @@ def main() -> None:
     rows = []
     for term in ("layout", "layout_skeleton", "composition", "graph", "shape", "logit"):
         rows.append(report(term, ranks(library, items, lambda lib, q, t=term: search.filter_scores(lib, q)[t])))
+    rows.append(timing(library, items, args.copies))
     if args.fit:
-        result = fit(library, items)
+        result = fit(library, items, hidden=args.hidden)
         document = {"model": model.tag, "data": args.data, "stacks": len(items), "every": args.every,
                     "library_molecules": len(library),
                     "fitted_by": "bench/tune_filter.py --fit", **result,

@@ -57,9 +57,10 @@ def test_the_filter_ranks_a_molecules_own_clean_reading_first(library):
 
 
 def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(library):
-    """A reading that takes the oxygens for nitrogens (a confusion of AFM readings the field reports) still
-    finds its molecule first; the fitted weights name features the filter computes, similarities raise a
-    score and differences lower it (so a molecule's own clean reading always scores best)."""
+    """A reading that takes the oxygens for nitrogens (a confusion of AFM readings the field reports), or a
+    chlorine for a bromine, still finds its molecule first; the fitted weights name features the filter
+    computes, similarities raise a score and differences lower it, in the linear mix and in the hidden layer
+    (so a molecule's own clean reading always scores best)."""
     from raypipe.chem.depiction import render_depiction
     from raypipe.chem.graph import extract_graph
     from raypipe.chem.molecule import Molecule
@@ -75,6 +76,14 @@ def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(l
     scores = filter_scores(lib, query)
     assert lib.smiles[int(np.argmax(scores["score"]))] == truth
     assert abs(float(scores["score"].sum()) - 1.0) < 1e-6
+    truth = "Clc1ccc(Cl)cc1"  # one chlorine read as bromine: the halogens' count still agrees
+    graph = extract_graph(render_depiction(Molecule.from_smiles(truth), lib.window), lib.window)
+    first = next(k for k, a in enumerate(graph.atoms) if a.element == "Cl")
+    graph.atoms[first] = dataclasses.replace(graph.atoms[first], element="Br")
+    features = filter_features(lib, Query.of(graph, 0.0, None, lib.window, scale_known=False))
+    assert features["halogen_difference"][list(lib.smiles).index(truth)] == 0
+    scores = filter_scores(lib, Query.of(graph, 0.0, None, lib.window, scale_known=False))
+    assert lib.smiles[int(np.argmax(scores["score"]))] == truth
     from raypipe.chem.molgraph import MolGraph
 
     empty = Query.of(MolGraph([], []), 0.0, None, lib.window, scale_known=False)  # the model read nothing
@@ -83,9 +92,14 @@ def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(l
     assert np.isfinite(blind["logit"]).all() and np.argmax(blind["score"]) == np.argmax(blind["shape"])
     names = set(filter_features(lib, query))
     assert set(FILTER["weights"]) <= names and len(FILTER["weights"]) >= 5
+    difference = lambda name: name.removesuffix("_confident").endswith(("difference", "excess", "difference_sq"))  # noqa: E731
     for name, weight in FILTER["weights"].items():
-        difference = name.removesuffix("_confident").endswith(("difference", "excess", "difference_sq"))
-        assert weight <= 0 if difference else weight >= 0, name
+        assert weight <= 0 if difference(name) else weight >= 0, name
+    hidden = FILTER.get("hidden")
+    if hidden:  # monotone: each feature enters oriented (its scale's sign), with weights >= 0
+        assert set(hidden["features"]) <= names
+        assert all((s < 0) == difference(n) for n, s in zip(hidden["features"], hidden["scale"]))
+        assert (np.asarray(hidden["weight"]) >= 0).all() and (np.asarray(hidden["out"]) >= 0).all()
 
 
 def test_the_screen_finds_by_depiction_what_the_filter_ranked_low_and_keeps_the_depictions(library, tmp_path):

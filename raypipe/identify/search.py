@@ -5,8 +5,9 @@ kept in the result:
    (its heavy atoms' layout as pair distances, with and without elements, its heavy-atom counts and the
    skeleton fingerprint of its graph) and what the scan itself shows, model free (:func:`scan_shape`: the
    molecule's spread along its long and short axes in the farther slices, in Å where the field of view is
-   known, else their ratio), mixed by weights fitted on validation stacks (``FILTER``), the reading's
-   features once as they are and once scaled by the reading's confidence; then the **depiction screen**
+   known, else their ratio), mixed by a fit on validation stacks (``FILTER``: a linear mix and a small
+   hidden layer, monotone in each feature), the reading's features once as they are and once scaled by the
+   reading's confidence; then the **depiction screen**
    (:func:`screen`) of the filter's best ``SCREEN``: each molecule's conformer drawn and matched against the
    predicted depiction, no simulation, keeping the filter's best ``SCREEN_RESERVE`` and the best depictions
    up to the shortlist (:func:`shortlist_screened`: both);
@@ -50,6 +51,9 @@ SHORTLIST = 20
 # filter's best SCREEN, cut to the SHORTLIST whose depictions match best
 SCREEN = 100
 SCREEN_RESERVE = 5  # the filter's best kept whatever their depictions (a depiction can be wrong where it is sure)
+# elements a reading confuses (chlorine read as bromine, oxygen as nitrogen: the field reports O/F and NH/O),
+# whose summed count differences the filter weighs beside each element's
+GROUPS = {"halogen": ("F", "Cl", "Br", "I"), "NO": ("N", "O"), "hetero": ("N", "O", "F", "S", "P", "Cl", "Br", "I")}
 CONFIDENT = "_confident"  # the suffix of a reading feature scaled by the reading's confidence
 LIBRARY_CONFORMERS = 1  # conformers a library molecule is simulated as (a short candidate list: 3)
 
@@ -132,8 +136,8 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
     """Every feature of stage 1 for every library molecule against the query (named in ``FILTER["weights"]``):
     similarities (log cosine of the pair-distance layouts, with and without elements; log Tanimoto of the
     skeleton fingerprints and the share of the reading's and of the molecule's bits they have in common;
-    log composition likelihood; log shape likelihood) and differences (heavy atoms, each heavy element),
-    relative to the reading's heavy-atom count; each of the reading's features again times the reading's
+    log composition likelihood; log shape likelihood) and differences (heavy atoms, each heavy element, and
+    each group of elements a reading confuses, ``GROUPS``), relative to the reading's heavy-atom count; each of the reading's features again times the reading's
     confidence (``<name>_confident``), so that the fitted mix weighs a reading by how sure the model is of
     it (a wrong reading of a real scan has a confidence near 0) and the scan's shape does not depend on it."""
     eps = 1e-3
@@ -165,6 +169,9 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
            "heavy_difference": np.abs(dh), "heavy_excess": np.maximum(dh, 0.0), "heavy_difference_sq": dh**2}
     for k, element in enumerate(ELEMENTS[1:]):
         out[f"{element}_difference"] = np.abs(heavy[:, k] - q[k]) / size
+    for group, members in GROUPS.items():  # elements the model confuses, counted together
+        k = [ELEMENTS.index(e) - 1 for e in members]
+        out[f"{group}_difference"] = np.abs(heavy[:, k].sum(axis=1) - q[k].sum()) / size
     # the same of the reading again, scaled by its confidence: the fit weighs a confident reading more
     for name in [n for n in out if n != "shape"]:
         out[f"{name}{CONFIDENT}"] = out[name] * query.confidence
@@ -173,14 +180,22 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
 
 def filter_scores(library: Library, query: Query, weights: dict | None = None) -> dict[str, np.ndarray]:
     """Stage 1 over every library molecule: the features (:func:`filter_features`), ``logit`` (their
-    linear mix with ``FILTER["weights"]``, fitted by ``bench/tune_filter.py --fit``) and ``score``, the
+    linear mix with ``FILTER["weights"]`` plus the fit's small hidden layer ``FILTER["hidden"]``, monotone in
+    each feature, both fitted by ``bench/tune_filter.py --fit``; ``weights`` given: that linear mix alone)
+    and ``score``, the
     probability of each molecule given the reading and the scan (a softmax over the library: sums to 1).
     A reading of no heavy atom says nothing of the molecule: then the scan's shape alone ranks."""
+    hidden = FILTER.get("hidden") if weights is None else None
     weights = FILTER["weights"] if weights is None else weights
     if not query.counts[1:].any():
-        weights = {name: w for name, w in weights.items() if name == "shape"}
+        weights, hidden = {name: w for name, w in weights.items() if name == "shape"}, None
     features = filter_features(library, query)
     logit = sum((w * features[name] for name, w in weights.items()), np.zeros(len(library)))
+    if hidden:  # the fit's monotone hidden layer: softplus units of the standardised features, summed >= 0
+        z = np.stack([(features[n] - c) / s for n, c, s in zip(hidden["features"], hidden["centre"],
+                                                                   hidden["scale"])], axis=1)
+        units = z @ np.asarray(hidden["weight"]) + np.asarray(hidden["bias"])
+        logit = logit + np.logaddexp(0.0, units) @ np.asarray(hidden["out"])
     p = np.exp(logit - logit.max())
     return {**features, "logit": logit, "score": p / p.sum()}
 
