@@ -192,10 +192,11 @@ def filter_scores(library: Library, query: Query, weights: dict | None = None) -
     features = filter_features(library, query)
     logit = sum((w * features[name] for name, w in weights.items()), np.zeros(len(library)))
     if hidden:  # the fit's monotone hidden layer: softplus units of the standardised features, summed >= 0
-        z = np.stack([(features[n] - c) / s for n, c, s in zip(hidden["features"], hidden["centre"],
-                                                                   hidden["scale"])], axis=1)
-        units = z @ np.asarray(hidden["weight"]) + np.asarray(hidden["bias"])
-        logit = logit + np.logaddexp(0.0, units) @ np.asarray(hidden["out"])
+        weight = np.asarray(hidden["weight"]) / np.asarray(hidden["scale"])[:, None]  # standardising folded in
+        bias = np.asarray(hidden["bias"]) - np.asarray(hidden["centre"]) @ weight
+        z = np.stack([features[n] for n in hidden["features"]], axis=1, dtype=np.float32)
+        units = z @ weight.astype(np.float32) + bias.astype(np.float32)
+        logit = logit + np.logaddexp(0.0, units) @ np.asarray(hidden["out"], np.float32)
     p = np.exp(logit - logit.max())
     return {**features, "logit": logit, "score": p / p.sum()}
 
