@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--shortlist", type=int, default=20)
     parser.add_argument("--screen", type=int, default=None,
                         help="the filter's best screened by depiction down to --shortlist (default: the "
-                             "product's, raypipe.identify.search.SCREEN; --shortlist or less: no screen)")
+                             "product's, raypipe.identify.defaults.SCREEN; --shortlist or less: no screen)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--experimental", type=Path, default=None)
     parser.add_argument("--no-warm", action="store_true", help="skip the second (warm) pass")
@@ -103,7 +103,7 @@ def main() -> None:
         summary_ = build_library(str(CATALOG), args.library)
         print(f"built {args.library}: {summary_.rows} molecules in {time.perf_counter() - start:.0f} s")
     library = Library.open(args.library, window=model.config.window)
-    from raypipe.identify.search import SCREEN
+    from raypipe.identify.defaults import SCREEN
 
     args.screen = SCREEN if args.screen is None else args.screen
     results: dict = {"model": model.tag, "library": args.library, "molecules": len(library),

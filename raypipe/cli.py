@@ -372,10 +372,12 @@ def add_identify(p) -> None:
     p.add_argument("scan", help="one scan: a folder, file or archive.h5::id")
     p.add_argument("--library", default=None, help="a library built by `raypipe library build` (folder or s3://)")
     p.add_argument("--candidates", default=None, help="or a .smi file of the few molecules the scan may show")
-    p.add_argument("--top", type=int, default=5, help="how many matches to print")
-    p.add_argument("--shortlist", type=int, default=20,
+    from raypipe.identify.defaults import SCREEN, SHORTLIST, TOP
+
+    p.add_argument("--top", type=int, default=TOP, help="how many matches to print")
+    p.add_argument("--shortlist", type=int, default=SHORTLIST,
                    help="molecules the first stage keeps for the simulation match")
-    p.add_argument("--screen", type=int, default=100,
+    p.add_argument("--screen", type=int, default=SCREEN,
                    help="molecules the filter passes to the depiction screen, which keeps --shortlist of them "
                         "(--shortlist or less: no screen)")
     p.add_argument("--model", default=None, help="model file (default: the shipped model)")

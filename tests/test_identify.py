@@ -92,7 +92,9 @@ def test_the_filter_forgives_an_element_confusion_and_its_weights_are_features(l
     assert np.isfinite(blind["logit"]).all() and np.argmax(blind["score"]) == np.argmax(blind["shape"])
     names = set(filter_features(lib, query))
     assert set(FILTER["weights"]) <= names and len(FILTER["weights"]) >= 5
-    difference = lambda name: name.removesuffix("_confident").endswith(("difference", "excess", "difference_sq"))  # noqa: E731
+    def difference(name: str) -> bool:
+        return name.removesuffix("_confident").endswith(("difference", "excess", "difference_sq"))
+
     for name, weight in FILTER["weights"].items():
         assert weight <= 0 if difference(name) else weight >= 0, name
     hidden = FILTER.get("hidden")

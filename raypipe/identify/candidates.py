@@ -126,16 +126,13 @@ class CandidateCache:
             return
         import io
 
-        if only_new:
-            fs, where = filesystem(path, self.storage_options)
-            if fs.exists(where):
-                return
-
+        fs, where = filesystem(path, self.storage_options)
+        if only_new and fs.exists(where):
+            return
         buffer = io.BytesIO()
         simulations = np.stack(candidate.simulations) if candidate.simulations else np.zeros(0)
         np.savez_compressed(buffer, depictions=np.stack(candidate.depictions).astype(np.uint8),
                             simulations=simulations.astype(np.float16))
-        fs, where = filesystem(path, self.storage_options)
         write_bytes_atomic(fs, where, buffer.getvalue())  # whole or absent: a kill leaves no half file
 
     def _load(self, key: str) -> Candidate | None:

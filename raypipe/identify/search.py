@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from raypipe.chem.elements import ELEMENTS
+from raypipe.identify.defaults import SCREEN, SCREEN_RESERVE, SHORTLIST, TOP
 from raypipe.identify.library import FP_BITS, Library, pair_distances, skeleton_fingerprint, skeleton_layout
 from raypipe.window import Window
 
@@ -46,11 +47,6 @@ FILTER = json.loads((resources.files("raypipe.identify") / "filter.json").read_t
 # probability relative to the shortlist's best) the truth was first for 12 of 18 validation scans whose
 # shortlist held it, without it for 17 (docs/identification.md)
 WEIGHTS = {"simulation": 0.5, "depiction": 0.5}
-SHORTLIST = 20
-# stage 1's list screened by the depiction match alone before the simulation match (module docs): the
-# filter's best SCREEN, cut to the SHORTLIST whose depictions match best
-SCREEN = 100
-SCREEN_RESERVE = 5  # the filter's best kept whatever their depictions (a depiction can be wrong where it is sure)
 # elements a reading confuses (chlorine read as bromine, oxygen as nitrogen: the field reports O/F and NH/O),
 # whose summed count differences the filter weighs beside each element's
 GROUPS = {"halogen": ("F", "Cl", "Br", "I"), "NO": ("N", "O"), "hetero": ("N", "O", "F", "S", "P", "Cl", "Br", "I")}
@@ -137,9 +133,10 @@ def filter_features(library: Library, query: Query) -> dict[str, np.ndarray]:
     similarities (log cosine of the pair-distance layouts, with and without elements; log Tanimoto of the
     skeleton fingerprints and the share of the reading's and of the molecule's bits they have in common;
     log composition likelihood; log shape likelihood) and differences (heavy atoms, each heavy element, and
-    each group of elements a reading confuses, ``GROUPS``), relative to the reading's heavy-atom count; each of the reading's features again times the reading's
-    confidence (``<name>_confident``), so that the fitted mix weighs a reading by how sure the model is of
-    it (a wrong reading of a real scan has a confidence near 0) and the scan's shape does not depend on it."""
+    each group of elements a reading confuses, ``GROUPS``), relative to the reading's heavy-atom count;
+    each of the reading's features again times the reading's confidence (``<name>_confident``), so that the
+    fitted mix weighs a reading by how sure the model is of it (a wrong reading of a real scan has a
+    confidence near 0) and the scan's shape does not depend on it."""
     eps = 1e-3
     heavy = library.counts[:, 1:].astype(np.float32)
     q = query.counts[1:]
@@ -260,7 +257,7 @@ def probability_text(p: float) -> str:
 
 
 def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depiction: np.ndarray, x: np.ndarray,
-          cache, top: int = 5, simulate: bool = True, depiction_scores: dict[str, float] | None = None) -> list[dict]:
+          cache, top: int = TOP, simulate: bool = True, depiction_scores: dict[str, float] | None = None) -> list[dict]:
     """Stage 2 on the shortlist ``indices``: the depiction and simulation match of each, mixed into
     ``score`` (``WEIGHTS``); the ``top`` best as dicts (smiles, name, score, filter_score: stage 1's
     probability of the molecule over the whole library, simulation_score, depiction_score, rank).
@@ -288,7 +285,7 @@ def match(library: Library, indices: np.ndarray, filter_score: np.ndarray, depic
     return rows[:top]
 
 
-def identify(stack, library: Library | str, *, model=None, top: int = 5, shortlist_size: int = SHORTLIST,
+def identify(stack, library: Library | str, *, model=None, top: int = TOP, shortlist_size: int = SHORTLIST,
              screen_size: int = SCREEN, cache=None, storage_options=None) -> list[dict]:
     """The ``top`` library molecules most likely shown by one scan, best first (module docs): dicts of
     ``smiles``, ``name``, ``score``, ``filter_score``, ``simulation_score``, ``depiction_score``, ``rank``.
@@ -334,7 +331,7 @@ class Identification:
                 "simulated": self.simulated, "library": self.library}
 
 
-def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, screen_size=SCREEN, cache=None,
+def _identify(stack, library, *, model=None, top=TOP, shortlist_size=SHORTLIST, screen_size=SCREEN, cache=None,
               storage_options=None, scan: str = "", fov_source: str = "") -> Identification:
     from raypipe.identify.candidates import CandidateCache
     from raypipe.model.inference import Model, load_model
@@ -376,7 +373,7 @@ def _identify(stack, library, *, model=None, top=5, shortlist_size=SHORTLIST, sc
                           [str(library.smiles[i]) for i in indices])
 
 
-def identify_scan(source: str, *, library: str | None = None, candidates: str | None = None, top: int = 5,
+def identify_scan(source: str, *, library: str | None = None, candidates: str | None = None, top: int = TOP,
                   shortlist: int = SHORTLIST, screen_size: int = SCREEN, model=None, fov=None, storage_options=None,
                   progress=print) -> Identification:
     """``raypipe identify``: one scan file or folder against a library (or a candidates file)."""

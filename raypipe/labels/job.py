@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from raypipe.identify.defaults import SCREEN, SHORTLIST
 from raypipe.labels.plan import RELABEL, RunPlan, plan_run
 from raypipe.labels.table import (DEFAULT_TABLE, TableError, TableSettings, done_units, now_utc, open_table,
                                    remove_orphans)
@@ -62,8 +63,8 @@ class LabelSettings:
     estimate_fov: bool = False  # stacks of unknown scale: search their field of view (8x their inference)
     candidates: str | None = None  # a .smi file of the molecules the scans may show
     library: str | None = None  # a library of known molecules (raypipe library build): rows get ``identified``
-    shortlist: int = 20  # library molecules the first stage keeps for the simulation match
-    screen: int = 100  # the filter's best screened by their depictions down to the shortlist
+    shortlist: int = SHORTLIST  # library molecules the first stage keeps for the simulation match
+    screen: int = SCREEN  # the filter's best screened by their depictions down to the shortlist
     candidate_cache: str | None = None  # folder keeping candidate simulations; None: <out>-candidates (local)
     gallery: str | None = None  # folder of HTML pages; None: <out>-gallery beside a local out; "": none
 

@@ -15,6 +15,7 @@ import warnings
 
 import ray
 
+from raypipe.identify.defaults import SCREEN, SHORTLIST
 from raypipe.pipelines.stages import Predictor, StageContext, expand, extract, identify, load, preprocess_batch
 from raypipe.storage import StorageOptions, is_remote, redact
 
@@ -113,8 +114,8 @@ def inference_pool() -> tuple[dict, int, int]:
 
 def predict_dataset(uri: str | ray.data.Dataset | list[dict], *, model=None, batch_size: int = 16, fov=None,
                     candidates: list[str] | str | None = None, candidate_cache: str | None = None,
-                    library=None, shortlist: int = 20, screen: int = 100, estimate_fov: bool = False, limits=None,
-                    storage_options: StorageOptions = None) -> ray.data.Dataset:
+                    library=None, shortlist: int = SHORTLIST, screen: int = SCREEN, estimate_fov: bool = False,
+                    limits=None, storage_options: StorageOptions = None) -> ray.data.Dataset:
     """Label every stack under ``uri`` with ``model`` (a model file: a path, ``s3://`` or an opened
     :class:`~raypipe.model.files.ModelFile`; default: the shipped model). Returns a lazy Dataset with the columns of ``OUTPUT_SCHEMA`` (README "Output columns"). Starts a
     local Ray when none is running.

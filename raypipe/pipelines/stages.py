@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from raypipe.identify.defaults import SCREEN, SHORTLIST, TOP
 from raypipe.pipelines.schema import OUTPUT_SCHEMA
 from raypipe.storage import StorageOptions, redact
 from raypipe.window import Window
@@ -52,9 +53,9 @@ class StageContext:
     candidate_names: tuple[str, ...] = ()  # their names
     candidate_cache: str | None = None  # where candidates' simulations are kept between runs
     library: object = None  # the run's library (raypipe.identify.library.Library) in Ray's object store
-    shortlist: int = 20  # molecules stage 1 keeps for the simulation match
-    top: int = 5  # matches kept per row
-    screen: int = 100  # the filter's best screened by depiction down to the shortlist (search.SCREEN)
+    shortlist: int = SHORTLIST  # molecules stage 1 keeps for the simulation match
+    top: int = TOP  # matches kept per row
+    screen: int = SCREEN  # the filter's best screened by depiction down to the shortlist
 
     @property
     def calibration(self):
