@@ -9,7 +9,10 @@ stacks whose truth the filter puts below the always-kept ``SCREEN_RESERVE`` but 
 (``--n-deep`` of them beyond rank 100, ``--n-mid`` within it) scores the depiction of every one of the
 filter's best ``--depth`` against the predicted depiction. Reports, for each screen depth, how many truths
 the shortlist (``SHORTLIST``: the reserve, then the best depictions) holds, and the seconds a screened
-molecule costs (drawing it where the library's cache has no depiction yet, and scoring it).
+molecule costs (drawing it where the library's cache has no depiction yet, and scoring it). ``--compare
+N``: the depiction match's coarse pose search (the product's) against the search of every pose at full
+resolution (``search=0``), same candidates and readings, in this run: milliseconds a candidate and how far
+the scores differ.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=300, help="how deep the scores are computed")
     parser.add_argument("--n-deep", type=int, default=50, help="stacks whose truth the filter ranks 101-DEPTH")
     parser.add_argument("--n-mid", type=int, default=20, help="stacks whose truth it ranks 6-100")
+    parser.add_argument("--compare", type=int, default=100, help="candidates timed both ways (0: none)")
     parser.add_argument("--out", type=Path, default=Path("out/bench-screen.json"))
     args = parser.parse_args()
 
@@ -86,9 +90,28 @@ def main() -> None:
                         f"ranks 101-{args.depth}": f"{sum(k for k, r in zip(kept, rows) if r['stage1'] > 100)}"
                                                    f"/{len(deep)}"}
         print(f"screen {depth}: shortlisted {table[depth]}")
+    compare = {}
+    if args.compare and rows:
+        candidates = [c for c in (cache.get(s) for s in library.smiles[: args.compare]) if c is not None]
+        timings, differences = {"coarse": 0.0, "full": 0.0}, []
+        for j in [*mid, *deep][:3]:
+            scores = {}
+            for name, search in (("coarse", 6), ("full", 0)):
+                start = time.perf_counter()
+                scores[name] = np.array([depiction_score(items[j]["depiction"], c, search=search) for c in candidates])
+                timings[name] += time.perf_counter() - start
+            differences.append(np.abs(scores["coarse"] - scores["full"]))
+        n = len(candidates) * min(3, len(rows))
+        differences = np.concatenate(differences)
+        compare = {"candidates": n, "ms_coarse": 1000 * timings["coarse"] / n, "ms_full": 1000 * timings["full"] / n,
+                   "speedup": timings["full"] / max(timings["coarse"], 1e-9),
+                   "max_difference": float(differences.max()), "mean_difference": float(differences.mean())}
+        print(f"depiction match, {n} candidates: {compare['ms_coarse']:.1f} ms coarse search vs "
+              f"{compare['ms_full']:.1f} ms full ({compare['speedup']:.2f}x); scores differ by at most "
+              f"{compare['max_difference']:.4f} (mean {compare['mean_difference']:.4f})")
     result = {"library": args.library, "molecules": len(library), "readings": len(items), "filter_ranks": bands,
               "shortlist": SHORTLIST, "reserve": SCREEN_RESERVE, "screen": table,
-              "seconds_per_molecule": seconds / max(scored, 1), "rows": rows}
+              "seconds_per_molecule": seconds / max(scored, 1), "compare": compare, "rows": rows}
     print(f"{result['seconds_per_molecule'] * 1000:.0f} ms a screened molecule (drawn where not cached, scored)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

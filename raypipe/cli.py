@@ -140,7 +140,8 @@ def add_train(p) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the config's steps")
     p.add_argument("--num-workers", type=int, default=None, help="override the config's num_workers")
     p.add_argument("--storage-path", default=None, help="override the config's storage_path")
-    p.add_argument("--data-uri", default=None, help="override the config's data_uri")
+    p.add_argument("--data-uri", nargs="+", default=None,
+                   help="override the config's data_uri (several: trained on as one pool of shards)")
     p.add_argument("--init-from", default=None, help="start from this model file's weights (continue a model)")
     p.add_argument("--local", action="store_true",
                    help="the plain torch loop in this process (CPU or one GPU, no Ray): long runs on small "
@@ -152,7 +153,8 @@ def run_train(args) -> int:
     from raypipe.training.run import TrainConfig
 
     cfg = TrainConfig.from_file(args.config, run_name=args.run_name, steps=args.steps, num_workers=args.num_workers,
-                                storage_path=args.storage_path, data_uri=args.data_uri, init_from=args.init_from)
+                                storage_path=args.storage_path, init_from=args.init_from,
+                                data_uri=args.data_uri[0] if args.data_uri and len(args.data_uri) == 1 else args.data_uri)
     if args.local:
         from raypipe.training.loop import train_local
 

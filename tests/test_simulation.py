@@ -165,8 +165,36 @@ def test_compact_shards_read_as_the_plain_ones_within_their_8_bits(tmp_path):
     check_grid(str(compact), ModelConfig())
     stack, target = next(iter(ShardStream(str(compact), "train", batch_size=4)))
     assert stack.shape == (4, 10, 128, 128) and target.shape == (4, 3, 128, 128)
+    with pytest.raises(ValueError, match="different storage forms.*compact.*plain"):  # one pool, one form
+        check_grid([str(compact), str(SAMPLE_SIM)], ModelConfig())
     copy = tmp_path / "plain"
     shutil.copytree(SAMPLE_SIM, copy)
     with pytest.raises(ValueError, match="holds plain shards; continue it without --compact"):
         simulate_dataset(["c1ccccc1"], str(copy), compact=True, parameter_sets="0.6,0.4;1.0,0.6;1.4,1.0",
                          shard_size=4)
+
+
+def test_training_pools_several_data_sets(tmp_path):
+    """A run on several data sets (a catalogue's shards and, say, an element-analogue set) draws batches
+    from the shards of all of them and takes validation rows data set after data set."""
+    from raypipe.resources import SAMPLE_SIM
+    from raypipe.model.config import ModelConfig
+    import shutil
+
+    from raypipe.training.data import ShardStream, check_grid, fixed_rows, list_shards
+
+    other = tmp_path / "analogues"
+    (other / "shards").mkdir(parents=True)
+    first = sorted((SAMPLE_SIM / "shards").glob("*.parquet"))[0]
+    shutil.copy(first, other / "shards" / "shard-00000.parquet")
+    pool = [str(SAMPLE_SIM), str(other)]
+    check_grid(pool, ModelConfig())
+    stream = ShardStream(pool, "train", batch_size=2)
+    stack, target = next(iter(stream))
+    assert stack.shape == (2, 10, 128, 128) and target.shape == (2, 3, 128, 128)
+    assert stream.shards_seen == len(list_shards(str(SAMPLE_SIM))) + 1
+    alone = fixed_rows(str(SAMPLE_SIM), None, 1000)
+    both = fixed_rows(pool, None, 1000)
+    assert len(both) > len(alone) and [r["smiles"] for r in both[:len(alone)]] == [r["smiles"] for r in alone]
+    with pytest.raises(ValueError, match="a data set's URI or a list"):
+        ShardStream([], "train")

@@ -280,21 +280,26 @@ def depiction_score(predicted: np.ndarray, candidate: Candidate, refine: int = 3
     conformers: (footprint overlap + mean over the elements present in either of element overlap) / 2.
     Poses are searched on the footprints at a quarter of the resolution (0.56 Å: the search costs a
     sixteenth); the ``search`` best are scored again on the footprint at full resolution and the ``refine``
-    best of those per element."""
+    best of those per element. ``search=0``: every pose searched at full resolution (~3x slower, scores
+    within 0.04: ``bench/bench_screen.py --compare``)."""
     labels = classify_pixels(predicted[..., :3])
     if not (labels > 0).any():
         return 0.0
     classes = range(len(ELEMENTS) + 1)  # 0: the footprint (any element)
     maps = np.stack([_pool((labels > 0) if k == 0 else (labels == k)).astype(np.float32) for k in classes])
-    reference, coarse = _Reference(maps), _Reference(_pool(maps[:1]))
-    # the search: every pose of each conformer's footprint, pooled before it is posed (a nearest gather)
-    footprints = _pool(np.stack([pose for depiction in candidate.depictions
-                                 for pose in _transforms(_pool(depiction > 0), order=0)]))
-    totals = coarse.sums[0] + footprints.sum(axis=(-2, -1))
-    scores = np.where(totals > 0, 2 * coarse.best_of(0, footprints) / np.where(totals > 0, totals, 1.0), 0.0)
-    per_conformer = len(footprints) // len(candidate.depictions)
-    chosen = [divmod(int(p), per_conformer) for p in np.argsort(-scores, kind="stable")[:search]]
-    poses = np.stack([_transform(candidate.depictions[c].astype(np.int16), p, order=0) for c, p in chosen])
+    reference = _Reference(maps)
+    if search:  # every pose of each conformer's footprint, pooled before it is posed (a nearest gather)
+        coarse = _Reference(_pool(maps[:1]))
+        footprints = _pool(np.stack([pose for depiction in candidate.depictions
+                                     for pose in _transforms(_pool(depiction > 0), order=0)]))
+        totals = coarse.sums[0] + footprints.sum(axis=(-2, -1))
+        scores = np.where(totals > 0, 2 * coarse.best_of(0, footprints) / np.where(totals > 0, totals, 1.0), 0.0)
+        per_conformer = len(footprints) // len(candidate.depictions)
+        chosen = [divmod(int(p), per_conformer) for p in np.argsort(-scores, kind="stable")[:search]]
+        poses = np.stack([_transform(candidate.depictions[c].astype(np.int16), p, order=0) for c, p in chosen])
+    else:  # every pose at full resolution
+        poses = np.stack([pose for depiction in candidate.depictions
+                          for pose in _transforms(depiction.astype(np.int16), order=0)])
     # the chosen poses' footprints at full resolution, then the refine best of them per element
     full = _pool(poses > 0).astype(np.float32)
     totals = reference.sums[0] + full.sum(axis=(-2, -1))

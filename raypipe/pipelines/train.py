@@ -106,12 +106,16 @@ def _datasets(cfg: TrainConfig, storage_options: StorageOptions):
     from ray.data.expressions import col
 
     from raypipe.simulation.schema import stack_columns
-    from raypipe.training.data import first_shard_schema
+    from raypipe.training.data import data_uris, first_shard_schema
 
-    fs, base = filesystem(cfg.data_uri, storage_options)
-    stack = stack_columns(first_shard_schema(cfg.data_uri, storage_options))
-    shards = ray.data.read_parquet(join(base, "shards"), filesystem=arrow_filesystem(fs)).select_columns(
-        [*stack, "target_png", "split", "atoms", "bonds", "corrugation"])
+    uris = data_uris(cfg.data_uri)  # several data sets: one pool of shards (check_grid: the same storage form)
+    stack = stack_columns(first_shard_schema(uris[0], storage_options))
+    parts = []
+    for uri in uris:
+        fs, base = filesystem(uri, storage_options)
+        parts.append(ray.data.read_parquet(join(base, "shards"), filesystem=arrow_filesystem(fs)).select_columns(
+            [*stack, "target_png", "split", "atoms", "bonds", "corrugation"]))
+    shards = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     model_config = cfg.model_config()
     centres = model_config.window if model_config.centres else None
     train = shards.filter(expr=col("split") == "train").select_columns([*stack, "target_png"]).map_batches(

@@ -5,6 +5,11 @@ training loop (:mod:`raypipe.training.loop`), on a CPU machine or a lent GPU.
 thread while the model trains), so memory is bounded by ``buffer_shards`` shards whatever the dataset's
 size. Every pass lists the shard folder again, so a training run started while ``raypipe simulate`` is
 still writing shards takes up the new ones on its next pass.
+
+A run may train on several data sets at once (``data_uri`` a list: e.g. the catalogue's shards and an
+element-analogue set that balances a rare element): their shards are drawn from as one pool, and the
+validation rows are taken from the data sets in their order. They must hold the same grid and the same
+storage form (plain or compact).
 """
 
 from __future__ import annotations
@@ -74,6 +79,19 @@ def zscore_stacks(stacks: np.ndarray) -> np.ndarray:
     return np.where(std > 0, (x - mean) / np.maximum(std, 1e-12), 0.0).astype(np.float32)
 
 
+def data_uris(data_uri: str | list[str]) -> list[str]:
+    """One data set's URI or a list of them, as a list.
+
+    Examples:
+        >>> data_uris("out/sim/a"), data_uris(["out/sim/a", "s3://b/sim"])
+        (['out/sim/a'], ['out/sim/a', 's3://b/sim'])
+    """
+    uris = [data_uri] if isinstance(data_uri, str) else list(data_uri)
+    if not uris or not all(isinstance(u, str) and u for u in uris):
+        raise ValueError(f"data_uri: a data set's URI or a list of them, not {data_uri!r}")
+    return uris
+
+
 def list_shards(data_uri: str, storage_options: StorageOptions = None) -> list[str]:
     fs, base = filesystem(data_uri, storage_options)
     fs.invalidate_cache()
@@ -100,14 +118,22 @@ def first_shard_schema(data_uri: str, storage_options: StorageOptions = None):
     return _first_shard(data_uri, storage_options)[0]
 
 
-def check_grid(data_uri: str, config, storage_options: StorageOptions = None) -> None:
-    """Refuse shards whose stacks do not fit the model's grid (slices, pixels, field of view)."""
-    schema, fovs = _first_shard(data_uri, storage_options, fov=True)
-    shape = stack_shape(schema)
-    want = (config.n_slices, config.size, config.size)
-    if shape != want or any(abs(f - config.fov) > 1e-6 for f in fovs[:1]):
-        raise ValueError(f"{data_uri}: shards hold stacks of {shape} on a {fovs[0] if fovs else '?'} Å window, the "
-                         f"model's grid is {want} on {config.fov} Å; simulate for this grid or set the model's")
+def check_grid(data_uri: str | list[str], config, storage_options: StorageOptions = None) -> None:
+    """Refuse shards whose stacks do not fit the model's grid (slices, pixels, field of view), and data sets
+    of different storage forms trained together."""
+    forms = {}
+    for uri in data_uris(data_uri):
+        schema, fovs = _first_shard(uri, storage_options, fov=True)
+        shape = stack_shape(schema)
+        want = (config.n_slices, config.size, config.size)
+        if shape != want or any(abs(f - config.fov) > 1e-6 for f in fovs[:1]):
+            raise ValueError(f"{uri}: shards hold stacks of {shape} on a {fovs[0] if fovs else '?'} Å window, the "
+                             f"model's grid is {want} on {config.fov} Å; simulate for this grid or set the model's")
+        forms[uri] = tuple(stack_columns(schema))
+    if len(set(forms.values())) > 1:
+        raise ValueError("data sets of different storage forms cannot be trained together: "
+                         + "; ".join(f"{uri}: {'compact' if 'stack_u8' in cols else 'plain'}"
+                                     for uri, cols in forms.items()))
 
 
 def read_shard(fs, path: str, split: str | None, columns: list[str]) -> dict[str, np.ndarray | list]:
@@ -132,9 +158,9 @@ class ShardStream:
     and target depictions (B, 3, S, S) in [-1, 1], with their centre targets as a fourth channel when
     ``centres`` (the model's window) is given (module docs)."""
 
-    def __init__(self, data_uri: str, split: str = "train", *, batch_size: int = 16, seed: int = 0,
+    def __init__(self, data_uri: str | list[str], split: str = "train", *, batch_size: int = 16, seed: int = 0,
                  buffer_shards: int = 8, storage_options: StorageOptions = None, centres=None) -> None:
-        self.data_uri, self.split, self.batch_size = data_uri, split, batch_size
+        self.data_uris, self.split, self.batch_size = data_uris(data_uri), split, batch_size
         self.centres = centres
         self.buffer_shards = buffer_shards
         self.storage_options = storage_options
@@ -142,21 +168,21 @@ class ShardStream:
         self.passes = 0
         self.shards_seen = 0
 
-    def _groups(self) -> Iterator[list[str]]:
+    def _groups(self) -> Iterator[list[tuple[str, str]]]:
         while True:
-            shards = list_shards(self.data_uri, self.storage_options)
+            shards = [(uri, path) for uri in self.data_uris for path in list_shards(uri, self.storage_options)]
             if not shards:
-                raise FileNotFoundError(f"{self.data_uri}: no simulation shards (shards/shard-*.parquet)")
+                raise FileNotFoundError(f"{', '.join(self.data_uris)}: no simulation shards (shards/shard-*.parquet)")
             self.shards_seen = len(shards)
             order = self.rng.permutation(len(shards))
             for k in range(0, len(order), self.buffer_shards):
                 yield [shards[i] for i in order[k:k + self.buffer_shards]]
             self.passes += 1
 
-    def _load(self, group: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        fs, _ = filesystem(self.data_uri, self.storage_options)
+    def _load(self, group: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         stacks, targets = [], []
-        for path in group:
+        for uri, path in group:
+            fs, _ = filesystem(uri, self.storage_options)
             rows = read_shard(fs, path, self.split, ["stack", "target_png"])
             if len(rows["target_png"]):
                 stacks.append(zscore_stacks(rows["stack"]).astype(np.float16))  # half the buffer's memory
@@ -211,18 +237,18 @@ class ShardStream:
             thread.join(timeout=60)  # never leave it reading while the interpreter shuts down
 
 
-def fixed_rows(data_uri: str, split: str, n: int, storage_options: StorageOptions = None) -> list[dict]:
-    """The first ``n`` rows of ``split`` in shard-name order, with their truth (raw ``stack``,
-    ``target_png``, ``atoms``, ``bonds``, ``corrugation``, ``smiles``...): the same rows every time once
-    those shards exist (the validation set)."""
-    fs, _ = filesystem(data_uri, storage_options)
-    shards = list_shards(data_uri, storage_options)
+def fixed_rows(data_uri: str | list[str], split: str, n: int, storage_options: StorageOptions = None) -> list[dict]:
+    """The first ``n`` rows of ``split`` in shard-name order (data set after data set), with their truth
+    (raw ``stack``, ``target_png``, ``atoms``, ``bonds``, ``corrugation``, ``smiles``...): the same rows
+    every time once those shards exist (the validation set)."""
     rows: list[dict] = []
     columns = ["stack", "target_png", "atoms", "bonds", "corrugation", "smiles", "amplitude", "stiffness"]
-    for path in shards:
-        part = read_shard(fs, path, split, columns)
-        for k in range(len(part["smiles"])):
-            rows.append({c: (part[c][k]) for c in columns})
-            if len(rows) >= n:
-                return rows
+    for uri in data_uris(data_uri):
+        fs, _ = filesystem(uri, storage_options)
+        for path in list_shards(uri, storage_options):
+            part = read_shard(fs, path, split, columns)
+            for k in range(len(part["smiles"])):
+                rows.append({c: (part[c][k]) for c in columns})
+                if len(rows) >= n:
+                    return rows
     return rows

@@ -25,7 +25,7 @@ from raypipe.model.config import TRAINABLE, ModelConfig
 
 @dataclass
 class TrainConfig:
-    data_uri: str
+    data_uri: str | list[str]  # a data set's URI, or a list of them trained on as one pool of shards
     storage_path: str
     run_name: str
     model: str = "small"  # preset: "small", "small-palette" or "paper"
@@ -74,6 +74,9 @@ class TrainConfig:
 
     def check(self) -> None:
         """Everything that can be checked before a worker starts."""
+        from raypipe.training.data import data_uris
+
+        data_uris(self.data_uri)
         if self.val_every % self.checkpoint_every:
             raise ValueError(f"val_every ({self.val_every}) must be a multiple of checkpoint_every "
                              f"({self.checkpoint_every})")
