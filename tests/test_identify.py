@@ -250,3 +250,22 @@ def test_identify_command_and_a_library_on_a_two_cpu_local_ray(library, tmp_path
                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-2000:]
     assert "1. anthracene" in one.stdout and (tmp_path / "p.html").read_text().count("<figure>") >= 3
+
+
+def test_the_report_warns_when_an_unsure_reading_of_an_unscaled_scan_ranks_a_library():
+    """A real scan read with a confidence near 0 and no scale: the library ranking rests on the scan's shape
+    alone, and the report says so and points to a candidate list; a sure reading, a known scale or a
+    candidate list get no such note."""
+    from raypipe.identify.search import UNSURE, Identification
+
+    def report(confidence, scale_known=False, library="s3://lab/library"):
+        match = {"rank": 1, "name": "m", "smiles": "c1ccccc1", "score": 0.5, "simulation_score": 0.5,
+                 "depiction_score": 0.5, "filter_score": 0.001}
+        return Identification("scan", "C3H2N4O", confidence, None, "unknown", [match], np.zeros((1, 1, 3)),
+                              np.zeros((1, 1, 1)), 1.0, 0, library, scale_known=scale_known).report()
+
+    assert "--candidates" in report(0.0004) and "confidence 0.0004" in report(0.0004)
+    assert "--candidates" in report(None)
+    assert "--candidates" not in report(UNSURE * 2)
+    assert "--candidates" not in report(0.0004, scale_known=True)
+    assert "--candidates" not in report(0.0004, library="the candidates")

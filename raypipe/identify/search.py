@@ -52,6 +52,10 @@ WEIGHTS = {"simulation": 0.5, "depiction": 0.5}
 GROUPS = {"halogen": ("F", "Cl", "Br", "I"), "NO": ("N", "O"), "hetero": ("N", "O", "F", "S", "P", "Cl", "Br", "I")}
 CONFIDENT = "_confident"  # the suffix of a reading feature scaled by the reading's confidence
 LIBRARY_CONFORMERS = 1  # conformers a library molecule is simulated as (a short candidate list: 3)
+# a reading this unsure of a scan whose scale is unknown leaves a library's ranking to a wrong reading and the
+# scan's aspect: on the real stacks we hold (confidence 0.0004-0.0013, no scale) the truth was never in the
+# top 5 of 7,472, so the report says so and points to a candidate list (docs/identification.md, "Real scans")
+UNSURE = 0.01
 
 
 def scan_region(x: np.ndarray, margin: int = 3) -> tuple[int, int, int, int]:
@@ -314,6 +318,7 @@ class Identification:
     simulated: int
     library: str
     shortlist: list[str] = field(default_factory=list)
+    scale_known: bool = True  # the scan's field of view came with it (not assumed or estimated)
 
     def report(self) -> str:
         conf = "?" if self.confidence is None else f"{self.confidence:.2f}"
@@ -323,7 +328,18 @@ class Identification:
             sim = "-" if m["simulation_score"] is None else f"{m['simulation_score']:.2f}"
             lines.append(f"  {m['rank']}. {m['name']}  {m['smiles']}  score {m['score']:.2f} (simulation {sim}, "
                          f"depiction {m['depiction_score']:.2f}, filter p {probability_text(m['filter_score'])})")
+        if self.unreliable:
+            lines.append(f"  note: the reading is unsure (confidence {self.confidence or 0:.4f}) and the scan's scale "
+                         "unknown: such a ranking rarely holds the molecule (real stacks: 0 of 3 in the top 5 of "
+                         "7,472); give the few molecules it may be with --candidates, which the simulation match "
+                         "ranks without the model")
         return "\n".join(lines)
+
+    @property
+    def unreliable(self) -> bool:
+        """A library ranking (not a candidate list) of a scan of unknown scale read with confidence below
+        ``UNSURE``: what the report warns of."""
+        return self.library != "the candidates" and not self.scale_known and (self.confidence or 0.0) < UNSURE
 
     def as_dict(self) -> dict:
         return {"scan": self.scan, "formula": self.formula, "confidence": self.confidence, "fov": self.fov,
@@ -370,7 +386,7 @@ def _identify(stack, library, *, model=None, top=TOP, shortlist_size=SHORTLIST, 
     return Identification(scan, reading.formula, reading.confidence, list(fov) if fov else None,
                           fov_source or "unknown", matches, prediction.depictions[0], x, time.perf_counter() - start,
                           cache.simulated - before, library.uri or "the candidates",
-                          [str(library.smiles[i]) for i in indices])
+                          [str(library.smiles[i]) for i in indices], scale_known)
 
 
 def identify_scan(source: str, *, library: str | None = None, candidates: str | None = None, top: int = TOP,
