@@ -181,9 +181,9 @@ class ShardStream:
 
     def _load(self, group: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         stacks, targets = [], []
+        systems = {uri: filesystem(uri, self.storage_options)[0] for uri in dict.fromkeys(u for u, _ in group)}
         for uri, path in group:
-            fs, _ = filesystem(uri, self.storage_options)
-            rows = read_shard(fs, path, self.split, ["stack", "target_png"])
+            rows = read_shard(systems[uri], path, self.split, ["stack", "target_png"])
             if len(rows["target_png"]):
                 stacks.append(zscore_stacks(rows["stack"]).astype(np.float16))  # half the buffer's memory
                 targets.append(decode_targets(rows["target_png"], self.centres).astype(np.float16))  # within 3e-4
