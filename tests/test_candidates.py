@@ -73,3 +73,25 @@ def test_scale_search_reads_unknown_scale_stacks_at_several_fields_of_view(ray_c
     estimated = [r for r in rows if r["fov_source"] == "estimated"]
     assert len(estimated) == 1 and estimated[0]["status"] == "ok" and estimated[0]["fov"][0] in FOVS
     assert all(r["fov"] == [18.0, 18.0] for r in rows if r["fov_source"] == "file")
+
+
+def test_a_formula_the_sidecar_gives_makes_the_heavy_atoms_agree(ray_cluster, tmp_path):
+    """The shipped model reads iodopentafluorobenzene's iodine as bromine (its training saw little iodine).
+    A sidecar that gives the molecule's formula makes the graph's heavy atoms take its elements: the same
+    stack reads C6HF5I beside it, C6HBrF5 without it; a malformed formula is an error row naming the sidecar."""
+    from raypipe.pipelines.predict import predict_dataset
+    from raypipe.scans.archive import write_archive
+
+    stack = next(s for s in read_archive(EXAMPLES / "scans" / "sample_scans.h5")
+                 if s.scan_id.startswith("iodopentafluorobenzene_A100"))
+    (tmp_path / "scans").mkdir()
+    for name, sidecar in (("plain", None), ("known", {"formula": "C6HF5I"}), ("bad", {"formula": "C6HXe"})):
+        write_archive(tmp_path / "scans" / f"{name}.h5", [stack])
+        if sidecar:
+            (tmp_path / "scans" / f"{name}.h5.raypipe.json").write_text(json.dumps(sidecar))
+    rows = {Path(r["unit"]).stem: r for r in predict_dataset(str(tmp_path / "scans")).take_all()}
+    assert rows["plain"]["formula"] == "C6HBrF5" and rows["plain"]["truth_formula"] == "C6HF5I"
+    assert rows["known"]["formula"] == "C6HF5I", rows["known"]["error"]
+    assert rows["known"]["formula_counts"] is None  # the shipped model has no count output
+    assert rows["bad"]["status"] == "error" and "bad.h5.raypipe.json" in rows["bad"]["error"]
+    assert "Xe is not one of the model's elements" in rows["bad"]["error"]

@@ -267,3 +267,72 @@ def test_the_visible_atom_figure_scores_what_a_constant_height_scan_shows() -> N
     summary = aggregate([s, wrong], [1.6, 0.2])
     assert summary["visible_exact"] == 0.5 and summary["by_corrugation"][">150 pm"]["visible_exact"] == 1.0
 
+
+
+def test_a_count_makes_the_elements_agree_where_the_depiction_is_torn_and_not_where_it_is_clear() -> None:
+    """With a model's counts, the heavy atoms' elements are chosen together (raypipe.chem.agreement). A Br
+    drawn 60 % in iodine's colour reads as I on its own; the true count brings the Br back (and the
+    molecule right), a count of the misread formula keeps the misreading, and a count that contradicts a
+    clearly drawn atom (every pixel one colour) does not overrule it."""
+    from raypipe.chem.agreement import PENALTY, VOTE_FLOOR
+    from raypipe.chem.pixels import CENTRE_VOTE_RADIUS
+    from raypipe.training.data import centre_targets
+
+    m = Molecule.from_smiles("Brc1cc(Cl)cc(Cl)c1")
+    depiction = render_depiction(m)
+    centres = (centre_targets(depiction[None], DEFAULT_WINDOW)[0] + 1) / 2
+    truth = {e: float(m.elements.count(e)) for e in ELEMENTS}
+    assert extract_graph(depiction, DEFAULT_WINDOW, centres, truth).formula == m.formula == "C6H3BrCl2"
+    bromine = next(a for a in extract_graph(depiction, DEFAULT_WINDOW, centres).atoms if a.element == "Br")
+    col, row = DEFAULT_WINDOW.to_pixels(np.array([[bromine.x, bromine.y]]))[0]
+    rr, cc = np.mgrid[:128, :128] + 0.5
+    near = np.hypot(rr - row, cc - col) <= CENTRE_VOTE_RADIUS
+    torn = depiction.copy()
+    is_br = near & (torn == COLORS["Br"]).all(axis=-1)
+    order = np.argsort(np.hypot(rr - row, cc - col)[is_br])  # the inner 60 % of its pixels drawn as iodine
+    ys, xs = np.nonzero(is_br)
+    inner = order[: int(0.6 * len(order))]
+    torn[ys[inner], xs[inner]] = COLORS["I"]
+    alone = extract_graph(torn, DEFAULT_WINDOW, centres)
+    assert alone.formula == "C6H3Cl2I"
+    agreed = extract_graph(torn, DEFAULT_WINDOW, centres, truth)
+    assert agreed.formula == m.formula and score(agreed, m).total and agreed.smiles == m.smiles
+    misread = {**truth, "Br": 0.0, "I": 1.0}
+    assert extract_graph(torn, DEFAULT_WINDOW, centres, misread).formula == "C6H3Cl2I"
+    wrong = {**truth, "Cl": 0.0, "F": 2.0}  # a clear Cl costs log((1 + f) / f) > PENALTY to relabel
+    assert np.log((1 + VOTE_FLOOR) / VOTE_FLOOR) > PENALTY
+    assert extract_graph(depiction, DEFAULT_WINDOW, centres, wrong).formula == m.formula
+    assert extract_graph(depiction, DEFAULT_WINDOW, None, wrong).formula == m.formula  # no centres: no agreement
+
+
+def test_a_known_formula_also_takes_a_weak_peak_for_a_missing_atom_and_drops_a_surplus_one() -> None:
+    """A known formula (a sidecar's) may change the number of heavy atoms: a chlorine whose centre peak is
+    too weak to be read (0.2, under CENTRE_THRESHOLD) is taken where the formula lacks it, and a spurious
+    peak on a ring bond, read as a seventh carbon, is dropped; a model's counts do neither."""
+    from raypipe.chem.agreement import ElementCounts
+    from raypipe.chem.pixels import CENTRE_THRESHOLD, WEAK_THRESHOLD
+    from raypipe.training.data import centre_targets
+
+    m = Molecule.from_smiles("Brc1cc(Cl)cc(Cl)c1")
+    depiction = render_depiction(m)
+    centres = (centre_targets(depiction[None], DEFAULT_WINDOW)[0] + 1) / 2
+    known = ElementCounts.known(m.formula)
+    read = extract_graph(depiction, DEFAULT_WINDOW, centres)
+    chlorine = next(a for a in read.atoms if a.element == "Cl")
+    col, row = DEFAULT_WINDOW.to_pixels(np.array([[chlorine.x, chlorine.y]]))[0]
+    rr, cc = np.mgrid[:128, :128] + 0.5
+    faint = centres.copy()
+    spot = np.hypot(rr - row, cc - col) <= 4
+    faint[spot] *= 0.2  # its peak now 0.2
+    assert WEAK_THRESHOLD < faint[spot].max() < CENTRE_THRESHOLD
+    assert extract_graph(depiction, DEFAULT_WINDOW, faint).formula == "C6H4BrCl"  # valence adds an H
+    assert extract_graph(depiction, DEFAULT_WINDOW, faint, dict(known.counts)).formula == "C6H4BrCl"  # a model's
+    assert extract_graph(depiction, DEFAULT_WINDOW, faint, known).formula == m.formula
+
+    carbons = [a for a in read.atoms if a.element == "C"]
+    a, b = min(((p, q) for p in carbons for q in carbons if p is not q),
+               key=lambda pq: np.hypot(pq[0].x - pq[1].x, pq[0].y - pq[1].y))  # a ring bond
+    col, row = DEFAULT_WINDOW.to_pixels(np.array([[(a.x + b.x) / 2, (a.y + b.y) / 2]]))[0]
+    extra = np.maximum(centres, 0.45 * np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / 2))
+    assert extract_graph(depiction, DEFAULT_WINDOW, extra).formula == "C7H3BrCl2"
+    assert extract_graph(depiction, DEFAULT_WINDOW, extra, known).formula == m.formula

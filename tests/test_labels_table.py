@@ -651,3 +651,44 @@ def test_a_catalog_locked_longer_than_its_patience_fails_in_one_line(tmp_path, m
     assert len(err.splitlines()) == 1 and "did not answer for 2 s (" in err and "database is locked" in err, err
     assert f"sqlite:///{out}/catalog.db" in err and 2 <= waited < 60
     assert not (out / "table").exists()
+
+
+@pytest.mark.slow
+def test_a_table_of_an_earlier_raypipe_gains_the_new_column_and_a_count_model_fills_it(ray_cluster, tmp_path,
+                                                                                       model_file):
+    """A labels table made before the count output existed (no ``formula_counts`` column) takes the column
+    on the next run: the earlier rows read it as null, a model without counts writes null, and a model with
+    the count output writes its own formula there ("stale": the units labelled by another model again)."""
+    import torch
+
+    from raypipe.chem.elements import ELEMENTS
+    from raypipe.labels.job import label_archive, table_schema
+    from raypipe.labels.table import TableSettings, open_table, read_labels
+    from raypipe.pipelines.schema import OUTPUT_SCHEMA
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    image_folder(src / "a")
+    earlier = pa_schema_without(table_schema(OUTPUT_SCHEMA), "formula_counts")
+    open_table(TableSettings(str(out)), earlier, create=True)
+    label_archive(str(src), str(out), model=model_file, settle=0)
+    rows = read_labels(str(out), columns=["unit", "status", "formula", "formula_counts"]).to_pylist()
+    assert [(r["status"], r["formula_counts"]) for r in rows] == [("ok", None)]
+
+    config = ModelConfig(ngf=4, ndf=4, conv3d_channels=2, head="palette", counts=True)
+    torch.manual_seed(0)
+    generator = define_G(config)  # a fresh count branch: about one atom of each element, whatever it sees
+    torch.nn.init.zeros_(generator.out[0].weight)  # and the background everywhere, as model_file's
+    with torch.no_grad():
+        generator.out[0].bias.copy_(torch.tensor([10.0] + [0.0] * (generator.out[0].out_channels - 1)))
+    counting = save_model(generator, config, tmp_path / "counting.safetensors", name="counting")
+    image_folder(src / "b", seed=1)
+    summary = label_archive(str(src), str(out), model=str(counting), settle=0, relabel="stale")
+    rows = read_labels(str(out), columns=["unit", "status", "error", "formula_counts", "model"]).to_pylist()
+    assert (summary.ok, summary.errors) == (2, 0), rows
+    one_each = "CH" + "".join(sorted(e for e in ELEMENTS if e not in ("C", "H")))
+    assert sorted((Path(r["unit"]).name, r["formula_counts"]) for r in rows) == [("a", one_each), ("b", one_each)]
+    assert {r["model"].split("@")[0] for r in rows} == {"counting"}
+
+
+def pa_schema_without(schema, name: str):
+    return schema.remove(schema.get_field_index(name))

@@ -476,7 +476,7 @@ def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
     path = save_model(model.G.eval(), config, tmp_path / "centres.safetensors", name="centres", half=False)
     with safe_open(str(path), framework="numpy") as f:
         header = f.metadata()
-    assert header["format_version"] == str(FORMAT_VERSION) == "3" and json.loads(header["config"])["centres"]
+    assert header["format_version"] == str(FORMAT_VERSION) == "4" and json.loads(header["config"])["centres"]
     loaded, old = load_model(path, device="cpu"), load_model(base, device="cpu")
     x = stack.numpy()
     out = loaded.infer(x)
@@ -488,7 +488,7 @@ def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
     assert np.allclose(flipped, loaded.infer(x, views=4).centres[..., ::-1], atol=1e-5)
 
     cfg = dict(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="c", model="small-palette")
-    with pytest.raises(ValueError, match="needs the atom-centre output"):
+    with pytest.raises(ValueError, match="trainable .centres. needs that output"):
         TrainConfig(**cfg, trainable="centres").check()
     with pytest.raises(ValueError, match="trainable must be one of"):
         TrainConfig(**cfg, trainable="head").check()
@@ -521,3 +521,89 @@ def test_centre_targets_mark_the_atoms_the_depiction_shows_and_move_with_it():
     _, moved = augment(stack, torch.as_tensor(targets), AugmentConfig.experimental(), torch.Generator().manual_seed(0))
     on_spots = moved[:, 3] > 0.5
     assert on_spots.any() and (moved[:, :3].amax(dim=1)[on_spots] > -1).all()  # every spot still on a drawn atom
+
+
+def test_the_count_output_learns_a_formula_alone_and_travels_in_the_model_file(tmp_path):
+    """``counts``: one more output channel per element, whose density sums to the molecule's count of it.
+    Trained alone (``trainable="counts"``) it learns to count while every other weight stays as it was; the
+    model file (format 4) carries it, ``infer`` returns the counts, the same whichever way the scan is
+    flipped, and the training config refuses a count run on a model without the output."""
+    import json
+    from dataclasses import replace
+
+    from safetensors import safe_open
+
+    from raypipe.chem.elements import ELEMENTS
+    from raypipe.model.files import FORMAT_VERSION
+    from raypipe.training.run import TrainConfig, init_generator
+
+    plain = replace(TINY, head="palette", centres=True)
+    config = replace(plain, counts=True, lr=2e-3)
+    torch.manual_seed(0)
+    base = save_model(define_G(plain).eval(), plain, tmp_path / "base.safetensors", name="base", half=False)
+    model = Pix2Pix(config, trainable="counts")
+    init_generator(model.G, base)
+    before = {k: v.clone() for k, v in model.G.state_dict().items() if not k.startswith("counts.")}
+    stack = 0.1 * torch.randn(8, 10, 64, 64)
+    carbons = [1, 2, 3, 4, 1, 2, 3, 4]
+    spots = [(10, 12), (40, 44), (48, 16), (16, 48)]
+    for b, n in enumerate(carbons):  # a bright square marks each carbon atom
+        for r, c in spots[:n] if b < 4 else spots[::-1][:n]:
+            stack[b, :, r:r + 5, c:c + 5] = 3.0
+    target = -torch.ones(8, 4 + len(ELEMENTS), 64, 64)
+    target[:, 4 + ELEMENTS.index("C")] = torch.tensor(carbons, dtype=torch.float32)[:, None, None]
+    target[:, 4 + ELEMENTS.index("H")] = 2.0
+    target[:, 4:, :3, :] = -1  # the padding augmentation leaves at an edge: the planes' maximum is read
+    first = model.train_step(stack, target)["loss_G_counts"]
+    for _ in range(300):
+        last = model.train_step(stack, target)["loss_G_counts"]
+    assert last < 0.1 * first
+    after = model.G.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the depictions and centres stay as they were
+
+    path = save_model(model.G.eval(), config, tmp_path / "counts.safetensors", name="counts", half=False)
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata()
+    assert header["format_version"] == str(FORMAT_VERSION) == "4" and json.loads(header["config"])["counts"]
+    loaded, old = load_model(path, device="cpu"), load_model(base, device="cpu")
+    x = stack.numpy()
+    counts = loaded.infer(x).counts
+    assert loaded.has_counts and not old.has_counts and old.infer(x).counts is None
+    assert counts.shape == (8, len(ELEMENTS))
+    read = counts[:, ELEMENTS.index("C")]  # learnt: more squares, more carbons (on random features)
+    assert np.all(np.diff(read[:4]) > 0.4) and np.all(np.diff(read[4:]) > 0.4)
+    assert read[3] - read[0] > 1.2 and read[7] - read[4] > 1.2  # at the start: 1 of each, whatever it sees
+    assert np.abs(counts[:, ELEMENTS.index("H")] - 2).max() < 0.5
+    assert counts[:, [ELEMENTS.index(e) for e in ("N", "O", "Br", "I")]].max() < 0.3
+    assert np.array_equal(loaded.infer(x).depictions, old.infer(x).depictions)
+    four = loaded.infer(x, views=4).counts
+    assert np.allclose(loaded.infer(x[..., ::-1].copy(), views=4).counts, four, rtol=1e-4, atol=1e-4)
+    assert np.all(np.diff(four[:4, ELEMENTS.index("C")]) > 0.3)
+
+    cfg = dict(data_uri=str(SAMPLE), storage_path=str(tmp_path), run_name="c", model="small-palette")
+    with pytest.raises(ValueError, match="trainable 'counts' needs that output"):
+        TrainConfig(**cfg, trainable="counts", model_overrides={"centres": True}).check()
+
+
+def test_count_targets_are_the_formula_and_survive_augmentation():
+    """The count target: one constant plane per element after the depiction and the centre target, the
+    formula's count of it; augmentation (flips, rotation, shift, drift) keeps every plane's maximum."""
+    import pyarrow.parquet as pq
+
+    from raypipe.chem.elements import ELEMENTS
+    from raypipe.chem.elements import formula_counts
+    from raypipe.training.data import decode_targets
+    from raypipe.window import DEFAULT_WINDOW
+
+    table = pq.read_table(SAMPLE / "shards" / "shard-00000.parquet", columns=["target_png", "formula"])
+    pngs, formulas = table["target_png"].to_pylist(), table["formula"].to_pylist()
+    targets = decode_targets(pngs, DEFAULT_WINDOW, formulas)
+    assert targets.shape == (len(pngs), 4 + len(ELEMENTS), 128, 128)
+    assert np.array_equal(targets[:, :4], decode_targets(pngs, DEFAULT_WINDOW))
+    truth = np.stack([formula_counts(f) for f in formulas])
+    assert truth[:, ELEMENTS.index("C")].min() > 0 and truth.sum() > truth[:, :2].sum()  # more than C and H
+    stack = torch.as_tensor(targets[:, :1]).repeat(1, 10, 1, 1)
+    _, moved = augment(stack, torch.as_tensor(targets), AugmentConfig.experimental(), torch.Generator().manual_seed(0))
+    assert np.array_equal(moved[:, 4:].amax(dim=(2, 3)).numpy(), truth)
+    with pytest.raises(ValueError, match="Xe is not one of the model's elements"):
+        formula_counts("C6H5Xe")

@@ -50,3 +50,22 @@ def ball_radius(element: str) -> float:
 def palette() -> np.ndarray:
     """(len(ELEMENTS)+1, 3) float array: background black first, then ELEMENTS' colours in order."""
     return np.array([(0, 0, 0)] + [COLORS[e] for e in ELEMENTS], dtype=np.float32)
+
+
+def formula_counts(formula: str) -> np.ndarray:
+    """A Hill formula -> (len(ELEMENTS),) float32 atoms of each element, in ``ELEMENTS`` order.
+
+    Examples:
+        >>> formula_counts("C6HBrF4I").tolist()
+        [1.0, 6.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    """
+    import re
+
+    if not re.fullmatch(r"(?:[A-Z][a-z]?\d*)+", formula or ""):
+        raise ValueError(f"formula {formula!r}: not a formula (element symbols each with its count, e.g. C6H3BrCl2)")
+    out = np.zeros(len(ELEMENTS), np.float32)
+    for element, n in re.findall(r"([A-Z][a-z]?)(\d*)", formula or ""):
+        if element not in ELEMENTS:
+            raise ValueError(f"formula {formula!r}: {element} is not one of the model's elements {ELEMENTS}")
+        out[ELEMENTS.index(element)] += int(n or 1)
+    return out

@@ -6,7 +6,10 @@
 2. balls: for each element, the fraction of a ball-sized disc around each pixel that holds the
    element's colour is computed (hidden parts, i.e. other foreground, count half); local maxima above
    0.6 are atoms (sticks are too thin to reach it), one atom per place, except that a heavy atom may
-   sit half under an H. An atom's confidence is how full its ball is;
+   sit half under an H. An atom's confidence is how full its ball is. With a model's atom-centre map the
+   atoms sit at its peaks instead, each of the element most of the colours around it show, or, with the
+   model's counts too, the heavy atoms' elements chosen together to agree with them
+   (:mod:`raypipe.chem.agreement`);
 3. bonds: atom pairs closer (in projection) than 1.25 x the sum of their covalent radii whose joining
    line runs over the foreground for at least 80% of its length, with no heavy atom on its middle;
    confidence is that fraction. One bond per H, and no false triangles;
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from raypipe.chem.agreement import Counts
 from raypipe.chem.hydrogens import graph_smiles, with_hidden_hydrogens
 from raypipe.chem.molgraph import GraphAtom, MolGraph
 from raypipe.chem.pixels import atoms_and_bonds, classify_pixels
@@ -32,27 +36,31 @@ from raypipe.window import DEFAULT_WINDOW, Window
 __all__ = ["GraphAtom", "MolGraph", "classify_pixels", "extract_graph", "graph_smiles", "read_graph"]
 
 
-def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None) -> MolGraph:
+def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None,
+                  counts: Counts | None = None) -> MolGraph:
     """Decode an (S, S, 3) uint8 depiction into a :class:`MolGraph` (positions in Å on ``window``).
 
     ``centres``: the (S, S) atom-centre probabilities of a model with that output (``Model.infer``); the
     atoms are then read at its peaks, their elements, the bonds and the hidden hydrogens from the
-    depiction as before (:mod:`raypipe.chem.pixels`)."""
+    depiction as before (:mod:`raypipe.chem.pixels`). ``counts``: atoms of each element (a model's count
+    head, ``Model.infer``); with a centre map the heavy atoms' elements then agree with it
+    (:mod:`raypipe.chem.agreement`)."""
     window = window or DEFAULT_WINDOW
     if depiction.ndim != 3 or depiction.shape[2] < 3 or depiction.shape[:2] != (window.size, window.size):
         raise ValueError(f"depiction of shape {depiction.shape} does not fit a {window.size}-pixel window")
     if centres is not None and np.shape(centres) != depiction.shape[:2]:
         raise ValueError(f"centre map of shape {np.shape(centres)} does not fit the depiction {depiction.shape[:2]}")
-    return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window, centres))
+    return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window, centres, counts))
 
 
-def read_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None) -> MolGraph:
+def read_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None,
+               counts: Counts | None = None) -> MolGraph:
     """:func:`extract_graph` for scoring and ranking: a depiction that shows no molecule (a
     :class:`~raypipe.errors.DepictionError`, e.g. an early model's noise) reads as the empty graph, which
     scores as wrong, instead of stopping a validation or a scale search."""
     from raypipe.errors import DepictionError
 
     try:
-        return extract_graph(depiction, window, centres)
+        return extract_graph(depiction, window, centres, counts)
     except DepictionError:
         return MolGraph([], [])

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from raypipe.chem.agreement import Counts, ElementCounts, agree_elements
 from raypipe.chem.elements import COVALENT_RADII, ELEMENTS, ball_radius, palette
 from raypipe.chem.molgraph import GraphAtom, MolGraph, ideal_length
 from raypipe.errors import DepictionError
@@ -35,6 +36,7 @@ OCCLUDED_WEIGHT = 0.5
 MIN_UNDER_H_FILL = 0.66  # a heavy atom half under an H: its ball at least this full
 MIN_LINE_FILL = 0.8
 CENTRE_THRESHOLD = 0.3  # an atom-centre map's local maximum at least this high is an atom
+WEAK_THRESHOLD = 0.1  # ... and one at least this high may be, where a known formula lacks atoms
 CENTRE_VOTE_RADIUS = 2.5  # pixels around a centre whose depiction colours choose its element
 # more atoms than this in one depiction is not a molecule (a flat molecule filling the 18 A window, H
 # included, has fewer than ~250): extraction stops there instead of pairing thousands of noise blobs
@@ -51,10 +53,12 @@ class Ball(NamedTuple):
     own: tuple[float, float]  # (col, row) of the centroid of its own colour
 
 
-def atoms_and_bonds(labels: np.ndarray, window: Window, centres: np.ndarray | None = None) -> MolGraph:
+def atoms_and_bonds(labels: np.ndarray, window: Window, centres: np.ndarray | None = None,
+                    counts: Counts | None = None) -> MolGraph:
     """The atoms and bonds a labelled depiction shows (no hidden hydrogens yet); with ``centres`` (a model's
-    (S, S) atom-centre probabilities) the atoms are read from that map (:func:`atoms_at_centres`)."""
-    atoms = find_atoms(labels, window) if centres is None else atoms_at_centres(labels, centres, window)
+    (S, S) atom-centre probabilities) the atoms are read from that map (:func:`atoms_at_centres`), their
+    elements agreeing with ``counts`` where given (a model's count head)."""
+    atoms = find_atoms(labels, window) if centres is None else atoms_at_centres(labels, centres, window, counts)
     _check_count(len(atoms))
     # sticks are thinner than a pixel and a half: follow them on the foreground grown by one pixel
     bonds, bond_conf = find_bonds(atoms, ndimage.binary_dilation(labels > 0, np.ones((3, 3), bool)), window)
@@ -134,13 +138,18 @@ def _in_reading_order(found: list[tuple[str, float, float, float]], window: Wind
     return [GraphAtom(found[i][0], float(xy[i, 0]), float(xy[i, 1]), float(found[i][3])) for i in order]
 
 
-def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window) -> list[GraphAtom]:
+def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window,
+                     counts: Counts | None = None) -> list[GraphAtom]:
     """Atoms at the local maxima (over +-2 pixels) of an atom-centre map that reach ``CENTRE_THRESHOLD``:
     each placed at the map's weighted centre over the peak's 3 x 3 pixels, of the element the labelled
     depiction shows most within ``CENTRE_VOTE_RADIUS`` pixels (a peak over background is dropped), with
-    the peak's height as its confidence."""
+    the peak's height as its confidence. With ``counts`` (atoms of each element, a model's count head) the
+    heavy atoms' elements are chosen together from those votes to agree with it
+    (:func:`raypipe.chem.agreement.agree_elements`)."""
     centres = np.asarray(centres, dtype=np.float32)
-    peaks = (centres == ndimage.maximum_filter(centres, size=5, mode="constant")) & (centres >= CENTRE_THRESHOLD)
+    # counts that may change the number of atoms (a known formula) may also take weaker peaks
+    low = WEAK_THRESHOLD if isinstance(counts, ElementCounts) and counts.atoms else CENTRE_THRESHOLD
+    peaks = (centres == ndimage.maximum_filter(centres, size=5, mode="constant")) & (centres >= low)
     blobs, n = ndimage.label(peaks)
     size = labels.shape[0]
     grid = np.arange(size) + 0.5  # pixel centres
@@ -156,8 +165,10 @@ def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window) ->
         disc = (grid[rr, None] - row) ** 2 + (grid[None, cc] - col) ** 2 <= CENTRE_VOTE_RADIUS**2
         votes = np.bincount(labels[rr, cc][disc], minlength=len(ELEMENTS) + 1)[1:]
         if votes.any():
-            found.append((ELEMENTS[int(votes.argmax())], col, row, float(centres[r0, c0])))
-    return _in_reading_order(found, window)
+            found.append((votes / votes.sum(), col, row, float(centres[r0, c0])))
+    elements = agree_elements(np.array([f[0] for f in found]), counts,
+                              strengths=np.array([f[3] for f in found]), threshold=CENTRE_THRESHOLD)
+    return _in_reading_order([(e, *f[1:]) for e, f in zip(elements, found) if e is not None], window)
 
 
 def _disc_fractions(mask: np.ndarray, foreground: np.ndarray,

@@ -260,6 +260,11 @@ def _open_table(settings: TableSettings, schema: pa.Schema | None, create: bool)
                 with table.transaction() as txn:
                     txn.set_properties(missing)
                 table = catalog.load_table(settings.table)
+            have = {f.name for f in table.schema().fields}
+            if create and schema is not None and not set(schema.names) <= have:  # columns a later raypipe added
+                with table.update_schema() as update:  # (optional columns: the earlier rows read them as null)
+                    update.union_by_name(schema)
+                table = catalog.load_table(settings.table)
             return table
         except TableError:  # no table, or the catalog away for longer than its patience
             raise

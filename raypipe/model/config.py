@@ -15,7 +15,7 @@ from pathlib import Path
 
 HEADS = ("rgb", "palette")
 LR_SCHEDULES = ("constant", "cosine", "linear")
-TRAINABLE = ("all", "centres")  # what a training run updates (``TrainConfig.trainable``, ``Pix2Pix``)
+TRAINABLE = ("all", "centres", "counts")  # what a training run updates (``TrainConfig.trainable``, ``Pix2Pix``)
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class ModelConfig:
     spots at the atoms the true depiction shows). The depiction is unchanged; graph extraction then places
     atoms at the peaks of that map instead of searching the depiction for balls, which a blurred
     depiction (ring carbons merged into a thick ring) hides (:mod:`raypipe.model.heads`).
+
+    ``counts``: another branch on the same features predicts the molecule's formula: a density per element
+    whose sum over the pixels is the expected number of its atoms, hidden hydrogens included. Graph
+    extraction then chooses the heavy atoms' elements to agree with it (:mod:`raypipe.chem.agreement`),
+    and output rows carry its own formula beside the graph's (``formula_counts``).
     """
 
     n_slices: int = 10
@@ -57,6 +62,8 @@ class ModelConfig:
     lambda_dice: float = 0.0  # soft Dice over the element classes, added to the cross-entropy
     centres: bool = False  # an atom-centre output beside the head (class docs)
     lambda_centres: float = 1.0  # weight of the atom-centre loss (weighted binary cross-entropy)
+    counts: bool = False  # a count output: atoms of each element in the molecule (class docs)
+    lambda_counts: float = 1.0  # weight of the count loss (Poisson negative log-likelihood)
     lr: float = 2e-4
     beta1: float = 0.5
     lr_schedule: str = "constant"  # "constant", "cosine" (to lr_min_ratio x lr) or "linear" (pix2pix's decay)

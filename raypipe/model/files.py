@@ -28,8 +28,9 @@ from raypipe.resources import SHIPPED_MODEL
 from raypipe.storage import StorageOptions, filesystem, is_remote, redact, write_bytes_atomic
 
 # 1: no head in the config (the RGB head); 2: the config has the grid and the head; 3: the config may add an
-# atom-centre output (``centres``), whose weights an older raypipe would not expect
-FORMAT_VERSION = 3
+# atom-centre output (``centres``), whose weights an older raypipe would not expect; 4: it may add a count
+# output (``counts``)
+FORMAT_VERSION = 4
 
 
 def local_model_file(path: str | Path | None, storage_options: StorageOptions = None) -> Path:

@@ -20,6 +20,15 @@ training target, Gaussian spots of ``CENTRE_SIGMA`` pixels at the atoms the true
 (:func:`raypipe.training.data.centre_targets`), in [-1, 1] like the depiction, so augmentation moves it with
 the depiction; its loss is binary cross-entropy with the spots weighted ``CENTRE_WEIGHT`` times (they cover
 ~1 % of the pixels). Views are combined by their mean probability.
+
+The count output (config ``counts``) follows: one channel per element of ``ELEMENTS``, the log of a density
+whose sum over the pixels is the expected number of that element's atoms in the molecule, hydrogens a top
+view hides included (the molecule's formula: :meth:`Head.counts`). A density, not one number per stack, so
+that the views of a stack map back and combine as the other outputs do (by their mean density) and the
+count of a molecule does not depend on where it lies. Its target: the formula's counts as constant planes
+after the depiction's (and the centre target's) channels (:func:`raypipe.training.data.decode_targets`),
+which augmentation moves unchanged (the planes' maximum is read back: padding is -1); its loss is the
+Poisson negative log-likelihood of the counts.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raypipe.chem.elements import palette
+from raypipe.chem.elements import ELEMENTS, palette
 from raypipe.model.config import ModelConfig
 
 PALETTE = torch.as_tensor(palette() / 127.5 - 1.0)  # (11, 3) in [-1, 1]; index 0 is the black background
@@ -44,6 +53,7 @@ def classes_of(target: torch.Tensor) -> torch.Tensor:
 
 CENTRE_SIGMA = 1.0  # pixels: the Gaussian spot at each visible atom's centre in the centre target
 CENTRE_WEIGHT = 20.0  # extra weight of the spots' pixels in the centre loss
+N_COUNTS = len(ELEMENTS)  # channels of the count output: one per element
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -70,23 +80,57 @@ class Head:
         """(B, S, S) probability of a visible atom's centre at each pixel, or None (no centre output)."""
         return output[:, self.channels].sigmoid() if self.config.centres else None
 
+    @property
+    def count_channels(self) -> slice:
+        """Where the count output's channels are in a generator output (module docs)."""
+        start = self.channels + int(self.config.centres)
+        return slice(start, start + N_COUNTS)
+
+    @property
+    def count_targets(self) -> slice:
+        """Where the count planes are in a training target: after the depiction and the centre target."""
+        start = 3 + int(self.config.centres)
+        return slice(start, start + N_COUNTS)
+
+    def counts(self, output: torch.Tensor) -> torch.Tensor | None:
+        """(B, len(ELEMENTS)) expected atoms of each element in ``ELEMENTS`` order (the density's sum over the
+        pixels), or None (no count output)."""
+        if not self.config.counts:
+            return None
+        return output[:, self.count_channels].flatten(2).logsumexp(dim=-1).exp()
+
     def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """One output from several views' outputs (each mapped back onto the stack's frame)."""
-        combined = self._combine([self.own(o) for o in outputs])
-        if not self.config.centres:
-            return combined
-        p = torch.stack([o[:, self.channels:self.channels + 1].sigmoid() for o in outputs]).mean(dim=0)
-        return torch.cat([combined, torch.logit(p.clamp(1e-6, 1 - 1e-6))], dim=1)
+        combined = [self._combine([self.own(o) for o in outputs])]
+        if self.config.centres:
+            p = torch.stack([o[:, self.channels:self.channels + 1].sigmoid() for o in outputs]).mean(dim=0)
+            combined.append(torch.logit(p.clamp(1e-6, 1 - 1e-6)))
+        if self.config.counts:  # the log of the views' mean density
+            logs = torch.stack([o[:, self.count_channels] for o in outputs])
+            combined.append(logs.logsumexp(dim=0) - float(np.log(len(outputs))))
+        return torch.cat(combined, dim=1) if len(combined) > 1 else combined[0]
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The head's loss on the depiction (``target[:, :3]``) plus, with a centre output and a centre
-        target (``target[:, 3]``), ``lambda_centres`` x :meth:`centre_loss`."""
+        target (``target[:, 3]``), ``lambda_centres`` x :meth:`centre_loss`, and with a count output and
+        its target, ``lambda_counts`` x :meth:`count_loss`."""
         total, parts = self._loss(self.own(output), target[:, :3])
         if self.config.centres and target.shape[1] > 3:
             centre = self.centre_loss(output[:, self.channels], target)
             total = total + self.config.lambda_centres * centre
             parts["loss_G_centres"] = centre.item()
+        if self.config.counts and target.shape[1] >= self.count_targets.stop:
+            count = self.count_loss(output, target)
+            total = total + self.config.lambda_counts * count
+            parts["loss_G_counts"] = count.item()
         return total, parts
+
+    def count_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Poisson negative log-likelihood of the true counts (the maximum of each count plane of the
+        target) under the count output's expected counts, mean over stacks and elements."""
+        log_counts = output[:, self.count_channels].flatten(2).logsumexp(dim=-1)
+        truth = target[:, self.count_targets].flatten(2).amax(dim=-1).clamp_min(0)
+        return F.poisson_nll_loss(log_counts, truth, log_input=True, full=False)
 
     @staticmethod
     def centre_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

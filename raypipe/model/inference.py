@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raypipe.chem.elements import ELEMENTS
 from raypipe.model.calibration import Calibration, margin_stats
 from raypipe.model.config import ModelConfig
 from raypipe.model.files import ModelFile, check_views, load_weights
@@ -39,6 +40,7 @@ class Prediction:
     depictions: np.ndarray  # (B, S, S, 3) uint8
     margins: np.ndarray  # (B, S, S) float32 in [0, 1]: the head's per-pixel certainty
     centres: np.ndarray | None  # (B, S, S) float32 atom-centre probabilities; None without that output
+    counts: np.ndarray | None = None  # (B, len(ELEMENTS)) float32 expected atoms of each element; None without
 
     def __len__(self) -> int:
         return len(self.depictions)
@@ -47,21 +49,33 @@ class Prediction:
         """Stack ``k``'s centre map, or None (what :func:`raypipe.extract_graph` takes as ``centres``)."""
         return None if self.centres is None else self.centres[k]
 
+    def count_of(self, k: int) -> dict[str, float] | None:
+        """Stack ``k``'s expected atoms of each element, or None (what :func:`raypipe.extract_graph` takes as
+        ``counts``)."""
+        return None if self.counts is None else element_counts(self.counts[k])
+
     def margin_stats(self, k: int) -> tuple[float, float]:
         """Stack ``k``'s (mean margin, fraction of low margins) over its molecule's pixels."""
         return margin_stats(self.margins[k], self.depictions[k])
 
     @classmethod
-    def empty(cls, size: int, centres: bool) -> "Prediction":
+    def empty(cls, size: int, centres: bool, counts: bool = False) -> "Prediction":
         blank = np.zeros((0, size, size), np.float32)
-        return cls(np.zeros((0, size, size, 3), np.uint8), blank, blank if centres else None)
+        return cls(np.zeros((0, size, size, 3), np.uint8), blank, blank if centres else None,
+                   np.zeros((0, len(ELEMENTS)), np.float32) if counts else None)
 
     @classmethod
-    def concatenate(cls, parts: list["Prediction"], size: int, centres: bool) -> "Prediction":
+    def concatenate(cls, parts: list["Prediction"], size: int, centres: bool, counts: bool = False) -> "Prediction":
         if not parts:
-            return cls.empty(size, centres)
+            return cls.empty(size, centres, counts)
         return cls(np.concatenate([p.depictions for p in parts]), np.concatenate([p.margins for p in parts]),
-                   np.concatenate([p.centres for p in parts]) if centres else None)
+                   np.concatenate([p.centres for p in parts]) if centres else None,
+                   np.concatenate([p.counts for p in parts]) if counts else None)
+
+
+def element_counts(values) -> dict[str, float]:
+    """A count output's row ((len(ELEMENTS),) numbers) as ``{element: expected atoms}``."""
+    return {e: float(n) for e, n in zip(ELEMENTS, values)}
 
 
 @dataclass
@@ -99,10 +113,16 @@ class Model:
         """Whether the model has the atom-centre output (config ``centres``)."""
         return self.config.centres
 
+    @property
+    def has_counts(self) -> bool:
+        """Whether the model has the count output (config ``counts``)."""
+        return self.config.counts
+
     @torch.no_grad()
     def infer(self, stacks: np.ndarray | torch.Tensor, *, views: int | None = None) -> Prediction:
         """(B, n_slices, S, S) preprocessed stacks (B may be 0) -> a :class:`Prediction`: depictions, the
-        head's per-pixel margins and, for a model with the atom-centre output, its centre probabilities.
+        head's per-pixel margins and, for a model with the atom-centre (count) output, its centre
+        probabilities (its expected atoms of each element).
         ``views``: how many of ``VIEWS`` each stack is seen in (default: the model's own); each costs one
         pass. On a CPU the network runs on ``CPU_MICRO_BATCH`` stacks at a time. The generator is run in
         eval mode and left in the mode it was in.
@@ -132,10 +152,11 @@ class Model:
                 else:  # each flip is its own inverse
                     y = head.combine([view(self.generator(view(part))) for view in views])
                 centres = head.centres(y).float().cpu().numpy() if self.has_centres else None
-                parts.append(Prediction(head.depiction(y), head.margin(y).float().cpu().numpy(), centres))
+                counts = head.counts(y).float().cpu().numpy() if self.has_counts else None
+                parts.append(Prediction(head.depiction(y), head.margin(y).float().cpu().numpy(), centres, counts))
         finally:
             self.generator.train(was_training)
-        return Prediction.concatenate(parts, self.config.size, self.has_centres)
+        return Prediction.concatenate(parts, self.config.size, self.has_centres, self.has_counts)
 
     def predict(self, stacks: np.ndarray | torch.Tensor, *, views: int | None = None) -> np.ndarray:
         """(B, n_slices, S, S) preprocessed stacks -> (B, S, S, 3) uint8 depictions (:meth:`infer`'s)."""

@@ -10,7 +10,8 @@ connections, and ends in a transposed convolution at full size into the output h
 (:mod:`raypipe.model.heads`): 3 channels with tanh (``rgb``, as published) or 11 palette logits. With
 ``centres`` in the config, a small branch on the same last features (two 3x3 convolutions of
 ``CENTRE_WIDTH`` channels, then a transposed convolution at full size) adds one channel after the head's:
-the logit of an atom centre at each pixel.
+the logit of an atom centre at each pixel. With ``counts``, a like branch (``COUNT_WIDTH`` channels) adds one
+channel per element after those: the log of a density whose sum is that element's count in the molecule.
 
 Discriminator (``define_D``): PatchGAN on the stack concatenated with the depiction: 4x4 stride-2
 convolutions of 1, 2, 4, 8, 8 x ndf channels with batch norm (not on the first) and LeakyReLU 0.2, then a
@@ -26,7 +27,7 @@ from torch import nn
 
 from raypipe.model.config import ModelConfig
 from raypipe.model.files import save_model
-from raypipe.model.heads import make_head
+from raypipe.model.heads import N_COUNTS, make_head
 
 ENCODER_MULTS = (2, 4, 8, 8, 8, 8)
 # memory layout of the 3D stem (weights and input). The stem works at full resolution and is ~80 % of the
@@ -34,6 +35,7 @@ ENCODER_MULTS = (2, 4, 8, 8, 8, 8)
 # (bench/bench_layout.py; test_the_channels_last_stem_computes_what_the_standard_layout_does)
 STEM_LAYOUT = torch.channels_last_3d
 CENTRE_WIDTH = 32  # channels of the atom-centre branch (config ``centres``)
+COUNT_WIDTH = 48  # channels of the count branch (config ``counts``)
 
 
 class Down(nn.Sequential):
@@ -91,6 +93,11 @@ class Generator(nn.Module):
             nn.Conv2d(CENTRE_WIDTH, CENTRE_WIDTH, 3, 1, 1), nn.ReLU(inplace=True),
             nn.ConvTranspose2d(CENTRE_WIDTH, 1, 4, 2, 1),
         ) if config.centres else None
+        self.counts = nn.Sequential(
+            nn.Conv2d(config.ngf + c_stem, COUNT_WIDTH, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(COUNT_WIDTH, COUNT_WIDTH, 3, 1, 1), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(COUNT_WIDTH, N_COUNTS, 4, 2, 1),
+        ) if config.counts else None
 
     def use_stem_layout(self, layout: torch.memory_format) -> "Generator":
         """The 3D stem's memory layout (``STEM_LAYOUT``; ``torch.contiguous_format``: the standard one).
@@ -110,8 +117,12 @@ class Generator(nn.Module):
 
     def outputs(self, features: torch.Tensor) -> torch.Tensor:
         """The output layers on the decoder's last ``features`` (what :meth:`features` returns)."""
-        out = self.out(features)
-        return out if self.centres is None else torch.cat([out, self.centres(features)], dim=1)
+        out = [self.out(features)]
+        if self.centres is not None:
+            out.append(self.centres(features))
+        if self.counts is not None:
+            out.append(self.counts(features))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
     def features(self, stack: torch.Tensor) -> torch.Tensor:
         """The decoder's last features (B, ngf + stem channels, S/2, S/2), before the output layers."""
@@ -143,7 +154,8 @@ class Discriminator(nn.Module):
 
 
 def init_weights(module: nn.Module) -> None:
-    """pix2pix initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch-norm scales."""
+    """pix2pix initialisation: N(0, 0.02) convolutions, N(1, 0.02) batch-norm scales. (The count branch's last
+    layer is set by :func:`define_G`.)"""
     if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
@@ -156,6 +168,8 @@ def init_weights(module: nn.Module) -> None:
 def define_G(config: ModelConfig) -> Generator:
     net = Generator(config)
     net.apply(init_weights)
+    if net.counts is not None:  # start from about one atom of each element: a density of 1 / S^2 a pixel
+        nn.init.constant_(net.counts[-1].bias, -2 * math.log(config.size))
     return net
 
 

@@ -60,7 +60,11 @@ OUTPUT_SCHEMA = pa.schema([
     _field("depiction", pa.binary(), "PNG: the predicted ball-and-stick depiction on the model's window"),
     _field("atoms", pa.list_(ATOM_STRUCT), "atoms read back from the depiction"),
     _field("bonds", pa.list_(BOND_STRUCT), "bonds read back from the depiction"),
-    _field("formula", pa.string(), "Hill formula of the read-back graph, hydrogens included"),
+    _field("formula", pa.string(), "Hill formula of the read-back graph, hydrogens included (its heavy atoms' "
+                                   "elements agree with the formula of the scan's sidecar where it gives one, else "
+                                   "with the model's count output where it has one)"),
+    _field("formula_counts", pa.string(), "Hill formula of the model's count output (its rounded counts of each "
+                                          "element, hidden hydrogens included); null for a model without one"),
     _field("smiles", pa.string(), "canonical SMILES when the graph is a valid molecule, else null"),
     _field("confidence", pa.float64(), "probability that the formula is right, calibrated on simulated stacks "
                                        "with known truth and stored with the model (0-1); null for a model "

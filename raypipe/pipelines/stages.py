@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from raypipe.chem.elements import ELEMENTS
 from raypipe.identify.defaults import SCREEN, SHORTLIST, TOP
 from raypipe.pipelines.schema import OUTPUT_SCHEMA
 from raypipe.storage import StorageOptions, redact
@@ -128,13 +129,13 @@ def _facts(stack, window: Window) -> dict:
             "truth_depiction": _drawn_truth(json.dumps({"atoms": truth["atoms"], "bonds": truth.get("bonds", []),
                                                         "smiles": truth.get("smiles") or ""}, sort_keys=True), window)
             or b"" if truth.get("atoms") else b"",
-            "sidecar_candidates": "\n".join(candidates or ())}
+            "sidecar_candidates": "\n".join(candidates or ()), "known_formula": meta.get("formula") or ""}
 
 
 _NONE = np.zeros(0, np.float64)
 NO_FACTS = {"scan_id": "", "format": "", "n_images": 0, "heights": _NONE, "fov": _NONE, "fov_source": "unknown",
             "amplitude": np.nan, "stiffness": np.nan, "mode": "", "truth_formula": "", "truth_smiles": "",
-            "truth_depiction": b"", "sidecar_candidates": ""}
+            "truth_depiction": b"", "sidecar_candidates": "", "known_formula": ""}
 
 
 def load(row: dict, ctx: StageContext, prepare: bool = True) -> dict:
@@ -259,6 +260,8 @@ class Predictor:
         depictions = np.zeros((len(ok), size, size, 3), np.uint8)
         # a model with the atom-centre output: its map travels on to the extraction stage
         centres = np.zeros((len(ok), size, size), np.float32) if self.model.has_centres else None
+        # and one with the count output: its expected atoms of each element
+        counts = np.zeros((len(ok), len(ELEMENTS)), np.float32) if self.model.has_counts else None
         margin_mean, margin_low = np.full(len(ok), 0.5), np.full(len(ok), 0.5)
         prediction = self.model.infer(batch["input"][ok])
         depictions[ok] = prediction.depictions
@@ -266,10 +269,13 @@ class Predictor:
             margin_mean[k], margin_low[k] = prediction.margin_stats(n)
         if centres is not None:
             centres[ok] = prediction.centres
+        if counts is not None:
+            counts[ok] = prediction.counts
         out = {k: v for k, v in batch.items() if k != "input" or self.keep_input}
         out = {**out, "depiction": depictions, "margin_mean": margin_mean, "margin_low": margin_low,
                "model": np.array([self.model.tag] * len(ok), dtype=object)}
-        return out if centres is None else {**out, "centres": centres}
+        return {**out, **{key: value for key, value in (("centres", centres), ("counts", counts))
+                          if value is not None}}
 
 
 _LIBRARIES: dict = {}  # per worker process: the run's library, fetched once from the object store
@@ -305,7 +311,6 @@ def identify(batch: dict, ctx: StageContext) -> dict:
     """Each ok row's matches: ``candidates`` (its sidecar's list, else the run's) and ``identified`` (the run's
     library), both by :mod:`raypipe.identify.search` (JSON between stages: one Arrow type in every block)."""
     from raypipe.identify.search import LIBRARY_CONFORMERS, Query, match, shortlist_screened
-    from raypipe.model.reading import read_one
 
     options = json.dumps(ctx.storage_options or {}, sort_keys=True)
     library = _library(ctx.library) if ctx.library is not None else None
@@ -320,8 +325,7 @@ def identify(batch: dict, ctx: StageContext) -> dict:
                 found[key].append("")
             continue
         x, depiction = batch["input"][k], batch["depiction"][k]
-        reading = read_one(depiction, ctx.window, centres=batch["centres"][k] if "centres" in batch else None,
-                           margins=(batch["margin_mean"][k], batch["margin_low"][k]), calibration=ctx.calibration)
+        reading = _read(batch, k, ctx)
         query = Query.of(reading.graph, reading.confidence, x, ctx.window, scale_known=bool(len(batch["fov"][k])))
         for key, chosen in lists.items():
             if chosen is None:
@@ -339,7 +343,6 @@ def identify(batch: dict, ctx: StageContext) -> dict:
 def extract(batch: dict, ctx: StageContext) -> pa.Table:
     """Read each ok row's prediction (:func:`raypipe.model.reading.read_one`) and build the output rows."""
     from raypipe.chem.depiction import encode_png
-    from raypipe.model.reading import read_one
 
     rows = []
     for k in range(len(batch["status"])):
@@ -349,7 +352,8 @@ def extract(batch: dict, ctx: StageContext) -> pa.Table:
             "amplitude": _number(batch["amplitude"][k]), "stiffness": _number(batch["stiffness"][k]),
             "mode": batch["mode"][k] or None, "fov": _list(batch["fov"][k]), "fov_source": batch["fov_source"][k],
             "input_preview": batch["input_preview"][k] or None,
-            "depiction": None, "atoms": None, "bonds": None, "formula": None, "smiles": None, "confidence": None,
+            "depiction": None, "atoms": None, "bonds": None, "formula": None, "formula_counts": None,
+            "smiles": None, "confidence": None,
             "depiction_quality": None,
             "truth_formula": batch["truth_formula"][k] or None, "truth_smiles": batch["truth_smiles"][k] or None,
             "truth_depiction": batch["truth_depiction"][k] or None,
@@ -361,21 +365,34 @@ def extract(batch: dict, ctx: StageContext) -> pa.Table:
         if row["status"] == "ok":
             depiction = batch["depiction"][k]
             try:
-                reading = read_one(depiction, ctx.window, centres=batch["centres"][k] if "centres" in batch else None,
-                                   margins=(batch["margin_mean"][k], batch["margin_low"][k]),
-                                   calibration=ctx.calibration)
+                reading = _read(batch, k, ctx)
                 if reading.error is not None:  # the model drew something no graph can be read from: show it
                     row.update(status="error", error=reason(reading.error), error_kind=kind(reading.error),
                                depiction=encode_png(depiction))
                 else:
                     atoms, bonds = reading.graph.to_rows()
                     row.update(depiction=encode_png(depiction), atoms=atoms, bonds=bonds, formula=reading.formula,
+                               formula_counts=reading.formula_counts,
                                smiles=reading.graph.smiles, depiction_quality=reading.graph.confidence,
                                confidence=reading.confidence)
             except Exception as exc:
                 row.update(status="error", error=reason(exc), error_kind=kind(exc))
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+
+
+def _read(batch: dict, k: int, ctx: StageContext):
+    """Row ``k``'s prediction read (:func:`raypipe.model.reading.read_one`) with what the model gave (its
+    centre map and counts where it has those outputs) and the formula the scan's sidecar gives."""
+    from raypipe.chem.agreement import ElementCounts
+    from raypipe.model.inference import element_counts
+    from raypipe.model.reading import read_one
+
+    known = batch["known_formula"][k] if "known_formula" in batch else ""
+    counts = element_counts(batch["counts"][k]) if "counts" in batch else None
+    return read_one(batch["depiction"][k], ctx.window, centres=batch["centres"][k] if "centres" in batch else None,
+                    counts=counts, known=ElementCounts.known(known) if known else None,
+                    margins=(batch["margin_mean"][k], batch["margin_low"][k]), calibration=ctx.calibration)
 
 
 def _matches(batch: dict, key: str, k: int) -> list[dict] | None:

@@ -26,16 +26,18 @@ from raypipe.storage import StorageOptions, arrow_filesystem, filesystem, is_rem
 __all__ = ["TrainConfig", "decode_batch", "train", "train_func", "plot_metrics"]
 
 
-def decode_batch(batch, centres=None) -> dict:
+def decode_batch(batch, centres=None, counts: bool = False) -> dict:
     """Ray Data UDF on a pyarrow batch of shard rows (plain or compact): raw stacks -> z-scored float32 (the
     median comes after augmentation, as in :func:`raypipe.training.augment.augment`); PNG targets ->
     (3, S, S) in [-1, 1], with the centre target as a fourth channel when ``centres`` (the model's window)
-    is given."""
+    is given, and the formula's count planes after them with ``counts``
+    (:func:`raypipe.training.data.decode_targets`)."""
     from raypipe.simulation.schema import read_stacks
     from raypipe.training.data import decode_targets, zscore_stacks
 
     return {"stack": zscore_stacks(read_stacks(batch)),
-            "target": decode_targets(batch["target_png"].to_pylist(), centres)}
+            "target": decode_targets(batch["target_png"].to_pylist(), centres,
+                                     batch["formula"].to_pylist() if counts else None)}
 
 
 def train_func(config: dict) -> None:
@@ -114,12 +116,13 @@ def _datasets(cfg: TrainConfig, storage_options: StorageOptions):
     for uri in uris:
         fs, base = filesystem(uri, storage_options)
         parts.append(ray.data.read_parquet(join(base, "shards"), filesystem=arrow_filesystem(fs)).select_columns(
-            [*stack, "target_png", "split", "atoms", "bonds", "corrugation"]))
+            [*stack, "target_png", "formula", "split", "atoms", "bonds", "corrugation"]))
     shards = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     model_config = cfg.model_config()
     centres = model_config.window if model_config.centres else None
-    train = shards.filter(expr=col("split") == "train").select_columns([*stack, "target_png"]).map_batches(
-        decode_batch, batch_size=16, batch_format="pyarrow", fn_kwargs={"centres": centres})
+    train = shards.filter(expr=col("split") == "train").select_columns([*stack, "target_png", "formula"]).map_batches(
+        decode_batch, batch_size=16, batch_format="pyarrow",
+        fn_kwargs={"centres": centres, "counts": model_config.counts})
     if cfg.cache_data:
         train = train.materialize()
     # the val rows are few: read them now, so rank 0 never waits for read tasks while workers hold the CPUs

@@ -13,7 +13,8 @@ Every key is optional::
       "stiffness": 0.6,             # CO lateral stiffness, N/m, when known
       "substrate": "Cu(111)",
       "notes": "free text",
-      "candidates": ["c1ccccc1", "..."]   # the molecules that can be on the surface (SMILES), or a .smi path
+      "candidates": ["c1ccccc1", "..."],  # the molecules that can be on the surface (SMILES), or a .smi path
+      "formula": "C6H3BrCl2"        # the molecule's formula, when known: the graph's heavy atoms take its elements
     }
 
 ``load_stack`` applies it after reading (``metadata["sidecar"]`` records the file) and records where the
@@ -33,7 +34,7 @@ from raypipe.scans.stack import ScanStack
 
 NAMES = ("raypipe.json", "raypipe.yaml", "raypipe.yml")
 KEYS = {"fov", "closest", "heights", "heights_unit", "mode", "amplitude", "stiffness", "substrate", "notes",
-        "candidates"}
+        "candidates", "formula"}
 
 
 def sidecar_path(source: Path) -> Path | None:
@@ -81,6 +82,13 @@ def read_sidecar(path: Path) -> dict:
     for key in ("amplitude", "stiffness"):
         if key in data and not isinstance(data[key], (int, float)):
             raise ScanError(path, f"{key} must be a number")
+    if "formula" in data:
+        from raypipe.chem.elements import formula_counts
+
+        try:
+            formula_counts(data["formula"] if isinstance(data["formula"], str) else "")
+        except ValueError as exc:
+            raise ScanError(path, str(exc)) from None
     return data
 
 
@@ -116,7 +124,7 @@ def apply_sidecar(stack: ScanStack, source: Path | None, fov=None) -> ScanStack:
             heights = data["heights"]
         if "fov" in data:
             metadata["fov"], metadata["fov_source"] = list(data["fov"]), "sidecar"
-        for key in ("mode", "amplitude", "stiffness", "substrate", "notes", "candidates"):
+        for key in ("mode", "amplitude", "stiffness", "substrate", "notes", "candidates", "formula"):
             if key in data:
                 metadata[key] = data[key]
     if fov is not None:

@@ -20,14 +20,26 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from raypipe.chem.elements import formula_counts
 from raypipe.simulation.schema import read_stacks, stack_columns, stack_shape
 from raypipe.storage import StorageOptions, filesystem, join
 
 
-def decode_targets(pngs, centres=None) -> np.ndarray:
+def decode_targets(pngs, centres=None, formulas=None) -> np.ndarray:
     """PNG depictions -> (N, 3, S, S) float32 in [-1, 1] (Pillow only: no RDKit needed here). With
     ``centres`` (the model's :class:`raypipe.Window`, for a model with the atom-centre output) a fourth
-    channel holds each depiction's centre target (:func:`centre_targets`)."""
+    channel holds each depiction's centre target (:func:`centre_targets`); with ``formulas`` (the molecules'
+    Hill formulas, for a model with the count output) one constant plane per element of ``ELEMENTS`` follows,
+    the formula's count of it (:mod:`raypipe.model.heads`)."""
+    targets = _depictions_and_centres(pngs, centres)
+    if formulas is None:
+        return targets
+    counts = np.stack([formula_counts(f) for f in formulas])
+    planes = np.broadcast_to(counts[:, :, None, None], (len(counts), counts.shape[1], *targets.shape[2:]))
+    return np.concatenate([targets, planes], axis=1)
+
+
+def _depictions_and_centres(pngs, centres=None) -> np.ndarray:
     import io
 
     from PIL import Image
@@ -156,12 +168,14 @@ def read_shard(fs, path: str, split: str | None, columns: list[str]) -> dict[str
 class ShardStream:
     """Endless random batches ``(stack, target)`` of one split: raw z-scored stacks (B, D, S, S) float32
     and target depictions (B, 3, S, S) in [-1, 1], with their centre targets as a fourth channel when
-    ``centres`` (the model's window) is given (module docs)."""
+    ``centres`` (the model's window) is given and their count planes when ``counts`` (module docs,
+    :func:`decode_targets`)."""
 
     def __init__(self, data_uri: str | list[str], split: str = "train", *, batch_size: int = 16, seed: int = 0,
-                 buffer_shards: int = 8, storage_options: StorageOptions = None, centres=None) -> None:
+                 buffer_shards: int = 8, storage_options: StorageOptions = None, centres=None,
+                 counts: bool = False) -> None:
         self.data_uris, self.split, self.batch_size = data_uris(data_uri), split, batch_size
-        self.centres = centres
+        self.centres, self.counts = centres, counts
         self.buffer_shards = buffer_shards
         self.storage_options = storage_options
         self.rng = np.random.default_rng(seed)
@@ -183,10 +197,11 @@ class ShardStream:
         stacks, targets = [], []
         systems = {uri: filesystem(uri, self.storage_options)[0] for uri in dict.fromkeys(u for u, _ in group)}
         for uri, path in group:
-            rows = read_shard(systems[uri], path, self.split, ["stack", "target_png"])
+            rows = read_shard(systems[uri], path, self.split, ["stack", "target_png", "formula"])
             if len(rows["target_png"]):
                 stacks.append(zscore_stacks(rows["stack"]).astype(np.float16))  # half the buffer's memory
-                targets.append(decode_targets(rows["target_png"], self.centres).astype(np.float16))  # within 3e-4
+                targets.append(decode_targets(rows["target_png"], self.centres,  # within 3e-4; counts exact
+                                              rows["formula"] if self.counts else None).astype(np.float16))
         if not stacks:
             return np.zeros((0,)), np.zeros((0,))
         return np.concatenate(stacks), np.concatenate(targets)

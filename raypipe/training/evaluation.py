@@ -19,7 +19,7 @@ from raypipe.images import grey_rgb
 from raypipe.model.inference import Model, load_model
 from raypipe.model.reading import read_prediction
 from raypipe.storage import StorageOptions
-from raypipe.training.validation import predict_rows, score_rows
+from raypipe.training.validation import predict_rows, score_counts, score_rows
 
 
 def gallery(rows: list[dict], depictions: np.ndarray, path: str | Path, n: int = 12) -> Path:
@@ -74,7 +74,8 @@ def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split
     every row, e.g. a dataset simulated for a check).
 
     Returns ``n``, ``total``, ``structure``, ``composition`` (fractions), ``precision``/``recall``,
-    ``by_corrugation``, ``confusion`` and ``calibration`` (the expected calibration error of the model's
+    ``by_corrugation``, ``confusion``, for a model with a count output ``counts_formula``, ``counts_heavy``
+    and ``counts_mae`` (:func:`raypipe.training.validation.score_counts`), and ``calibration`` (the expected calibration error of the model's
     ``confidence`` against formulas right, its reliability bins, and the mean confidence beside the
     fraction right; null for a model without calibration); with ``gallery_path`` also writes the gallery
     PNG there, with ``reliability_path`` the reliability diagram. ``views``: test-time augmentation
@@ -90,7 +91,7 @@ def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split
     rows = _rows(dataset_uri, split, limit, storage_options)
     prediction, readings, right = _readings(model, rows)
     result = {"model": model.tag, "views": model.views, "split": split or "all",
-              **score_rows([r.graph for r in readings], rows)}
+              **score_rows([r.graph for r in readings], rows), **score_counts(prediction.counts, rows)}
     result["calibration"] = None
     if model.calibration is not None:
         confidence = [r.confidence for r in readings]

@@ -86,7 +86,8 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
     rng = torch.Generator(device=device).manual_seed(cfg.seed * 1000 + state.step)
     centres = model_config.window if model_config.centres else None
     stream = stream if stream is not None else ShardStream(cfg.data_uri, "train", batch_size=cfg.batch_size,
-                                                           seed=cfg.seed + state.step, centres=centres)
+                                                           seed=cfg.seed + state.step, centres=centres,
+                                                           counts=model_config.counts)
     progress(f"train: {cfg.run_name} on {device}, {cfg.steps} steps of {cfg.batch_size}, "
              f"{len(rows_val)} validation rows, head {model_config.head}")
     batches = iter(stream)

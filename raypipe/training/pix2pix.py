@@ -28,20 +28,20 @@ class Pix2Pix:
     def __init__(self, config: ModelConfig, device: torch.device | str = "cpu",
                  wrap: Callable[[nn.Module], nn.Module] | None = None, trainable: str = "all") -> None:
         """``wrap``: applied to each network after it moves to ``device`` (e.g. Ray Train's prepare_model).
-        ``trainable``: "all", or "centres": only the atom-centre branch learns, on the features of the rest
-        of the generator kept as it is (eval mode, no gradients: a fast way to add the centre output to a
-        trained model; the depictions stay exactly the same)."""
+        ``trainable``: "all", or "centres" / "counts": only the atom-centre (count) branch learns, on the
+        features of the rest of the generator kept as it is (eval mode, no gradients: a fast way to add that
+        output to a trained model; the depictions and other outputs stay exactly the same)."""
         if trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {trainable!r}")
-        if trainable == "centres" and not config.centres:
-            raise ValueError("trainable 'centres' needs a model with the atom-centre output (centres: true)")
+        if trainable in ("centres", "counts") and not getattr(config, trainable):
+            raise ValueError(f"trainable {trainable!r} needs a model with that output ({trainable}: true)")
         self.config = config
         self.trainable = trainable
         self.device = torch.device(device)
         wrap = wrap or (lambda net: net)
         self.G = wrap(define_G(config).to(self.device))
         self.D = wrap(define_D(config).to(self.device))
-        params = self.generator.centres.parameters() if trainable == "centres" else self.G.parameters()
+        params = getattr(self.generator, trainable).parameters() if trainable != "all" else self.G.parameters()
         self.opt_G = torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, 0.999))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
 
@@ -66,8 +66,8 @@ class Pix2Pix:
         """One optimisation step of D then G on a batch ((B, n_slices, S, S) stacks, (B, 3, S, S) target
         depictions in [-1, 1], with a fourth channel, the centre target, for a model with centres); returns
         the losses. With ``lambda_adv`` 0 the discriminator is skipped."""
-        if self.trainable == "centres":
-            return self._centres_step(stack, target)
+        if self.trainable != "all":
+            return self._branch_step(stack, target)
         self.G.train(), self.D.train()
         output = self.G(stack)
         fake = self.head.image(output)
@@ -99,18 +99,25 @@ class Pix2Pix:
         self.opt_G.step()
         return {**losses, **parts}
 
-    def _centres_step(self, stack: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-        """``trainable`` "centres": the rest of the generator in eval mode without gradients."""
+    def _branch_step(self, stack: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        """``trainable`` "centres" or "counts": that branch learns; the rest of the generator in eval mode
+        without gradients."""
         bare = self.generator
         bare.eval()
-        bare.centres.train()
+        branch = getattr(bare, self.trainable)
+        branch.train()
         with torch.no_grad():
             features = bare.features(stack)
-        loss = self.head.centre_loss(bare.centres(features)[:, 0], target)
+        if self.trainable == "centres":
+            loss = self.head.centre_loss(branch(features)[:, 0], target)
+        else:  # the count loss reads its channels from a whole output: only they are filled
+            output = features.new_zeros(len(stack), self.head.count_channels.stop, *target.shape[2:])
+            output[:, self.head.count_channels] = branch(features)
+            loss = self.head.count_loss(output, target)
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_G.step()
-        return {"loss_G_centres": loss.item()}
+        return {f"loss_G_{self.trainable}": loss.item()}
 
     def l1(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The RGB head's L1 term (without ``lambda_l1``); see :class:`raypipe.model.heads.RGBHead`."""

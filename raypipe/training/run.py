@@ -32,7 +32,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     augment: dict = field(default_factory=dict)  # AugmentConfig fields; "preset": "experimental" for the recipe
     init_from: str | None = None  # a model file whose generator weights start this run (same architecture)
-    trainable: str = "all"  # plain loop: "all", or "centres" (only the atom-centre branch learns; Pix2Pix)
+    trainable: str = "all"  # plain loop: "all", or "centres" / "counts" (only that branch learns; Pix2Pix)
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -86,8 +86,9 @@ class TrainConfig:
         self.augment_config()
         if self.trainable not in TRAINABLE:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
-        if self.trainable == "centres" and not model_config.centres:
-            raise ValueError("trainable 'centres' needs the atom-centre output: set centres: true in model_overrides")
+        if self.trainable in ("centres", "counts") and not getattr(model_config, self.trainable):
+            raise ValueError(f"trainable {self.trainable!r} needs that output: set {self.trainable}: true in "
+                             "model_overrides")
         if self.init_from:
             from raypipe.model.files import read_header
 
@@ -97,7 +98,8 @@ class TrainConfig:
             theirs = ModelConfig.from_dict(json.loads(header["config"]))
             mine = self.model_config()
             shape = ("n_slices", "size", "head", "ngf", "conv3d_channels")
-            if any(getattr(theirs, k) != getattr(mine, k) for k in shape) or (theirs.centres and not mine.centres):
+            if any(getattr(theirs, k) != getattr(mine, k) for k in shape) or any(
+                    getattr(theirs, k) and not getattr(mine, k) for k in ("centres", "counts")):
                 raise ValueError(f"init_from {self.init_from}: its network ({_shape(theirs, shape)}) differs from "
                                  f"this run's ({_shape(mine, shape)})")
 
@@ -219,7 +221,8 @@ class Steps:
 
 def init_generator(generator, path: str | Path) -> None:
     """Start from a model file's weights (``init_from``): a later run continues an earlier model. A
-    model without the atom-centre output may start one with it: the new branch keeps its fresh weights."""
+    model without the atom-centre (count) output may start one with it: the new branch keeps its fresh
+    weights."""
     import torch
     from safetensors.torch import load_file
 
@@ -227,7 +230,7 @@ def init_generator(generator, path: str | Path) -> None:
     target = getattr(generator, "module", generator)
     with torch.no_grad():
         missing, unexpected = target.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("centres.")]
+    missing = [k for k in missing if not k.startswith(("centres.", "counts."))]
     if missing or unexpected:
         raise ValueError(f"init_from {path}: its weights do not fit this run's network "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
@@ -246,7 +249,7 @@ def plot_metrics(log: list[dict]) -> bytes:
         points = [(m["step"], m[key]) for m in log if key in m and m[key] > 0]
         if points:
             ax1.plot(*zip(*points), label=key)
-    for key in ("val_total", "val_composition", "val_precision", "val_recall"):
+    for key in ("val_total", "val_composition", "val_precision", "val_recall", "val_counts_formula", "val_counts_heavy"):
         points = [(m["step"], m[key]) for m in log if key in m]
         if points:
             ax2.plot(*zip(*points), marker="o", markersize=3, label=key)

@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from raypipe.chem.elements import ELEMENTS
 from raypipe.model.inference import Model, Prediction
 
 VALIDATION_BATCH = 16  # stacks preprocessed and predicted at a time
@@ -22,7 +23,7 @@ def predict_rows(model: Model, rows: list[dict], batch_size: int = VALIDATION_BA
 
     parts = [model.infer(np.stack([normalise(r["stack"].astype(np.float32)) for r in rows[k:k + batch_size]]))
              for k in range(0, len(rows), batch_size)]
-    return Prediction.concatenate(parts, model.config.size, model.has_centres)
+    return Prediction.concatenate(parts, model.config.size, model.has_centres, model.has_counts)
 
 
 def score_rows(graphs: list, rows: list[dict]) -> dict:
@@ -61,14 +62,38 @@ def pixel_error(depictions: np.ndarray, rows: list[dict]) -> float:
 
 def validate(generator, config, rows: list[dict]) -> dict:
     """Validation of a generator being trained: ``val_total``, ``val_structure``, ``val_composition``,
-    ``val_precision``, ``val_recall`` and ``val_loss`` (:func:`pixel_error`)."""
+    ``val_precision``, ``val_recall`` and ``val_loss`` (:func:`pixel_error`); with a count output also
+    ``val_counts_formula`` and ``val_counts_heavy`` (:func:`score_counts`)."""
     from raypipe.model.reading import read_prediction
 
     prediction = predict_rows(Model.from_generator(generator, config), rows)
     result = score_rows([r.graph for r in read_prediction(prediction, config.window)], rows)
+    counts = {f"val_{k}": v for k, v in score_counts(prediction.counts, rows).items() if k != "counts_mae"}
     return {"val_total": result["total"], "val_structure": result["structure"],
             "val_composition": result["composition"], "val_precision": result["precision"],
-            "val_recall": result["recall"], "val_loss": pixel_error(prediction.depictions, rows)}
+            "val_recall": result["recall"], "val_loss": pixel_error(prediction.depictions, rows), **counts}
+
+
+def score_counts(counts: np.ndarray | None, rows: list[dict]) -> dict:
+    """How well a count output's formulas (``Prediction.counts``, rounded) match the rows' true molecules:
+    ``counts_formula`` (fraction exactly right, hydrogens included), ``counts_heavy`` (the heavy atoms
+    right) and ``counts_mae`` (mean absolute error of each element's count). Empty without counts."""
+    from raypipe.chem.elements import formula_counts
+
+    if counts is None or not len(rows):
+        return {}
+    truth = np.stack([formula_counts(_formula(row)) for row in rows])
+    read = np.rint(np.maximum(counts, 0))
+    return {"counts_formula": float((read == truth).all(axis=1).mean()),
+            "counts_heavy": float((read[:, 1:] == truth[:, 1:]).all(axis=1).mean()),
+            "counts_mae": {e: float(v) for e, v in zip(ELEMENTS, np.abs(counts - truth).mean(axis=0))}}
+
+
+def _formula(row: dict) -> str:
+    """A row's true formula: its ``formula`` field, else its atoms'."""
+    from raypipe.chem.molecule import hill_formula
+
+    return row.get("formula") or hill_formula([a["element"] for a in row["atoms"]])
 
 
 def validate_pixels(generator, config, rows: list[dict]) -> dict:
