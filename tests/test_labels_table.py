@@ -658,7 +658,8 @@ def test_a_table_of_an_earlier_raypipe_gains_the_new_column_and_a_count_model_fi
                                                                                        model_file):
     """A labels table made before the count output existed (no ``formula_counts`` column) takes the column
     on the next run: the earlier rows read it as null, a model without counts writes null, and a model with
-    the count output writes its own formula there ("stale": the units labelled by another model again)."""
+    the count output writes its own formula there ("stale": the units labelled by another model again), which
+    the gallery shows beside the reading."""
     import torch
 
     from raypipe.chem.elements import ELEMENTS
@@ -688,6 +689,7 @@ def test_a_table_of_an_earlier_raypipe_gains_the_new_column_and_a_count_model_fi
     one_each = "CH" + "".join(sorted(e for e in ELEMENTS if e not in ("C", "H")))
     assert sorted((Path(r["unit"]).name, r["formula_counts"]) for r in rows) == [("a", one_each), ("b", one_each)]
     assert {r["model"].split("@")[0] for r in rows} == {"counting"}
+    assert Path(summary.gallery).read_text().count(f"count output: {one_each}") == 2  # beside each reading
 
 
 def pa_schema_without(schema, name: str):

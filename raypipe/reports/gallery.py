@@ -82,6 +82,8 @@ def _card(row: dict, window: Window) -> str:
                f"<span class='warn'>unreliable reading (confidence {_fmt(confidence)})</span></div>")
     matches = _matches(row.get("identified"), "best matches in the library", window, note) \
         + _matches(row.get("candidates"), "candidates ranked", window, note)
+    counted = row.get("formula_counts")  # a model with a count output: its own formula beside the graph's
+    reading += f"<div class='counts'>count output: {html.escape(counted)}</div>" if counted else ""
     return (f"<div {attrs}>{head}<div class='figs'>{''.join(figures)}</div>{reading}"
             f"<div>confidence {_fmt(confidence)}" + (f" · drawing quality {_fmt(quality)}" if quality is not None else "")
             + f"</div>{truth}{matches}<div class='params'>{params}</div>"
