@@ -7,8 +7,8 @@ elements together with a count does to the molecules read exactly.
 One prediction of each of the first ``--n`` rows of the ``--split`` split (4 views unless ``--views``), then
 the same prediction read several ways, in this run: alone (every atom its most voted element); with the
 true formula as a known formula relabelling only, at several penalties, and as ``ElementCounts.known``
-gives it (what a sidecar's ``formula`` does: the number of heavy atoms may change too; ``--grid``: under
-several of its constants); and, for a model with a count output, with its counts at several penalties. Reports, for each,
+gives it (what a sidecar's ``formula`` does: the number of heavy atoms and the hydrogens may change too;
+``--grid``: under several of the heavy atoms' constants); and, for a model with a count output, with its counts at several penalties. Reports, for each,
 the fraction of molecules read exactly (``total``), their heavy-atom formulas right, per-atom precision and
 recall; and the count output's own figures (``score_counts``). Validation rows only: never a test split.
 """
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     line("alone", results["alone"])
     for p, r in results["known"].items():
         line(f"known formula, penalty {p:g}", r)
-    line(f"known, atoms too ({KNOWN_PENALTY:g})", results["known_atoms"])
+    line(f"known, atoms and H ({KNOWN_PENALTY:g})", results["known_atoms"])
     for p, r in results.get("counts", {}).items():
         line(f"count output, penalty {p:g}", r)
     if "count_output" in results:

@@ -336,3 +336,28 @@ def test_a_known_formula_also_takes_a_weak_peak_for_a_missing_atom_and_drops_a_s
     extra = np.maximum(centres, 0.45 * np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / 2))
     assert extract_graph(depiction, DEFAULT_WINDOW, extra).formula == "C7H3BrCl2"
     assert extract_graph(depiction, DEFAULT_WINDOW, extra, known).formula == m.formula
+
+
+def test_a_known_formula_leaves_out_a_surplus_hydrogen() -> None:
+    """A known formula's hydrogens: a faint spurious H drawn beside the bromine (as a corrugated molecule's
+    reading shows extra ones) is read on its own, and left out where the formula says three."""
+    from raypipe.chem.agreement import ElementCounts
+    from raypipe.chem.elements import ball_radius
+    from raypipe.training.data import centre_targets
+
+    m = Molecule.from_smiles("Brc1cc(Cl)cc(Cl)c1")
+    depiction = render_depiction(m)
+    centres = (centre_targets(depiction[None], DEFAULT_WINDOW)[0] + 1) / 2
+    read = extract_graph(depiction, DEFAULT_WINDOW, centres)
+    bromine = next(a for a in read.atoms if a.element == "Br")
+    carbon = min((a for a in read.atoms if a.element == "C"), key=lambda a: np.hypot(a.x - bromine.x, a.y - bromine.y))
+    axis = np.array([bromine.x - carbon.x, bromine.y - carbon.y])
+    side = np.array([-axis[1], axis[0]]) / np.hypot(*axis)
+    col, row = DEFAULT_WINDOW.to_pixels(np.array([[bromine.x, bromine.y]]) + 1.0 * side)[0]
+    rr, cc = np.mgrid[:128, :128] + 0.5
+    drawn, faint = depiction.copy(), centres.copy()
+    drawn[np.hypot(rr - row, cc - col) <= ball_radius("H") / DEFAULT_WINDOW.pixel] = COLORS["H"]
+    faint = np.maximum(faint, 0.5 * np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / 2))
+    assert extract_graph(drawn, DEFAULT_WINDOW, faint).formula == "C6H4BrCl2"
+    agreed = extract_graph(drawn, DEFAULT_WINDOW, faint, ElementCounts.known(m.formula))
+    assert agreed.formula == m.formula and agreed.smiles == m.smiles

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from raypipe.chem.agreement import Counts
+from raypipe.chem.agreement import Counts, ElementCounts
 from raypipe.chem.hydrogens import graph_smiles, with_hidden_hydrogens
 from raypipe.chem.molgraph import GraphAtom, MolGraph
 from raypipe.chem.pixels import atoms_and_bonds, classify_pixels
@@ -50,7 +50,9 @@ def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: 
         raise ValueError(f"depiction of shape {depiction.shape} does not fit a {window.size}-pixel window")
     if centres is not None and np.shape(centres) != depiction.shape[:2]:
         raise ValueError(f"centre map of shape {np.shape(centres)} does not fit the depiction {depiction.shape[:2]}")
-    return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window, centres, counts))
+    known = counts.counts.get("H") if isinstance(counts, ElementCounts) and counts.atoms else None
+    return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window, centres, counts),
+                                 None if known is None or centres is None else int(round(known)))
 
 
 def read_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None,

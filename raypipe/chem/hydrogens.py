@@ -77,30 +77,76 @@ def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
     return options
 
 
-def with_hidden_hydrogens(seen: MolGraph) -> MolGraph:
+def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None) -> MolGraph:
     """The seen graph plus the hydrogens a top view hides, chosen by geometry and checked by chemistry.
 
     Variants of the geometric guess (every option with positive evidence) flip the least certain
     options, one or two at a time; each is read as a neutral molecule and as a cation (at a cost of
     ``ION_COST``: pyridinium-like dyes exist, but a neutral reading is likelier). The cheapest valid
     reading wins; with none the guess is returned, with ``smiles`` None.
+
+    ``hydrogens``: the molecule's known number of hydrogens (a known formula). Variants then also leave out
+    the weakest seen hydrogens (a surplus drawn on a corrugated molecule; each costs ``H_DROP`` x its
+    confidence), and every hydrogen a reading has more or fewer than that costs ``H_MISMATCH``.
     """
-    options = _hidden_hydrogen_options(seen)
-    guess = frozenset(k for k, o in enumerate(options) if o.evidence > 0)
-    pool = sorted(range(len(options)), key=lambda k: abs(options[k].evidence))[:FLIP_POOL]
-    variants = {guess: 0.0}
-    for size in (1, 2):
-        for flips in combinations(pool, size):
-            variants.setdefault(guess ^ frozenset(flips), sum(abs(options[k].evidence) for k in flips))
-    readings = sorted(((cost + ION_COST * charge, charge, sorted(chosen)) for chosen, cost in variants.items()
-                       for charge in (0, 1)), key=lambda t: t[0])
-    for _cost, charge, chosen in readings:
+    if hydrogens is None:
+        return _cheapest_valid([(seen, 0.0)], None)
+    weakest = sorted((k for k, a in enumerate(seen.atoms) if a.element == "H"), key=lambda k: seen.atoms[k].confidence)
+    surplus = max(len(weakest) - hydrogens, 0)
+    bases = []
+    for drop in range(surplus, min(surplus + H_DROP_EXTRA, len(weakest)) + 1):
+        gone = set(weakest[:drop])
+        bases.append((_without(seen, gone), H_DROP * sum(seen.atoms[k].confidence for k in gone)))
+    return _cheapest_valid(bases, hydrogens)
+
+
+H_DROP = 2.0  # a known formula's hydrogens: what leaving out a seen H costs, times its confidence
+H_MISMATCH = 3.0  # ... and what each H more or fewer than the formula's costs
+H_DROP_EXTRA = 2  # ... leaving out up to this many more than the surplus
+
+
+def _without(graph: MolGraph, gone: set[int]) -> MolGraph:
+    """``graph`` without the atoms ``gone`` and their bonds."""
+    if not gone:
+        return graph
+    index, atoms = {}, []
+    for k, atom in enumerate(graph.atoms):
+        if k not in gone:
+            index[k] = len(atoms)
+            atoms.append(atom)
+    kept = [(b, (i, j)) for b, (i, j) in enumerate(graph.bonds) if i not in gone and j not in gone]
+    return MolGraph(atoms, [(index[i], index[j]) for _, (i, j) in kept],
+                    [graph.bond_confidence[b] for b, _ in kept] if graph.bond_confidence else [])
+
+
+def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) -> MolGraph:
+    """Of every seen graph in ``bases`` (with its cost) and its hidden-hydrogen variants, the cheapest that
+    chemistry reads as one valid molecule (:func:`with_hidden_hydrogens`); with none, the first base's guess."""
+    readings, guesses = [], []
+    for n, (seen, base_cost) in enumerate(bases):
+        options = _hidden_hydrogen_options(seen)
+        guess = frozenset(k for k, o in enumerate(options) if o.evidence > 0)
+        guesses.append((seen, options, guess))
+        pool = sorted(range(len(options)), key=lambda k: abs(options[k].evidence))[:FLIP_POOL]
+        variants = {guess: 0.0}
+        for size in (1, 2):
+            for flips in combinations(pool, size):
+                variants.setdefault(guess ^ frozenset(flips), sum(abs(options[k].evidence) for k in flips))
+        seen_h = sum(a.element == "H" for a in seen.atoms)
+        for chosen, cost in variants.items():
+            mismatch = 0.0 if hydrogens is None else H_MISMATCH * abs(seen_h + len(chosen) - hydrogens)
+            for charge in (0, 1):
+                readings.append((base_cost + cost + mismatch + ION_COST * charge, n, charge, sorted(chosen)))
+    readings.sort(key=lambda t: (t[0], t[1]))
+    for _cost, n, charge, chosen in readings:
+        seen, options, _ = guesses[n]
         graph = _add_hydrogens(seen, [options[k] for k in chosen])
         mol = _perceive(graph, charge)
         if mol is not None:
             graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
             graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
             return graph
+    seen, options, guess = guesses[0]
     return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
 
 
