@@ -49,7 +49,8 @@ def one(stack, library, model, cache, shortlist: int, truth: str, screen: int = 
     # the truth's rank after stage 1, over the whole library
     prediction = model.infer(result.input[None])
     reading = read_one(prediction.depictions[0], model.config.window, centres=prediction.centre_map(0),
-                       margins=prediction.margin_stats(0), calibration=model.calibration)
+                       margins=prediction.margin_stats(0), calibration=model.calibration,
+                       counts=prediction.count_of(0))
     query = Query.of(reading.graph, reading.confidence, result.input, model.config.window,
                      scale_known=bool(stack.metadata.get("fov")))
     score = filter_scores(library, query)["logit"]

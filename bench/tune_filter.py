@@ -49,7 +49,7 @@ def readings(data: str, n: int, every: int, model) -> list[dict]:
         x = preprocess(stack, n_slices=model.config.n_slices, window=window)
         p = model.infer(x[None])
         r = read_one(p.depictions[0], window, centres=p.centre_map(0), margins=p.margin_stats(0),
-                     calibration=model.calibration)
+                     calibration=model.calibration, counts=p.count_of(0))
         out.append({"truth": row["smiles"], "elements": [a.element for a in r.graph.atoms],
                     "positions": np.asarray(r.graph.positions), "bonds": list(r.graph.bonds),
                     "confidence": float(r.confidence or 0.0), "spread": scan_shape(x, window),

@@ -30,6 +30,7 @@ from importlib import resources
 import numpy as np
 from scipy import ndimage
 
+from raypipe.chem.agreement import ElementCounts
 from raypipe.chem.elements import ELEMENTS
 from raypipe.identify.defaults import SCREEN, SCREEN_RESERVE, SHORTLIST, TOP
 from raypipe.identify.library import FP_BITS, Library, pair_distances, skeleton_fingerprint, skeleton_layout
@@ -363,17 +364,19 @@ def _identify(stack, library, *, model=None, top=TOP, shortlist_size=SHORTLIST, 
         raise ValueError(f"the library was built for a {library.window.fov:g} Å / {library.window.size} px window, "
                          f"the model reads {window.fov:g} Å / {window.size} px")
     scale_known = True
-    fov = None
+    fov = known = None
     if isinstance(stack, np.ndarray):
         x = stack
     else:
+        known = stack.metadata.get("formula")  # a sidecar's: the reading agrees with it
         fov = stack.metadata.get("fov")
         scale_known = bool(fov)
         fov_source = fov_source or stack.metadata.get("fov_source") or ("file" if fov else "unknown")
         x = preprocess(stack, n_slices=model.config.n_slices, window=window)
     prediction = model.infer(x[None])
     reading = read_one(prediction.depictions[0], window, centres=prediction.centre_map(0),
-                       margins=prediction.margin_stats(0), calibration=model.calibration)
+                       margins=prediction.margin_stats(0), calibration=model.calibration,
+                       counts=prediction.count_of(0), known=ElementCounts.known(known) if known else None)
     query = Query.of(reading.graph, reading.confidence, x, window, scale_known)
     cache = cache or CandidateCache(window, library.cache_uri if library.uri else None,
                                     storage_options=library.storage_options or storage_options,
