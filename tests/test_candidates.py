@@ -93,5 +93,10 @@ def test_a_formula_the_sidecar_gives_makes_the_heavy_atoms_agree(ray_cluster, tm
     assert rows["plain"]["formula"] == "C6HBrF5" and rows["plain"]["truth_formula"] == "C6HF5I"
     assert rows["known"]["formula"] == "C6HF5I", rows["known"]["error"]
     assert rows["known"]["formula_counts"] is None  # the shipped model has no count output
+    assert rows["known"]["known_formula"] == "C6HF5I" and rows["plain"]["known_formula"] is None
+    from raypipe.reports.gallery import label_gallery
+
+    page = label_gallery(list(rows.values()), tmp_path / "gallery.html").read_text()
+    assert page.count("read to agree with the sidecar's formula C6HF5I") == 1  # the card says how it was read
     assert rows["bad"]["status"] == "error" and "bad.h5.raypipe.json" in rows["bad"]["error"]
     assert "Xe is not one of the model's elements" in rows["bad"]["error"]

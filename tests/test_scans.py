@@ -239,6 +239,36 @@ def test_sidecar_gives_scale_order_and_notes(tmp_path):
         assert "raypipe.json" in str(info.value)
 
 
+def test_a_files_own_sidecar_belongs_to_its_unit(tmp_path):
+    """``scan.h5.raypipe.json`` beside a single-file stack: read with it (its formula checked), not counted as an
+    ignored file, and a change to it (a formula added) relabels the stack."""
+    import json
+
+    import pytest
+
+    from raypipe.errors import ScanError
+    from raypipe.resources import EXAMPLES
+    from raypipe.scans.archive import read_archive, write_archive
+    from raypipe.scans.formats import load_stack
+    from raypipe.scans.units import find_units
+
+    stack = next(iter(read_archive(EXAMPLES / "scans" / "sample_scans.h5")))
+    write_archive(tmp_path / "scan.h5", [stack])
+    units, ignored = find_units(str(tmp_path))
+    assert len(units) == 1 and ignored == 0 and not units[0].sidecar
+    before = units[0].fingerprint
+    (tmp_path / "scan.h5.raypipe.json").write_text(json.dumps({"formula": "C6H3BrCl2"}))
+    units, ignored = find_units(str(tmp_path))
+    assert len(units) == 1 and ignored == 0 and units[0].sidecar and units[0].fingerprint != before
+    assert load_stack(tmp_path / "scan.h5").metadata["formula"] == "C6H3BrCl2"
+    (tmp_path / "scan.h5.raypipe.json").write_text(json.dumps({"formula": "C6H3BrCl2 on Au"}))
+    with pytest.raises(ScanError, match="not a formula") as info:
+        load_stack(tmp_path / "scan.h5")
+    assert "scan.h5.raypipe.json" in str(info.value)
+    (tmp_path / "orphan.raypipe.json").write_text("{}")  # beside no scan: still an ignored file
+    assert find_units(str(tmp_path))[1] == 1
+
+
 def test_ppafm_npz_layout_is_read_along_its_axes(tmp_path):
     import numpy as np
     import pytest

@@ -63,6 +63,8 @@ OUTPUT_SCHEMA = pa.schema([
     _field("formula", pa.string(), "Hill formula of the read-back graph, hydrogens included (its heavy atoms' "
                                    "elements agree with the formula of the scan's sidecar where it gives one, else "
                                    "with the model's count output where it has one)"),
+    _field("known_formula", pa.string(), "the molecule's formula as the scan's sidecar gives it, which the graph was "
+                                         "read to agree with; null when none is given"),
     _field("formula_counts", pa.string(), "Hill formula of the model's count output (its rounded counts of each "
                                           "element, hidden hydrogens included); null for a model without one"),
     _field("smiles", pa.string(), "canonical SMILES when the graph is a valid molecule, else null"),

@@ -82,6 +82,9 @@ def _card(row: dict, window: Window) -> str:
                f"<span class='warn'>unreliable reading (confidence {_fmt(confidence)})</span></div>")
     matches = _matches(row.get("identified"), "best matches in the library", window, note) \
         + _matches(row.get("candidates"), "candidates ranked", window, note)
+    known_formula = row.get("known_formula")  # the sidecar's: the reading was made to agree with it
+    reading += (f"<div class='known'>read to agree with the sidecar's formula {html.escape(known_formula)}</div>"
+                if known_formula else "")
     counted = row.get("formula_counts")  # a model with a count output: its own formula beside the graph's
     reading += f"<div class='counts'>count output: {html.escape(counted)}</div>" if counted else ""
     return (f"<div {attrs}>{head}<div class='figs'>{''.join(figures)}</div>{reading}"

@@ -64,18 +64,21 @@ def find_units(uri: str, storage_options: StorageOptions = None) -> tuple[list[S
     for folder, files in listing:
         inside_truth = any(p in NOT_SCANS for p in folder.split("/"))
         infos, sidecar = [], None
-        names = {posixpath.basename(n) for n in files}
+        by_name = {posixpath.basename(n): info for n, info in files.items()}
         for name, info in sorted(files.items()):
             name = posixpath.basename(name)
             path = posixpath.join(folder, name)
             found = file_format(name)
+            own = by_name.get(f"{name}.raypipe.json") if found is not None and not inside_truth else None
             if name in SIDECARS and not inside_truth:  # part of its folder's unit: a change relabels the stack
                 sidecar = info
+            elif name.endswith(".raypipe.json") and not inside_truth and file_format(name[:-len(".raypipe.json")]):
+                continue  # a file's own sidecar: part of that file's unit (below)
             elif inside_truth or name.startswith("."):
                 ignored += 1
-            elif found is not None:
-                units.append(ScanUnit(scheme + path, found.name, _fingerprint([info]), _newest([info]),
-                                      f"{name}.raypipe.json" in names))
+            elif found is not None:  # with its own sidecar, if any: a change to it relabels the stack too
+                parts = [info] + ([own] if own is not None else [])
+                units.append(ScanUnit(scheme + path, found.name, _fingerprint(parts), _newest(parts), own is not None))
             elif posixpath.splitext(name)[1].lower() in members:
                 infos.append(info)
             else:
