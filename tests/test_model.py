@@ -439,6 +439,18 @@ def test_calibration_says_how_often_it_is_right(tmp_path):
     assert calibrated.notes == {"calibration": ""}
 
 
+def _one_branch_to_train(plain, config, branch: str, tmp_path):
+    """A model file of ``plain`` (the base), a Pix2Pix of ``config`` training ``branch`` alone from it, and a
+    copy of every other weight and statistic (to check they stay as they were)."""
+    from raypipe.training.run import init_generator
+
+    torch.manual_seed(0)
+    base = save_model(define_G(plain).eval(), plain, tmp_path / "base.safetensors", name="base", half=False)
+    model = Pix2Pix(config, trainable=branch)
+    init_generator(model.G, base)
+    return base, model, {k: v.clone() for k, v in model.G.state_dict().items() if not k.startswith(f"{branch}.")}
+
+
 def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
     """``centres``: one more output channel. Trained alone (``trainable="centres"``) it learns while every
     other weight and batch-norm statistic stays as it was, so the depictions do not change; the model file
@@ -450,15 +462,11 @@ def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
     from safetensors import safe_open
 
     from raypipe.model.files import FORMAT_VERSION
-    from raypipe.training.run import TrainConfig, init_generator
+    from raypipe.training.run import TrainConfig
 
     plain = replace(TINY, head="palette")
     config = replace(plain, centres=True)
-    torch.manual_seed(0)
-    base = save_model(define_G(plain).eval(), plain, tmp_path / "base.safetensors", name="base", half=False)
-    model = Pix2Pix(config, trainable="centres")
-    init_generator(model.G, base)
-    before = {k: v.clone() for k, v in model.G.state_dict().items() if not k.startswith("centres.")}
+    base, model, before = _one_branch_to_train(plain, config, "centres", tmp_path)
     stack = 0.1 * torch.randn(4, 10, 64, 64)
     target = -torch.ones(4, 4, 64, 64)
     spots = torch.zeros(4, 64, 64, dtype=torch.bool)
@@ -535,15 +543,11 @@ def test_the_count_output_learns_a_formula_alone_and_travels_in_the_model_file(t
 
     from raypipe.chem.elements import ELEMENTS
     from raypipe.model.files import FORMAT_VERSION
-    from raypipe.training.run import TrainConfig, init_generator
+    from raypipe.training.run import TrainConfig
 
     plain = replace(TINY, head="palette", centres=True)
     config = replace(plain, counts=True, lr=2e-3)
-    torch.manual_seed(0)
-    base = save_model(define_G(plain).eval(), plain, tmp_path / "base.safetensors", name="base", half=False)
-    model = Pix2Pix(config, trainable="counts")
-    init_generator(model.G, base)
-    before = {k: v.clone() for k, v in model.G.state_dict().items() if not k.startswith("counts.")}
+    base, model, before = _one_branch_to_train(plain, config, "counts", tmp_path)
     stack = 0.1 * torch.randn(8, 10, 64, 64)
     carbons = [1, 2, 3, 4, 1, 2, 3, 4]
     spots = [(10, 12), (40, 44), (48, 16), (16, 48)]
