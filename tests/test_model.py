@@ -451,17 +451,40 @@ def _one_branch_to_train(plain, config, branch: str, tmp_path):
     return base, model, {k: v.clone() for k, v in model.G.state_dict().items() if not k.startswith(f"{branch}.")}
 
 
-def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
-    """``centres``: one more output channel. Trained alone (``trainable="centres"``) it learns while every
-    other weight and batch-norm statistic stays as it was, so the depictions do not change; the model file
-    (format 3) carries it, ``infer`` returns the map, the 4 views keep it following a flipped scan, and a
-    model without it can start a run with it (not the other way round)."""
+def _losses(model, stack, target, branch: str, steps: int) -> tuple[float, float]:
+    """The branch's loss at the first and the last of ``steps`` + 1 training steps on one batch."""
+    first = last = model.train_step(stack, target)[f"loss_G_{branch}"]
+    for _ in range(steps):
+        last = model.train_step(stack, target)[f"loss_G_{branch}"]
+    return first, last
+
+
+def _trained_branch_saved(model, config, branch: str, before: dict, base, tmp_path):
+    """Checks that training ``branch`` left every other weight and statistic as it was (so the depictions
+    do not change), saves the model (its file of the current format, the branch in its config) and returns
+    it loaded, the base loaded, and the file."""
     import json
-    from dataclasses import replace
 
     from safetensors import safe_open
 
     from raypipe.model.files import FORMAT_VERSION
+
+    after = model.G.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    path = save_model(model.G.eval(), config, tmp_path / f"{branch}.safetensors", name=branch, half=False)
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata()
+    assert header["format_version"] == str(FORMAT_VERSION) == "4" and json.loads(header["config"])[branch]
+    return load_model(path, device="cpu"), load_model(base, device="cpu"), path
+
+
+def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
+    """``centres``: one more output channel. Trained alone (``trainable="centres"``) it learns while every
+    other weight and batch-norm statistic stays as it was, so the depictions do not change; the model file
+    (format 3 on) carries it, ``infer`` returns the map, the 4 views keep it following a flipped scan, and a
+    model without it can start a run with it (not the other way round)."""
+    from dataclasses import replace
+
     from raypipe.training.run import TrainConfig
 
     plain = replace(TINY, head="palette")
@@ -474,18 +497,9 @@ def test_the_centre_output_trains_alone_and_travels_in_the_model_file(tmp_path):
         stack[b, :, r:r + 4, c:c + 4] = 3.0
         spots[b, r:r + 4, c:c + 4] = True
     target[:, 3][spots] = 1.0
-    first = model.train_step(stack, target)["loss_G_centres"]
-    for _ in range(40):
-        last = model.train_step(stack, target)["loss_G_centres"]
+    first, last = _losses(model, stack, target, "centres", 40)
     assert last < 0.2 * first
-    after = model.G.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and running statistics
-
-    path = save_model(model.G.eval(), config, tmp_path / "centres.safetensors", name="centres", half=False)
-    with safe_open(str(path), framework="numpy") as f:
-        header = f.metadata()
-    assert header["format_version"] == str(FORMAT_VERSION) == "4" and json.loads(header["config"])["centres"]
-    loaded, old = load_model(path, device="cpu"), load_model(base, device="cpu")
+    loaded, old, path = _trained_branch_saved(model, config, "centres", before, base, tmp_path)
     x = stack.numpy()
     out = loaded.infer(x)
     assert loaded.has_centres and not old.has_centres and old.infer(x).centres is None
@@ -536,13 +550,9 @@ def test_the_count_output_learns_a_formula_alone_and_travels_in_the_model_file(t
     Trained alone (``trainable="counts"``) it learns to count while every other weight stays as it was; the
     model file (format 4) carries it, ``infer`` returns the counts, the same whichever way the scan is
     flipped, and the training config refuses a count run on a model without the output."""
-    import json
     from dataclasses import replace
 
-    from safetensors import safe_open
-
     from raypipe.chem.elements import ELEMENTS
-    from raypipe.model.files import FORMAT_VERSION
     from raypipe.training.run import TrainConfig
 
     plain = replace(TINY, head="palette", centres=True)
@@ -558,18 +568,9 @@ def test_the_count_output_learns_a_formula_alone_and_travels_in_the_model_file(t
     target[:, 4 + ELEMENTS.index("C")] = torch.tensor(carbons, dtype=torch.float32)[:, None, None]
     target[:, 4 + ELEMENTS.index("H")] = 2.0
     target[:, 4:, :3, :] = -1  # the padding augmentation leaves at an edge: the planes' maximum is read
-    first = model.train_step(stack, target)["loss_G_counts"]
-    for _ in range(300):
-        last = model.train_step(stack, target)["loss_G_counts"]
+    first, last = _losses(model, stack, target, "counts", 300)
     assert last < 0.1 * first
-    after = model.G.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # the depictions and centres stay as they were
-
-    path = save_model(model.G.eval(), config, tmp_path / "counts.safetensors", name="counts", half=False)
-    with safe_open(str(path), framework="numpy") as f:
-        header = f.metadata()
-    assert header["format_version"] == str(FORMAT_VERSION) == "4" and json.loads(header["config"])["counts"]
-    loaded, old = load_model(path, device="cpu"), load_model(base, device="cpu")
+    loaded, old, _ = _trained_branch_saved(model, config, "counts", before, base, tmp_path)
     x = stack.numpy()
     counts = loaded.infer(x).counts
     assert loaded.has_counts and not old.has_counts and old.infer(x).counts is None
