@@ -43,8 +43,9 @@ def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: 
     ``centres``: the (S, S) atom-centre probabilities of a model with that output (``Model.infer``); the
     atoms are then read at its peaks, their elements, the bonds and the hidden hydrogens from the
     depiction as before (:mod:`raypipe.chem.pixels`). ``counts``: atoms of each element (a model's count
-    head, ``Model.infer``); with a centre map the heavy atoms' elements then agree with it
-    (:mod:`raypipe.chem.agreement`)."""
+    output, ``Model.infer``; or a known formula, ``ElementCounts.known``); with a centre map the heavy atoms'
+    elements then agree with it (:mod:`raypipe.chem.agreement`), and with a known formula the number of heavy
+    atoms and of hydrogens move towards it too."""
     window = window or DEFAULT_WINDOW
     if depiction.ndim != 3 or depiction.shape[2] < 3 or depiction.shape[:2] != (window.size, window.size):
         raise ValueError(f"depiction of shape {depiction.shape} does not fit a {window.size}-pixel window")
