@@ -10,13 +10,16 @@ slots for each heavy element ``e`` at the cost ``-log(vote + VOTE_FLOOR)`` and, 
 slots of every element at that cost plus ``penalty`` (nats). So an atom keeps its own element where the
 count has room for it; where the count has too many of one element and too few of another, the atoms
 whose votes are most divided change first; and no count, however wrong, can relabel an atom whose votes
-differ by more than ``penalty``. Hydrogens (whose count includes the ones a top view hides) and the number
-of atoms are left as the depiction shows them.
+differ by more than ``penalty``. With a model's counts, hydrogens (whose count includes the ones a top view
+hides) and the number of atoms are left as the depiction shows them.
 
 Counts come from a model's count output (trusted as far as ``PENALTY``) or from what the scientist knows:
-the molecule's formula in the scan's sidecar, an :class:`ElementCounts` with ``KNOWN_PENALTY``, beyond the
-largest cost difference (~3.9 nats), so that every heavy atom read takes the known formula's elements as
-far as their number allows.
+the molecule's formula in the scan's sidecar (:meth:`ElementCounts.known`), trusted beyond the largest cost
+difference (``KNOWN_PENALTY``; ~3.9 nats), so that every heavy atom read takes the formula's elements as far
+as their number allows. A known formula also moves the number of heavy atoms: the map's weaker peaks (down to
+``raypipe.chem.pixels.WEAK_THRESHOLD``) become candidates, each formula slot filled earns ``MISSING``, a
+weak peak taken costs ``WEAK_COST`` and a peak dropped ``DROP_WEIGHT`` x its height; and the hydrogens, in
+:func:`raypipe.chem.hydrogens.with_hidden_hydrogens`.
 
 Examples:
     Two heavy atoms read as bromine, one of them half iodine; the count says one Br and one I:
