@@ -198,3 +198,10 @@ def test_training_pools_several_data_sets(tmp_path):
     assert len(both) > len(alone) and [r["smiles"] for r in both[:len(alone)]] == [r["smiles"] for r in alone]
     with pytest.raises(ValueError, match="a data set's URI or a list"):
         ShardStream([], "train")
+    # shares: the one-shard data set drawn for about a tenth of the shards, not in proportion to its size
+    shared = ShardStream(pool, "train", shares=[9, 1], buffer_shards=4)
+    groups = shared._groups()
+    drawn = [uri for _ in range(100) for uri, _ in next(groups)]
+    assert 0.05 < drawn.count(str(other)) / len(drawn) < 0.16 and set(drawn) == set(pool)
+    with pytest.raises(ValueError, match="data_shares: one positive number per data set"):
+        ShardStream(pool, "train", shares=[1.0])

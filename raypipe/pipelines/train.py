@@ -159,6 +159,8 @@ def train(cfg: TrainConfig, storage_options: StorageOptions = None):
     from raypipe.training.data import check_grid
 
     cfg.check()
+    if cfg.data_shares is not None:
+        raise ValueError("data_shares runs in the plain loop (jobs/train_local.py), not on Ray Train")
     if cfg.trainable != "all":
         raise ValueError(f"trainable {cfg.trainable!r} runs in the plain loop (jobs/train_local.py), not on Ray Train")
     check_grid(cfg.data_uri, cfg.model_config(), storage_options)

@@ -9,7 +9,8 @@ still writing shards takes up the new ones on its next pass.
 A run may train on several data sets at once (``data_uri`` a list: e.g. the catalogue's shards and an
 element-analogue set that balances a rare element): their shards are drawn from as one pool, and the
 validation rows are taken from the data sets in their order. They must hold the same grid and the same
-storage form (plain or compact).
+storage form (plain or compact). ``shares`` (a run's ``data_shares``) says how often each data set's shards
+are drawn: a small balancing set drawn as a tenth of the shards, say, rather than in proportion to its size.
 """
 
 from __future__ import annotations
@@ -104,6 +105,22 @@ def data_uris(data_uri: str | list[str]) -> list[str]:
     return uris
 
 
+def check_shares(shares: list[float] | None, uris: list[str]) -> list[float] | None:
+    """Each data set's share of the shards a run draws (None: every shard alike): one positive number per
+    data set.
+
+    Examples:
+        >>> check_shares([9, 1], ["a", "b"])
+        [9.0, 1.0]
+    """
+    if shares is None:
+        return None
+    if not isinstance(shares, (list, tuple)) or len(shares) != len(uris) or not all(
+            isinstance(w, (int, float)) and w > 0 for w in shares):
+        raise ValueError(f"data_shares: one positive number per data set of data_uri ({len(uris)}), not {shares!r}")
+    return [float(w) for w in shares]
+
+
 def list_shards(data_uri: str, storage_options: StorageOptions = None) -> list[str]:
     fs, base = filesystem(data_uri, storage_options)
     fs.invalidate_cache()
@@ -173,8 +190,9 @@ class ShardStream:
 
     def __init__(self, data_uri: str | list[str], split: str = "train", *, batch_size: int = 16, seed: int = 0,
                  buffer_shards: int = 8, storage_options: StorageOptions = None, centres=None,
-                 counts: bool = False) -> None:
+                 counts: bool = False, shares: list[float] | None = None) -> None:
         self.data_uris, self.split, self.batch_size = data_uris(data_uri), split, batch_size
+        self.shares = check_shares(shares, self.data_uris)
         self.centres, self.counts = centres, counts
         self.buffer_shards = buffer_shards
         self.storage_options = storage_options
@@ -184,14 +202,30 @@ class ShardStream:
 
     def _groups(self) -> Iterator[list[tuple[str, str]]]:
         while True:
-            shards = [(uri, path) for uri in self.data_uris for path in list_shards(uri, self.storage_options)]
+            listed = {uri: list_shards(uri, self.storage_options) for uri in self.data_uris}
+            shards = [(uri, path) for uri in self.data_uris for path in listed[uri]]
             if not shards:
                 raise FileNotFoundError(f"{', '.join(self.data_uris)}: no simulation shards (shards/shard-*.parquet)")
             self.shards_seen = len(shards)
-            order = self.rng.permutation(len(shards))
+            order = [shards[i] for i in self.rng.permutation(len(shards))] if self.shares is None \
+                else self._shared(listed, len(shards))
             for k in range(0, len(order), self.buffer_shards):
-                yield [shards[i] for i in order[k:k + self.buffer_shards]]
+                yield order[k:k + self.buffer_shards]
             self.passes += 1
+
+    def _shared(self, listed: dict[str, list[str]], n: int) -> list[tuple[str, str]]:
+        """A pass of ``n`` shards, each from a data set drawn by its share (of those with shards), and within
+        a data set in a random order, again from the start when it runs out."""
+        live = [uri for uri in self.data_uris if listed[uri]]
+        weights = np.array([self.shares[self.data_uris.index(uri)] for uri in live])
+        queues: dict[str, list[int]] = {uri: [] for uri in live}
+        order = []
+        for k in self.rng.choice(len(live), size=n, p=weights / weights.sum()):
+            uri = live[k]
+            if not queues[uri]:
+                queues[uri] = list(self.rng.permutation(len(listed[uri])))
+            order.append((uri, listed[uri][queues[uri].pop()]))
+        return order
 
     def _load(self, group: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         stacks, targets = [], []

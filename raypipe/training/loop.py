@@ -87,7 +87,7 @@ def train_local(cfg: TrainConfig, *, rows_val: list[dict] | None = None, stream=
     centres = model_config.window if model_config.centres else None
     stream = stream if stream is not None else ShardStream(cfg.data_uri, "train", batch_size=cfg.batch_size,
                                                            seed=cfg.seed + state.step, centres=centres,
-                                                           counts=model_config.counts)
+                                                           counts=model_config.counts, shares=cfg.data_shares)
     progress(f"train: {cfg.run_name} on {device}, {cfg.steps} steps of {cfg.batch_size}, "
              f"{len(rows_val)} validation rows, head {model_config.head}")
     batches = iter(stream)

@@ -32,6 +32,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     augment: dict = field(default_factory=dict)  # AugmentConfig fields; "preset": "experimental" for the recipe
     init_from: str | None = None  # a model file whose generator weights start this run (same architecture)
+    data_shares: list[float] | None = None  # plain loop: each data set's share of the shards drawn (None: alike)
     trainable: str = "all"  # plain loop: "all", or "centres" / "counts" (only that branch learns; Pix2Pix)
     num_workers: int = 2
     use_gpu: bool = False
@@ -74,9 +75,9 @@ class TrainConfig:
 
     def check(self) -> None:
         """Everything that can be checked before a worker starts."""
-        from raypipe.training.data import data_uris
+        from raypipe.training.data import check_shares, data_uris
 
-        data_uris(self.data_uri)
+        check_shares(self.data_shares, data_uris(self.data_uri))
         if self.val_every % self.checkpoint_every:
             raise ValueError(f"val_every ({self.val_every}) must be a multiple of checkpoint_every "
                              f"({self.checkpoint_every})")
