@@ -56,6 +56,11 @@ CENTRE_WEIGHT = 20.0  # extra weight of the spots' pixels in the centre loss
 N_COUNTS = len(ELEMENTS)  # channels of the count output: one per element
 
 
+def log_counts(densities: torch.Tensor) -> torch.Tensor:
+    """(B, len(ELEMENTS), S, S) log densities of the count output -> (B, len(ELEMENTS)) logs of their sums."""
+    return densities.flatten(2).logsumexp(dim=-1)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, 3, S, S) in [-1, 1] -> (B, S, S, 3) uint8."""
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -97,7 +102,7 @@ class Head:
         pixels), or None (no count output)."""
         if not self.config.counts:
             return None
-        return output[:, self.count_channels].flatten(2).logsumexp(dim=-1).exp()
+        return log_counts(output[:, self.count_channels]).exp()
 
     def combine(self, outputs: list[torch.Tensor]) -> torch.Tensor:
         """One output from several views' outputs (each mapped back onto the stack's frame)."""
@@ -120,17 +125,17 @@ class Head:
             total = total + self.config.lambda_centres * centre
             parts["loss_G_centres"] = centre.item()
         if self.config.counts and target.shape[1] >= self.count_targets.stop:
-            count = self.count_loss(output, target)
+            count = self.count_loss(log_counts(output[:, self.count_channels]), target)
             total = total + self.config.lambda_counts * count
             parts["loss_G_counts"] = count.item()
         return total, parts
 
-    def count_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def count_loss(self, logs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Poisson negative log-likelihood of the true counts (the maximum of each count plane of the
-        target) under the count output's expected counts, mean over stacks and elements."""
-        log_counts = output[:, self.count_channels].flatten(2).logsumexp(dim=-1)
+        target) under the expected counts ``logs`` ((B, len(ELEMENTS)) logs: :func:`log_counts`), mean over
+        stacks and elements."""
         truth = target[:, self.count_targets].flatten(2).amax(dim=-1).clamp_min(0)
-        return F.poisson_nll_loss(log_counts, truth, log_input=True, full=False)
+        return F.poisson_nll_loss(logs, truth, log_input=True, full=False)
 
     @staticmethod
     def centre_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

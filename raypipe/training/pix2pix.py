@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raypipe.model.config import TRAINABLE, ModelConfig
+from raypipe.model.heads import log_counts
 from raypipe.model.networks import define_D, define_G
 
 
@@ -110,10 +111,8 @@ class Pix2Pix:
             features = bare.features(stack)
         if self.trainable == "centres":
             loss = self.head.centre_loss(branch(features)[:, 0], target)
-        else:  # the count loss reads its channels from a whole output: only they are filled
-            output = features.new_zeros(len(stack), self.head.count_channels.stop, *target.shape[2:])
-            output[:, self.head.count_channels] = branch(features)
-            loss = self.head.count_loss(output, target)
+        else:
+            loss = self.head.count_loss(log_counts(branch(features)), target)
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_G.step()
