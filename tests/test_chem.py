@@ -361,3 +361,98 @@ def test_a_known_formula_leaves_out_a_surplus_hydrogen() -> None:
     assert extract_graph(drawn, DEFAULT_WINDOW, faint).formula == "C6H4BrCl2"
     agreed = extract_graph(drawn, DEFAULT_WINDOW, faint, ElementCounts.known(m.formula))
     assert agreed.formula == m.formula and agreed.smiles == m.smiles
+
+
+def _torn(depiction: np.ndarray, atom: GraphAtom, element: str, colour: str, share: float) -> np.ndarray:
+    """``depiction`` with the inner ``share`` of ``atom``'s pixels of ``element`` near its centre drawn in the
+    colour of ``colour`` (a blurred prediction's undecided atom)."""
+    from raypipe.chem.pixels import CENTRE_VOTE_RADIUS
+
+    col, row = DEFAULT_WINDOW.to_pixels(np.array([[atom.x, atom.y]]))[0]
+    rr, cc = np.mgrid[:128, :128] + 0.5
+    distance = np.hypot(rr - row, cc - col)
+    mine = (distance <= CENTRE_VOTE_RADIUS) & (depiction == COLORS[element]).all(axis=-1)
+    ys, xs = np.nonzero(mine)
+    inner = np.argsort(distance[mine])[: int(share * mine.sum())]
+    torn = depiction.copy()
+    torn[ys[inner], xs[inner]] = COLORS[colour]
+    return torn
+
+
+def test_chemistry_relabels_an_atom_its_colours_leave_in_doubt_rather_than_invent_a_hydrogen() -> None:
+    """A ring N drawn 60 % in carbon's colour reads as C by its votes; a C there would need an H that no
+    one saw, so chemistry takes the N its colours also allow (``alternatives``, ``RELABEL_WEIGHT``) and the
+    molecule reads right. Without relabelling the same reading is wrong; a clearly drawn atom has no
+    alternative, and a count that chose the elements leaves none for chemistry."""
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.training.data import centre_targets
+
+    m = Molecule.from_smiles("Clc1ccncc1")
+    depiction = render_depiction(m)
+    centres = (centre_targets(depiction[None], DEFAULT_WINDOW)[0] + 1) / 2
+    clear = extract_graph(depiction, DEFAULT_WINDOW, centres)
+    assert score(clear, m).total and all(a.alternatives == () for a in clear.atoms if a.element != "N")
+    nitrogen = next(a for a in clear.atoms if a.element == "N")
+    torn = _torn(depiction, nitrogen, "N", "C", 0.6)
+    read = extract_graph(torn, DEFAULT_WINDOW, centres)
+    assert score(read, m).total and read.smiles == m.smiles and read.formula == "C5H4ClN"
+    pool = hydrogens.RELABEL_POOL
+    try:
+        hydrogens.RELABEL_POOL = 0
+        alone = extract_graph(torn, DEFAULT_WINDOW, centres)
+    finally:
+        hydrogens.RELABEL_POOL = pool
+    assert not score(alone, m).total and "N" not in alone.formula
+    doubtful = [a for a in alone.atoms if a.alternatives]  # the torn N: read as C, N its alternative
+    assert [(a.element, a.alternatives[0][0]) for a in doubtful] == [("C", "N")]
+    assert np.hypot(doubtful[0].x - nitrogen.x, doubtful[0].y - nitrogen.y) < 0.2
+    counted = extract_graph(torn, DEFAULT_WINDOW, centres, {e: float(m.elements.count(e)) for e in ELEMENTS})
+    assert score(counted, m).total and all(a.alternatives == () for a in counted.atoms)
+
+
+def test_a_hydrogen_whose_stick_is_lost_is_bonded_to_its_nearest_atom_and_a_far_one_is_not() -> None:
+    """A prediction may draw an H but not its stick: the H takes the nearest heavy atom within
+    ``ORPHAN_REACH`` of their ideal bond length (else the graph is two pieces, no molecule); a stray H drawn
+    far from every atom stays unbonded."""
+    from raypipe.chem.elements import ball_radius
+    from raypipe.chem.molgraph import ideal_length
+    from raypipe.chem.pixels import BOND_FACTOR, ORPHAN_REACH
+    from raypipe.training.data import centre_targets
+
+    m = Molecule.from_smiles("O=C(O)c1ccc(Br)cc1")
+    depiction = render_depiction(m)
+    centres = (centre_targets(depiction[None], DEFAULT_WINDOW)[0] + 1) / 2
+    read = extract_graph(depiction, DEFAULT_WINDOW, centres)
+    oxygen = next(i for i, a in enumerate(read.atoms) if a.element == "O" and
+                  any(read.atoms[j if i == k else k].element == "H" for k, j in read.bonds if i in (k, j)))
+    h = next(j if i == oxygen else i for i, j in read.bonds if oxygen in (i, j) and
+             read.atoms[j if i == oxygen else i].element == "H")
+    o_xy, h_xy = read.positions[oxygen], read.positions[h]
+    # move the H out to 1.45 x the O-H ideal length: beyond the stick search's 1.25, within ORPHAN_REACH
+    ideal = ideal_length(read.atoms, oxygen, h)
+    away = o_xy + 1.45 * ideal * (h_xy - o_xy) / np.hypot(*(h_xy - o_xy))
+    rr, cc = np.mgrid[:128, :128] + 0.5
+    (hc, hr), (ac, ar) = DEFAULT_WINDOW.to_pixels(np.array([h_xy, away]))
+    moved, peaks = depiction.copy(), centres.copy()
+    old = np.hypot(rr - hr, cc - hc) <= ball_radius("H") / DEFAULT_WINDOW.pixel + 0.5
+    moved[old & (moved == COLORS["H"]).all(axis=-1)] = 0
+    moved[np.hypot(rr - ar, cc - ac) <= ball_radius("H") / DEFAULT_WINDOW.pixel] = COLORS["H"]
+    peaks[np.hypot(rr - hr, cc - hc) <= 2.5] = 0
+    peaks = np.maximum(peaks, np.exp(-((rr - ar) ** 2 + (cc - ac) ** 2) / 2))
+    assert BOND_FACTOR < 1.45 < ORPHAN_REACH
+    again = extract_graph(moved, DEFAULT_WINDOW, peaks)
+    import raypipe.chem.pixels as pixels
+    try:
+        pixels.ORPHAN_REACH = 0.0
+        unbonded = extract_graph(moved, DEFAULT_WINDOW, peaks)
+    finally:
+        pixels.ORPHAN_REACH = ORPHAN_REACH
+    assert unbonded.formula == m.formula and unbonded.smiles is None  # two pieces: no molecule
+    assert again.formula == m.formula and again.smiles == m.smiles and score(again, m).total
+    stray = h_xy + 2.5 * (h_xy - o_xy) / np.hypot(*(h_xy - o_xy))
+    (sc, sr), = DEFAULT_WINDOW.to_pixels(np.array([stray]))
+    far, far_peaks = depiction.copy(), np.maximum(centres, np.exp(-((rr - sr) ** 2 + (cc - sc) ** 2) / 2))
+    far[np.hypot(rr - sr, cc - sc) <= ball_radius("H") / DEFAULT_WINDOW.pixel] = COLORS["H"]
+    lonely = extract_graph(far, DEFAULT_WINDOW, far_peaks)
+    assert lonely.formula == "C7H6BrO2" and lonely.smiles is None
+    assert sum(len(a.alternatives) for a in lonely.atoms) == 0

@@ -121,6 +121,31 @@ def agree_elements(votes: np.ndarray, counts: Counts | None, *, penalty: float |
     return chosen
 
 
+RELABEL_LIMIT = 3.0  # nats: an element whose votes lie further below the chosen one's is no alternative
+
+
+def alternatives(votes: np.ndarray, chosen: str) -> tuple[tuple[str, float], ...]:
+    """The other heavy elements an atom with ``votes`` (shares of each element's colour, ``ELEMENTS`` order)
+    may be, each with its cost against ``chosen`` in nats (``-log(vote + VOTE_FLOOR)`` among the heavy
+    elements, as :func:`agree_elements` counts it), cheapest first, up to ``RELABEL_LIMIT``; none for an H.
+
+    Examples:
+        A ring atom whose colours are 70 % carbon and 30 % nitrogen:
+
+        >>> votes = np.zeros(len(ELEMENTS)); votes[ELEMENTS.index("C")], votes[ELEMENTS.index("N")] = 0.7, 0.3
+        >>> alternatives(votes, "C")
+        (('N', 0.81),)
+    """
+    if chosen == "H":
+        return ()
+    columns = [ELEMENTS.index(e) for e in HEAVY]
+    heavy = np.asarray(votes, dtype=np.float64)[columns]
+    cost = -np.log(heavy / max(heavy.sum(), 1e-12) + VOTE_FLOOR)
+    cost = cost - cost[HEAVY.index(chosen)]
+    return tuple((HEAVY[k], round(float(cost[k]), 2)) for k in np.argsort(cost, kind="stable")
+                 if HEAVY[k] != chosen and cost[k] <= RELABEL_LIMIT)
+
+
 def counts_formula(counts: Mapping[str, float] | None) -> str | None:
     """The Hill formula of rounded ``counts`` (a count head's own formula), None without counts.
 

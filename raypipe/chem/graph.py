@@ -12,10 +12,13 @@
    (:mod:`raypipe.chem.agreement`);
 3. bonds: atom pairs closer (in projection) than 1.25 x the sum of their covalent radii whose joining
    line runs over the foreground for at least 80% of its length, with no heavy atom on its middle;
-   confidence is that fraction. One bond per H, and no false triangles;
-4. hidden hydrogens: a top view hides the H below another H of a CH2/CH3/NH2 group, or below its
-   atom. Where they are is guessed from the geometry, and the guess is checked by chemistry: the
-   cheapest variant that RDKit's bond-order perception reads as one closed-shell molecule wins;
+   confidence is that fraction. One bond per H, and no false triangles; an H left without a bond (its
+   stick lost) takes the nearest heavy atom within 1.6 x their bond length;
+4. hidden hydrogens and chemistry: a top view hides the H below another H of a CH2/CH3/NH2 group, or
+   below its atom. Where they are is guessed from the geometry, and the guess is checked by chemistry:
+   the cheapest variant that RDKit's bond-order perception reads as one closed-shell molecule wins.
+   Variants also relabel one or two atoms whose colours leave their element in doubt (an atom's
+   ``alternatives``: a ring N drawn half in carbon's colour is an N, not a C with an invented H);
 5. the formula counts the atoms; the SMILES is that molecule's, or None when no variant is valid.
 
 The work is in three layers: :mod:`raypipe.chem.molgraph` (the graph type, all that scoring and reports

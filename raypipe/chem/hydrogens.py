@@ -3,11 +3,14 @@
 A top view hides the H below another H of a CH2/CH3/NH2 group, or below its atom. Where they are is
 guessed from the geometry, and the guess is checked by chemistry: the cheapest variant that RDKit's
 bond-order perception reads as one closed-shell molecule wins; its SMILES and bond orders are kept.
+The variants also relabel the atoms whose colours leave their element in doubt (``GraphAtom.alternatives``,
+at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N read as C plus an H nobody
+saw, and the N its colours also show.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
@@ -23,7 +26,9 @@ VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1, "S": 2, "P": 3, "Cl": 1, "Br"
 # Evidence for a hidden hydrogen (see _hidden_hydrogen_options), in units of
 TWIN_LENGTH, TWIN_SCALE = 0.86, 0.05  # 0.05 of a visible X-H's projected/ideal length below 0.86,
 RESIDUAL_SCALE = 0.1  # 0.1 of the bond-direction sum (unit bonds) a hidden H would cancel,
-UNDER_RESIDUAL, UNDER_SCALE = 0.45, 0.05  # for a carbon without visible H: 0.05 of its sum above 0.45;
+# for a carbon without visible H: 0.05 of its sum above 1.2 (almost always against an H below it: a model's
+# blurred positions leave sums of 0.45-1.2 on flat rings, where 0.45 added an H below 1 carbon in 5 flat molecules)
+UNDER_RESIDUAL, UNDER_SCALE = 1.2, 0.05
 NITROGEN_TRUST, NITROGEN_UNDER_EVIDENCE = 0.25, -4.0  # scaled for N; an N without visible H: -4
 ION_COST = 3.0  # the evidence a cation reading costs against a neutral one
 FLIP_POOL = 6  # the least certain options that chemistry may overrule
@@ -48,7 +53,9 @@ def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
     in the plane and projects at full length. A twin below the visible H would also bring the sum of
     the atom's bond directions (unit length in 3D, near zero for a complete atom) closer to zero.
     Both hints add up to the evidence for a twin. A carbon without a visible H may hide one straight
-    below it: the sum of its bond directions is then far from zero. Nitrogen, pyramidal with a lone
+    below it; its bond directions then sum far from zero, but a model's blurred positions do that on flat
+    rings too, so only a very lopsided sum counts for it, and an H below a carbon is mostly chemistry's
+    call (a flip, where no reading without it is valid). Nitrogen, pyramidal with a lone
     pair, gives weaker hints (scaled by ``NITROGEN_TRUST``), which chemistry overrules more easily.
     An H forced by chemistry where the geometry saw no twin goes below the atom itself.
     """
@@ -90,7 +97,7 @@ def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None) -> MolGr
     confidence), and every hydrogen a reading has more or fewer than that costs ``H_MISMATCH``.
     """
     if hydrogens is None:
-        return _cheapest_valid([(seen, 0.0)], None)
+        return _cheapest_valid(_relabelled(seen), None)
     weakest = sorted((k for k, a in enumerate(seen.atoms) if a.element == "H"), key=lambda k: seen.atoms[k].confidence)
     surplus = max(len(weakest) - hydrogens, 0)
     bases = []
@@ -98,6 +105,28 @@ def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None) -> MolGr
         gone = set(weakest[:drop])
         bases.append((_without(seen, gone), H_DROP * sum(seen.atoms[k].confidence for k in gone)))
     return _cheapest_valid(bases, hydrogens)
+
+
+RELABEL_WEIGHT = 1.0  # what relabelling an atom to one of its alternatives costs, per nat of its votes
+RELABEL_POOL = 4  # the cheapest relabellings tried, one or two at a time
+
+
+def _relabelled(seen: MolGraph) -> list[tuple[MolGraph, float]]:
+    """``seen`` and its variants with one or two atoms relabelled to an alternative element (the cheapest
+    ``RELABEL_POOL``, at ``RELABEL_WEIGHT`` per nat), with their costs: a ring N whose colours read C
+    needs no invented H to be a molecule once it is read as N."""
+    pool = sorted(((cost, k, element) for k, atom in enumerate(seen.atoms)
+                   for element, cost in atom.alternatives), key=lambda t: t[0])[:RELABEL_POOL]
+    bases = [(seen, 0.0)]
+    for size in (1, 2):
+        for picks in combinations(pool, size):
+            if len({k for _, k, _ in picks}) == size:
+                atoms = list(seen.atoms)
+                for _, k, element in picks:
+                    atoms[k] = replace(atoms[k], element=element, alternatives=())
+                bases.append((MolGraph(atoms, list(seen.bonds), list(seen.bond_confidence)),
+                              RELABEL_WEIGHT * sum(cost for cost, _, _ in picks)))
+    return bases
 
 
 H_DROP = 2.0  # a known formula's hydrogens: what leaving out a seen H costs, times its confidence

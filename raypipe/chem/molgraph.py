@@ -21,6 +21,9 @@ class GraphAtom:
     x: float  # Å, window coordinates
     y: float
     confidence: float = 1.0
+    # other elements the depiction's colours allow here, each with what taking it costs (nats, cheapest
+    # first): what chemistry may relabel the atom to (raypipe.chem.hydrogens); empty where nothing may
+    alternatives: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass

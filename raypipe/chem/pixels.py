@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from raypipe.chem.agreement import Counts, ElementCounts, agree_elements
+from raypipe.chem.agreement import Counts, ElementCounts, agree_elements, alternatives
 from raypipe.chem.elements import COVALENT_RADII, ELEMENTS, ball_radius, palette
 from raypipe.chem.molgraph import GraphAtom, MolGraph, ideal_length
 from raypipe.errors import DepictionError
@@ -35,6 +35,7 @@ MIN_OWN_FILL = 0.3
 OCCLUDED_WEIGHT = 0.5
 MIN_UNDER_H_FILL = 0.66  # a heavy atom half under an H: its ball at least this full
 MIN_LINE_FILL = 0.8
+ORPHAN_REACH = 1.6  # an H left without a bond takes the nearest heavy atom within this x their ideal length
 CENTRE_THRESHOLD = 0.3  # an atom-centre map's local maximum at least this high is an atom
 WEAK_THRESHOLD = 0.1  # ... and one at least this high may be, where a known formula lacks atoms
 CENTRE_VOTE_RADIUS = 2.5  # pixels around a centre whose depiction colours choose its element
@@ -129,13 +130,14 @@ def _check_count(n: int) -> None:
                              "depiction (an untrained model, or scans unlike the model's training data?)")
 
 
-def _in_reading_order(found: list[tuple[str, float, float, float]], window: Window) -> list[GraphAtom]:
-    """(element, col, row, confidence) -> atoms in Å, top to bottom, left to right."""
+def _in_reading_order(found: list[tuple], window: Window) -> list[GraphAtom]:
+    """(element, col, row, confidence[, alternatives]) -> atoms in Å, top to bottom, left to right."""
     if not found:
         return []
-    xy = window.to_angstrom(np.array([(col, row) for _, col, row, _ in found]))
+    xy = window.to_angstrom(np.array([(f[1], f[2]) for f in found]))
     order = np.lexsort((xy[:, 0], -xy[:, 1]))
-    return [GraphAtom(found[i][0], float(xy[i, 0]), float(xy[i, 1]), float(found[i][3])) for i in order]
+    return [GraphAtom(found[i][0], float(xy[i, 0]), float(xy[i, 1]), float(found[i][3]), *found[i][4:])
+            for i in order]
 
 
 def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window,
@@ -143,7 +145,8 @@ def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window,
     """Atoms at the local maxima (over +-2 pixels) of an atom-centre map that reach ``CENTRE_THRESHOLD``:
     each placed at the map's weighted centre over the peak's 3 x 3 pixels, of the element the labelled
     depiction shows most within ``CENTRE_VOTE_RADIUS`` pixels (a peak over background is dropped), with
-    the peak's height as its confidence. With ``counts`` (atoms of each element: a model's count output or a
+    the peak's height as its confidence, and the other heavy elements its votes allow as its
+    ``alternatives`` (:func:`raypipe.chem.agreement.alternatives`; none with counts). With ``counts`` (atoms of each element: a model's count output or a
     known formula) the heavy atoms' elements are chosen together from those votes to agree with it
     (:func:`raypipe.chem.agreement.agree_elements`); a known formula may also take a weaker peak (down to
     ``WEAK_THRESHOLD``) for an atom it lacks, or drop a surplus one."""
@@ -169,7 +172,10 @@ def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window,
             found.append((votes / votes.sum(), col, row, float(centres[r0, c0])))
     elements = agree_elements(np.array([f[0] for f in found]), counts,
                               strengths=np.array([f[3] for f in found]), threshold=CENTRE_THRESHOLD)
-    return _in_reading_order([(e, *f[1:]) for e, f in zip(elements, found) if e is not None], window)
+    # where no count chose the elements, chemistry may still relabel an atom its colours leave in doubt
+    others = [alternatives(f[0], e) if e is not None and not counts else () for e, f in zip(elements, found)]
+    return _in_reading_order([(e, *f[1:], o) for e, f, o in zip(elements, found, others) if e is not None],
+                             window)
 
 
 def _disc_fractions(mask: np.ndarray, foreground: np.ndarray,
@@ -307,7 +313,8 @@ def _false_triangle_edges(xy: np.ndarray, bonds: list[tuple[int, int]]) -> set[i
 
 
 def clean_bonds(graph: MolGraph) -> MolGraph:
-    """Keep one bond per H (the shortest relative to its ideal length), then drop false triangle edges.
+    """Keep one bond per H (the shortest relative to its ideal length), then drop false triangle edges, then
+    bond an H left without a bond to the nearest heavy atom within ``ORPHAN_REACH`` of their ideal length.
 
     In that order: an H seen bonded to both ends of a real bond must not make it a false triangle.
     """
@@ -322,4 +329,16 @@ def clean_bonds(graph: MolGraph) -> MolGraph:
     kept = sorted(keep)
     false = _false_triangle_edges(xy, [bonds[b] for b in kept])
     kept = [b for n, b in enumerate(kept) if n not in false]
-    return MolGraph(list(atoms), [bonds[b] for b in kept], [conf[b] for b in kept])
+    bonds, conf = [bonds[b] for b in kept], [conf[b] for b in kept]
+    # an H bonds to one atom: one whose stick the depiction lost (too faint or too short a line) takes the
+    # nearest heavy atom within reach, with the H's own confidence as the bond's
+    bonded = {k for bond in bonds for k in bond}
+    heavy = [k for k, a in enumerate(atoms) if a.element != "H"]
+    for h, atom in enumerate(atoms):
+        if atom.element == "H" and h not in bonded and heavy:
+            reach = [np.hypot(*(xy[h] - xy[k])) / ideal_length(atoms, h, k) for k in heavy]
+            k = int(np.argmin(reach))
+            if reach[k] <= ORPHAN_REACH:
+                bonds.append((min(h, heavy[k]), max(h, heavy[k])))
+                conf.append(atom.confidence)
+    return MolGraph(list(atoms), bonds, conf)
