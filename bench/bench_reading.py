@@ -5,9 +5,10 @@ of :mod:`raypipe.chem.graph` off and then on, one after the other, in this run.
     python bench/bench_reading.py --data ../shared/sim/catalog-r4-tail2 --n 256 --skip 256   # an untuned set
 
 The levers, cumulative: ``before`` (the reading of raypipe 0.20: an H guessed below a carbon whose bond
-directions sum above 0.45, no relabelling, an H without a stick left unbonded); ``under`` (that guess only
+directions sum above 0.45, no relabelling, an H without a stick left unbonded, every seen H kept); ``under`` (that guess only
 above ``UNDER_RESIDUAL``); ``relabel`` (chemistry may relabel atoms to their ``alternatives``); ``orphan``
-(an H without a stick takes its nearest heavy atom within ``ORPHAN_REACH``: today's reading). Reports the
+(an H without a stick takes its nearest heavy atom within ``ORPHAN_REACH``); ``faint`` (chemistry may leave
+out one H fainter than ``WEAK_H``: today's reading). Reports the
 fraction read exactly (``total``), the same on flat molecules (0-50 pm), per-atom precision and recall,
 the share with a valid SMILES, and milliseconds a graph. Validation rows only: never a test split.
 """
@@ -64,25 +65,26 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{model.tag}, {model.views} views: {len(rows)} {args.split} rows of {args.data} predicted in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     window, maps = model.config.window, [prediction.centre_map(k) for k in range(len(rows))]
-    today = {"UNDER_RESIDUAL": hydrogens.UNDER_RESIDUAL, "RELABEL_POOL": hydrogens.RELABEL_POOL,
-             "ORPHAN_REACH": pixels.ORPHAN_REACH}
-    levers = {"before": {"UNDER_RESIDUAL": 0.45, "RELABEL_POOL": 0, "ORPHAN_REACH": 0.0},
-              "under": {"RELABEL_POOL": 0, "ORPHAN_REACH": 0.0},
-              "relabel": {"ORPHAN_REACH": 0.0},
-              "orphan": {}}
+    modules = {"UNDER_RESIDUAL": hydrogens, "RELABEL_POOL": hydrogens, "WEAK_H": hydrogens,
+               "ORPHAN_REACH": pixels}
+    today = {name: getattr(module, name) for name, module in modules.items()}
+    levers = {"before": {"UNDER_RESIDUAL": 0.45, "RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0},
+              "under": {"RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0},
+              "relabel": {"ORPHAN_REACH": 0.0, "WEAK_H": 0.0},
+              "orphan": {"WEAK_H": 0.0},
+              "faint": {}}
     results = {"model": model.tag, "views": model.views, "n": len(rows), "data": args.data, "split": args.split,
                "skip": args.skip}
     for name, change in levers.items():
-        settings = {**today, **change}
-        hydrogens.UNDER_RESIDUAL, hydrogens.RELABEL_POOL = settings["UNDER_RESIDUAL"], settings["RELABEL_POOL"]
-        pixels.ORPHAN_REACH = settings["ORPHAN_REACH"]
+        for key, value in {**today, **change}.items():
+            setattr(modules[key], key, value)
         try:
             start = time.perf_counter()
             graphs = [read_graph(d, window, maps[k]) for k, d in enumerate(prediction.depictions)]
             ms = 1000 * (time.perf_counter() - start) / max(len(graphs), 1)
         finally:
-            hydrogens.UNDER_RESIDUAL, hydrogens.RELABEL_POOL = today["UNDER_RESIDUAL"], today["RELABEL_POOL"]
-            pixels.ORPHAN_REACH = today["ORPHAN_REACH"]
+            for key, value in today.items():
+                setattr(modules[key], key, value)
         scores = score_rows(graphs, rows)
         flat = scores["by_corrugation"]["0-50 pm"]
         results[name] = r = {"total": scores["total"], "flat_total": flat["total"], "flat_n": flat["n"],

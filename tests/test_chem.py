@@ -339,8 +339,9 @@ def test_a_known_formula_also_takes_a_weak_peak_for_a_missing_atom_and_drops_a_s
 
 
 def test_a_known_formula_leaves_out_a_surplus_hydrogen() -> None:
-    """A known formula's hydrogens: a faint spurious H drawn beside the bromine (as a corrugated molecule's
-    reading shows extra ones) is read on its own, and left out where the formula says three."""
+    """A known formula's hydrogens: a spurious H drawn beside the bromine (as a corrugated molecule's
+    reading shows extra ones) is read on its own, and left out where the formula says three; one fainter
+    than ``WEAK_H`` chemistry leaves out by itself."""
     from raypipe.chem.agreement import ElementCounts
     from raypipe.chem.elements import ball_radius
     from raypipe.training.data import centre_targets
@@ -357,10 +358,14 @@ def test_a_known_formula_leaves_out_a_surplus_hydrogen() -> None:
     rr, cc = np.mgrid[:128, :128] + 0.5
     drawn, faint = depiction.copy(), centres.copy()
     drawn[np.hypot(rr - row, cc - col) <= ball_radius("H") / DEFAULT_WINDOW.pixel] = COLORS["H"]
-    faint = np.maximum(faint, 0.5 * np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / 2))
-    assert extract_graph(drawn, DEFAULT_WINDOW, faint).formula == "C6H4BrCl2"
-    agreed = extract_graph(drawn, DEFAULT_WINDOW, faint, ElementCounts.known(m.formula))
+    spot = np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / 2)
+    clear = np.maximum(faint, 0.6 * spot)  # above WEAK_H: kept on its own
+    assert extract_graph(drawn, DEFAULT_WINDOW, clear).formula == "C6H4BrCl2"
+    agreed = extract_graph(drawn, DEFAULT_WINDOW, clear, ElementCounts.known(m.formula))
     assert agreed.formula == m.formula and agreed.smiles == m.smiles
+    # fainter than WEAK_H, chemistry leaves it out on its own: an H on a Br is no molecule
+    alone = extract_graph(drawn, DEFAULT_WINDOW, np.maximum(faint, 0.45 * spot))
+    assert alone.formula == m.formula and alone.smiles == m.smiles
 
 
 def _torn(depiction: np.ndarray, atom: GraphAtom, element: str, colour: str, share: float) -> np.ndarray:
