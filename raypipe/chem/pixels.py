@@ -146,8 +146,9 @@ def atoms_at_centres(labels: np.ndarray, centres: np.ndarray, window: Window,
     each placed at the map's weighted centre over the peak's 3 x 3 pixels, of the element the labelled
     depiction shows most within ``CENTRE_VOTE_RADIUS`` pixels (a peak over background is dropped), with
     the peak's height as its confidence, and the other heavy elements its votes allow as its
-    ``alternatives`` (:func:`raypipe.chem.agreement.alternatives`; none with counts). With ``counts`` (atoms of each element: a model's count output or a
-    known formula) the heavy atoms' elements are chosen together from those votes to agree with it
+    ``alternatives`` (:func:`raypipe.chem.agreement.alternatives`; none with counts). With ``counts`` (atoms
+    of each element: a model's count output or a known formula) the heavy atoms' elements are chosen
+    together from those votes to agree with it
     (:func:`raypipe.chem.agreement.agree_elements`); a known formula may also take a weaker peak (down to
     ``WEAK_THRESHOLD``) for an atom it lacks, or drop a surplus one."""
     centres = np.asarray(centres, dtype=np.float32)
