@@ -8,7 +8,8 @@ The levers, cumulative: ``before`` (the reading of raypipe 0.20: an H guessed be
 directions sum above 0.45, no relabelling, an H without a stick left unbonded, every seen H kept); ``under`` (that guess only
 above ``UNDER_RESIDUAL``); ``relabel`` (chemistry may relabel atoms to their ``alternatives``); ``orphan``
 (an H without a stick takes its nearest heavy atom within ``ORPHAN_REACH``); ``faint`` (chemistry may leave
-out one H fainter than ``WEAK_H``: today's reading). Reports the
+out one H fainter than ``WEAK_H``); ``neutral`` (a reading that separates charges pays ``SEPARATION_COST`` a
+pair: today's reading). Reports the
 fraction read exactly (``total``), the same on flat molecules (0-50 pm), per-atom precision and recall,
 the share with a valid SMILES, and milliseconds a graph. Validation rows only: never a test split.
 """
@@ -66,13 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"{time.perf_counter() - start:.0f} s", flush=True)
     window, maps = model.config.window, [prediction.centre_map(k) for k in range(len(rows))]
     modules = {"UNDER_RESIDUAL": hydrogens, "RELABEL_POOL": hydrogens, "WEAK_H": hydrogens,
-               "ORPHAN_REACH": pixels}
+               "SEPARATION_COST": hydrogens, "ORPHAN_REACH": pixels}
     today = {name: getattr(module, name) for name, module in modules.items()}
-    levers = {"before": {"UNDER_RESIDUAL": 0.45, "RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0},
-              "under": {"RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0},
-              "relabel": {"ORPHAN_REACH": 0.0, "WEAK_H": 0.0},
-              "orphan": {"WEAK_H": 0.0},
-              "faint": {}}
+    free = {"SEPARATION_COST": 0.0}
+    levers = {"before": {"UNDER_RESIDUAL": 0.45, "RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
+              "under": {"RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
+              "relabel": {"ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
+              "orphan": {"WEAK_H": 0.0, **free},
+              "faint": free,
+              "neutral": {}}
     results = {"model": model.tag, "views": model.views, "n": len(rows), "data": args.data, "split": args.split,
                "skip": args.skip}
     for name, change in levers.items():

@@ -461,3 +461,34 @@ def test_a_hydrogen_whose_stick_is_lost_is_bonded_to_its_nearest_atom_and_a_far_
     lonely = extract_graph(far, DEFAULT_WINDOW, far_peaks)
     assert lonely.formula == "C7H6BrO2" and lonely.smiles is None
     assert sum(len(a.alternatives) for a in lonely.atoms) == 0
+
+
+def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges() -> None:
+    """A coumarin whose ring CH is drawn in oxygen's colour (carbon its alternative, at 1 nat) reads as a
+    zwitterion if charges cost nothing; each pair of opposite charges costs ``SEPARATION_COST``, so chemistry
+    relabels the atom and reads the neutral molecule. A nitro group, which no neutral reading replaces,
+    keeps its charges."""
+    from dataclasses import replace
+
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    m = Molecule.from_smiles("O=c1ccc2ccccc2o1")
+    truth = MolGraph.from_molecule(m)
+    ring_ch = 3  # C4: the CH beside the ring fusion (atoms in the SMILES' order)
+    assert truth.atoms[ring_ch].element == "C" and [truth.atoms[j if i == ring_ch else i].element for i, j in
+                                                    truth.bonds if ring_ch in (i, j)].count("H") == 1
+    atoms = list(truth.atoms)
+    atoms[ring_ch] = replace(atoms[ring_ch], element="O", alternatives=(("C", 1.0),))
+    seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    cost = hydrogens.SEPARATION_COST
+    try:
+        hydrogens.SEPARATION_COST = 0.0
+        free = with_hidden_hydrogens(seen)
+    finally:
+        hydrogens.SEPARATION_COST = cost
+    assert "+" in free.smiles and "-" in free.smiles and free.formula == "C8H6O3"
+    nitro = Molecule.from_smiles("O=[N+]([O-])c1ccccc1")
+    assert with_hidden_hydrogens(MolGraph.from_molecule(nitro)).smiles == nitro.smiles

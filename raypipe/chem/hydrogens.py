@@ -5,7 +5,8 @@ guessed from the geometry, and the guess is checked by chemistry: the cheapest v
 bond-order perception reads as one closed-shell molecule wins; its SMILES and bond orders are kept.
 The variants also relabel the atoms whose colours leave their element in doubt (``GraphAtom.alternatives``,
 at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N read as C plus an H nobody
-saw, and the N its colours also show; and they may leave out the faintest H (``WEAK_H``).
+saw, and the N its colours also show; and they may leave out the faintest H (``WEAK_H``). A reading that
+separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ RESIDUAL_SCALE = 0.1  # 0.1 of the bond-direction sum (unit bonds) a hidden H wo
 UNDER_RESIDUAL, UNDER_SCALE = 1.2, 0.05
 NITROGEN_TRUST, NITROGEN_UNDER_EVIDENCE = 0.25, -4.0  # scaled for N; an N without visible H: -4
 ION_COST = 3.0  # the evidence a cation reading costs against a neutral one
+SEPARATION_COST = 2.0  # ... and each pair of opposite charges a reading separates (zwitterions, nitro groups)
 FLIP_POOL = 6  # the least certain options that chemistry may overrule
 CHARGEABLE = {"N", "O", "S", "P"}
 
@@ -89,7 +91,9 @@ def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None) -> MolGr
 
     Variants of the geometric guess (every option with positive evidence) flip the least certain
     options, one or two at a time; each is read as a neutral molecule and as a cation (at a cost of
-    ``ION_COST``: pyridinium-like dyes exist, but a neutral reading is likelier); without a known
+    ``ION_COST``: pyridinium-like dyes exist, but a neutral reading is likelier), and each pair of opposite
+    charges RDKit's perception needs costs ``SEPARATION_COST`` (nitro groups exist, zwitterions drawn
+    from a misread atom are commoner); without a known
     formula, so are the seen graph's own variants (:func:`_seen_variants`: atoms relabelled to their
     ``alternatives``, the faintest H left out). The cheapest valid reading wins; with none the guess is
     returned, with ``smiles`` None.
@@ -174,16 +178,29 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) 
             for charge in (0, 1):
                 readings.append((base_cost + cost + mismatch + ION_COST * charge, n, charge, sorted(chosen)))
     readings.sort(key=lambda t: (t[0], t[1]))
-    for _cost, n, charge, chosen in readings:
+    best = None  # (cost with the reading's charge separation, graph, molecule)
+    for cost, n, charge, chosen in readings:
+        if best is not None and cost >= best[0]:
+            break
         seen, options, _ = guesses[n]
         graph = _add_hydrogens(seen, [options[k] for k in chosen])
         mol = _perceive(graph, charge)
         if mol is not None:
-            graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
-            graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
-            return graph
+            cost += SEPARATION_COST * _separated_pairs(mol, charge)
+            if best is None or cost < best[0]:
+                best = (cost, graph, mol)
+    if best is not None:
+        _cost, graph, mol = best
+        graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
+        graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
+        return graph
     seen, options, guess = guesses[0]
     return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
+
+
+def _separated_pairs(mol: Chem.Mol, charge: int) -> int:
+    """How many pairs of opposite formal charges a reading of net ``charge`` separates (a nitro group: 1)."""
+    return (sum(abs(a.GetFormalCharge()) for a in mol.GetAtoms()) - abs(charge)) // 2
 
 
 def _add_hydrogens(graph: MolGraph, hidden: list[_HiddenHydrogen]) -> MolGraph:
