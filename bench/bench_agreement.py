@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_reading import add_prediction_arguments, validation_prediction  # noqa: E402
 
 PENALTIES = (0.5, 1.0, 2.0, 3.0, 5.0)
 
@@ -39,14 +38,7 @@ def heavy(formula: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="a simulated data set (plain or compact shards)")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--n", type=int, default=256)
-    parser.add_argument("--skip", type=int, default=0, help="begin after this many rows (a second, untuned set)")
-    parser.add_argument("--model", default=None, help="a model file (default: the shipped model)")
-    parser.add_argument("--views", type=int, default=None)
-    parser.add_argument("--out", default=None, help="also write the figures here (JSON)")
-    parser.add_argument("--cache", default=None, help="keep the prediction here (pickle) and reuse it next time")
+    add_prediction_arguments(parser)
     parser.add_argument("--grid", action="store_true",
                         help="also a known formula under a grid of MISSING, DROP_WEIGHT and WEAK_COST")
     args = parser.parse_args(argv)
@@ -56,30 +48,11 @@ def main(argv: list[str] | None = None) -> dict:
     from raypipe.chem.agreement import KNOWN_PENALTY, ElementCounts, agree_elements
     from raypipe.chem.graph import read_graph
     from raypipe.chem.molecule import hill_formula
-    from raypipe.model.inference import load_model
-    from raypipe.training.data import fixed_rows
-    from raypipe.training.validation import predict_rows, score_counts, score_rows
+    from raypipe.training.validation import score_counts, score_rows
 
-    if args.split == "test":
-        raise SystemExit("bench_agreement: validation rows only (the test split is for evaluation)")
-    model = load_model(args.model, device="cpu", views=args.views)
-    if not model.has_centres:
-        raise SystemExit(f"{model.tag}: agreement needs a model with the atom-centre output")
-    rows = fixed_rows(args.data, args.split, args.skip + args.n)[args.skip:]
+    model, rows, prediction = validation_prediction(args, "bench_agreement", "agreement needs")
     for row in rows:
         row["formula"] = hill_formula([a["element"] for a in row["atoms"]])
-    start = time.perf_counter()
-    cache = Path(args.cache) if args.cache else None
-    key = (model.tag, model.views, args.data, args.split, args.skip, len(rows))
-    saved = pickle.loads(cache.read_bytes()) if cache is not None and cache.is_file() else None
-    if saved is not None and saved[0] == key:
-        prediction = saved[1]
-    else:
-        prediction = predict_rows(model, rows)
-        if cache is not None:
-            cache.write_bytes(pickle.dumps((key, prediction)))
-    print(f"{model.tag}, {model.views} views: {len(rows)} {args.split} rows of {args.data} predicted in "
-          f"{time.perf_counter() - start:.0f} s", flush=True)
     window = model.config.window
 
     def read(counts_of, penalty=None) -> dict:

@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_prediction_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a bench that reads one prediction of validation rows (this one, bench_agreement)."""
     parser.add_argument("--data", required=True, help="a simulated data set (plain or compact shards)")
     parser.add_argument("--split", default="val")
     parser.add_argument("--n", type=int, default=256)
@@ -38,20 +38,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--views", type=int, default=None)
     parser.add_argument("--cache", default=None, help="keep the prediction here (pickle) and reuse it next time")
     parser.add_argument("--out", default=None, help="also write the figures here (JSON)")
-    args = parser.parse_args(argv)
 
-    import raypipe.chem.hydrogens as hydrogens
-    import raypipe.chem.pixels as pixels
-    from raypipe.chem.graph import read_graph
+
+def validation_prediction(args: argparse.Namespace, bench: str, needs: str):
+    """(model, rows, prediction): the model's prediction of the validation rows ``args`` name, from
+    ``args.cache`` where it holds this very prediction. Refuses a test split, and a model without the
+    atom-centre output (``needs`` says what for)."""
     from raypipe.model.inference import load_model
     from raypipe.training.data import fixed_rows
-    from raypipe.training.validation import predict_rows, score_rows
+    from raypipe.training.validation import predict_rows
 
     if args.split == "test":
-        raise SystemExit("bench_reading: validation rows only (the test split is for evaluation)")
+        raise SystemExit(f"{bench}: validation rows only (the test split is for evaluation)")
     model = load_model(args.model, device="cpu", views=args.views)
     if not model.has_centres:
-        raise SystemExit(f"{model.tag}: the reading's levers need a model with the atom-centre output")
+        raise SystemExit(f"{model.tag}: {needs} a model with the atom-centre output")
     rows = fixed_rows(args.data, args.split, args.skip + args.n)[args.skip:]
     cache = Path(args.cache) if args.cache else None
     key = (model.tag, model.views, args.data, args.split, args.skip, len(rows))
@@ -65,6 +66,20 @@ def main(argv: list[str] | None = None) -> dict:
             cache.write_bytes(pickle.dumps((key, prediction)))
     print(f"{model.tag}, {model.views} views: {len(rows)} {args.split} rows of {args.data} predicted in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
+    return model, rows, prediction
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_prediction_arguments(parser)
+    args = parser.parse_args(argv)
+
+    import raypipe.chem.hydrogens as hydrogens
+    import raypipe.chem.pixels as pixels
+    from raypipe.chem.graph import read_graph
+    from raypipe.training.validation import score_rows
+
+    model, rows, prediction = validation_prediction(args, "bench_reading", "the reading's levers need")
     window, maps = model.config.window, [prediction.centre_map(k) for k in range(len(rows))]
     modules = {"UNDER_RESIDUAL": hydrogens, "RELABEL_POOL": hydrogens, "WEAK_H": hydrogens,
                "SEPARATION_COST": hydrogens, "ORPHAN_REACH": pixels}
