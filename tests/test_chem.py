@@ -492,3 +492,33 @@ def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges() -> 
     assert "+" in free.smiles and "-" in free.smiles and free.formula == "C8H6O3"
     nitro = Molecule.from_smiles("O=[N+]([O-])c1ccccc1")
     assert with_hidden_hydrogens(MolGraph.from_molecule(nitro)).smiles == nitro.smiles
+
+
+def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint() -> None:
+    """A model may draw an H where a ring O's lone pair bulges. The O's two ring bonds already fill its
+    valence, so chemistry may leave that H out (``OVERFULL_ELEMENTS``), however bright it is, and the chromone
+    reads right; without the lever the bright H (above ``WEAK_H``) stays and the reading is wrong. An OH's H,
+    whose O has one heavy neighbour, is no such H."""
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import WEAK_H, _overfull_hydrogens, with_hidden_hydrogens
+
+    m = Molecule.from_smiles("O=c1ccoc2ccccc12")
+    truth = MolGraph.from_molecule(m)
+    ring_o = next(k for k, a in enumerate(truth.atoms) if a.element == "O" and sum(
+        truth.atoms[j if i == k else i].element != "H" for i, j in truth.bonds if k in (i, j)) == 2)
+    o = truth.atoms[ring_o]
+    bright = GraphAtom("H", o.x + 0.9, o.y + 0.3, WEAK_H + 0.1)
+    seen = MolGraph(truth.atoms + [bright], truth.bonds + [(ring_o, len(truth.atoms))],
+                    truth.bond_confidence + [WEAK_H + 0.1])
+    assert _overfull_hydrogens(seen) == [len(truth.atoms)]
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    elements = hydrogens.OVERFULL_ELEMENTS
+    try:
+        hydrogens.OVERFULL_ELEMENTS = ()
+        kept = with_hidden_hydrogens(seen)
+    finally:
+        hydrogens.OVERFULL_ELEMENTS = elements
+    assert not score(kept, m).total and kept.formula != m.formula
+    phenol = MolGraph.from_molecule(Molecule.from_smiles("Oc1ccccc1"))
+    assert _overfull_hydrogens(phenol) == []

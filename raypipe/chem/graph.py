@@ -19,7 +19,8 @@
    the cheapest variant that RDKit's bond-order perception reads as one closed-shell molecule wins.
    Variants also relabel one or two atoms whose colours leave their element in doubt (an atom's
    ``alternatives``: a ring N drawn half in carbon's colour is an N, not a C with an invented H), or leave
-   out the faintest H; a reading that separates charges costs more than a neutral one;
+   out the faintest H, or an H drawn on a ring O (an O or N its heavy neighbours already fill); a reading
+   that separates charges costs more than a neutral one;
 5. the formula counts the atoms; the SMILES is that molecule's, or None when no variant is valid.
 
 The work is in three layers: :mod:`raypipe.chem.molgraph` (the graph type, all that scoring and reports

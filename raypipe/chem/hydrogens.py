@@ -5,7 +5,8 @@ guessed from the geometry, and the guess is checked by chemistry: the cheapest v
 bond-order perception reads as one closed-shell molecule wins; its SMILES and bond orders are kept.
 The variants also relabel the atoms whose colours leave their element in doubt (``GraphAtom.alternatives``,
 at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N read as C plus an H nobody
-saw, and the N its colours also show; and they may leave out the faintest H (``WEAK_H``). A reading that
+saw, and the N its colours also show; and they may leave out the faintest H (``WEAK_H``), or an H drawn on
+an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``). A reading that
 separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins.
 """
 
@@ -123,7 +124,8 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     """``seen`` and its variants, with their costs: one or two atoms relabelled to an alternative element (the
     cheapest ``RELABEL_POOL``, at ``RELABEL_WEIGHT`` per nat), so that a ring N whose colours read C needs no
     invented H to be a molecule once it is read as N; and the faintest H (``WEAK_H_POOL``), where fainter than
-    ``WEAK_H``, left out (at ``WEAK_H_DROP`` x its confidence), as a faint H drawn on a carbonyl O."""
+    ``WEAK_H``, or any H on an atom its heavy neighbours already fill (:func:`_overfull_hydrogens`), left out
+    (at ``WEAK_H_DROP`` x its confidence), as a faint H drawn on a carbonyl O or an H drawn on a ring O."""
     pool = sorted(((cost, k, element) for k, atom in enumerate(seen.atoms)
                    for element, cost in atom.alternatives), key=lambda t: t[0])[:RELABEL_POOL]
     bases = [(seen, 0.0)]
@@ -135,9 +137,31 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
                     atoms[k] = replace(atoms[k], element=element, alternatives=())
                 bases.append((MolGraph(atoms, list(seen.bonds), list(seen.bond_confidence)),
                               RELABEL_WEIGHT * sum(cost for cost, _, _ in picks)))
-    weak = sorted((atom.confidence, k) for k, atom in enumerate(seen.atoms)
-                  if atom.element == "H" and atom.confidence < WEAK_H)[:WEAK_H_POOL]
-    return bases + [(_without(seen, {k}), WEAK_H_DROP * confidence) for confidence, k in weak]
+    faint = sorted((atom.confidence, k) for k, atom in enumerate(seen.atoms)
+                   if atom.element == "H" and atom.confidence < WEAK_H)[:WEAK_H_POOL]
+    drops = {k: confidence for confidence, k in faint}
+    for k in _overfull_hydrogens(seen):
+        drops.setdefault(k, seen.atoms[k].confidence)
+    return bases + [(_without(seen, {k}), WEAK_H_DROP * confidence) for k, confidence in drops.items()]
+
+
+OVERFULL_ELEMENTS = ("O", "N")  # an H seen on one of these whose heavy neighbours fill its valence may be left out
+
+
+def _overfull_hydrogens(graph: MolGraph) -> list[int]:
+    """The seen H bonded to an O or N (``OVERFULL_ELEMENTS``) whose heavy neighbours alone already fill its
+    valence: an H drawn on a ring O or on an N with three heavy neighbours, which no neutral molecule has
+    (a model draws one there, where the atom's lone pair bulges). An H on a halogen is left to ``WEAK_H``:
+    there the element is more often what is wrong (an OH read as F)."""
+    heavy_degree, partner = {}, {}
+    for i, j in graph.bonds:
+        for a, b in ((i, j), (j, i)):
+            if graph.atoms[b].element == "H":
+                partner.setdefault(b, a)
+            else:
+                heavy_degree[a] = heavy_degree.get(a, 0) + 1
+    return [h for h, a in partner.items() if graph.atoms[a].element in OVERFULL_ELEMENTS
+            and heavy_degree.get(a, 0) >= VALENCE[graph.atoms[a].element]]
 
 
 H_DROP = 2.0  # a known formula's hydrogens: what leaving out a seen H costs, times its confidence
