@@ -10,7 +10,8 @@ above ``UNDER_RESIDUAL``); ``relabel`` (chemistry may relabel atoms to their ``a
 (an H without a stick takes its nearest heavy atom within ``ORPHAN_REACH``); ``faint`` (chemistry may leave
 out one H fainter than ``WEAK_H``); ``neutral`` (a reading that separates charges pays ``SEPARATION_COST`` a
 pair); ``overfull`` (chemistry may also leave out an H drawn on an O or N its heavy neighbours already fill,
-``OVERFULL_ELEMENTS``: today's reading). Reports the
+``OVERFULL_ELEMENTS``); ``isoelectronic`` (a charged atom of the cheapest reading may be read as the neutral
+element with its electrons, ``ISOELECTRONIC_COST``: today's reading). Reports the
 fraction read exactly (``total``), the same on flat molecules (0-50 pm), per-atom precision and recall,
 the share with a valid SMILES, and milliseconds a graph. Validation rows only: never a test split.
 """
@@ -83,16 +84,18 @@ def main(argv: list[str] | None = None) -> dict:
     model, rows, prediction = validation_prediction(args, "bench_reading", "the reading's levers need")
     window, maps = model.config.window, [prediction.centre_map(k) for k in range(len(rows))]
     modules = {"UNDER_RESIDUAL": hydrogens, "RELABEL_POOL": hydrogens, "WEAK_H": hydrogens,
-               "SEPARATION_COST": hydrogens, "OVERFULL_ELEMENTS": hydrogens, "ORPHAN_REACH": pixels}
+               "SEPARATION_COST": hydrogens, "OVERFULL_ELEMENTS": hydrogens,
+               "ISOELECTRONIC_COST": hydrogens, "ORPHAN_REACH": pixels}
     today = {name: getattr(module, name) for name, module in modules.items()}
-    free = {"SEPARATION_COST": 0.0, "OVERFULL_ELEMENTS": ()}
+    free = {"SEPARATION_COST": 0.0, "OVERFULL_ELEMENTS": (), "ISOELECTRONIC_COST": None}
     levers = {"before": {"UNDER_RESIDUAL": 0.45, "RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
               "under": {"RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
               "relabel": {"ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
               "orphan": {"WEAK_H": 0.0, **free},
               "faint": free,
-              "neutral": {"OVERFULL_ELEMENTS": ()},
-              "overfull": {}}
+              "neutral": {"OVERFULL_ELEMENTS": (), "ISOELECTRONIC_COST": None},
+              "overfull": {"ISOELECTRONIC_COST": None},
+              "isoelectronic": {}}
     results = {"model": model.tag, "views": model.views, "n": len(rows), "data": args.data, "split": args.split,
                "skip": args.skip}
     for name, change in levers.items():

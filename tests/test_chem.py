@@ -522,3 +522,29 @@ def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint() ->
     assert not score(kept, m).total and kept.formula != m.formula
     phenol = MolGraph.from_molecule(Molecule.from_smiles("Oc1ccccc1"))
     assert _overfull_hydrogens(phenol) == []
+
+
+def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from() -> None:
+    """A nitrile's N drawn wholly in oxygen's colour (no alternative) reads as an oxonium cation, C#[O+],
+    unless chemistry may read a charged atom as the neutral element with its electrons (``ISOELECTRONIC``:
+    O+ -> N), at ``ISOELECTRONIC_COST``: then benzonitrile reads right."""
+    from dataclasses import replace
+
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    m = Molecule.from_smiles("N#Cc1ccccc1")
+    truth = MolGraph.from_molecule(m)
+    n = next(k for k, a in enumerate(truth.atoms) if a.element == "N")
+    atoms = list(truth.atoms)
+    atoms[n] = replace(atoms[n], element="O")
+    seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    cost = hydrogens.ISOELECTRONIC_COST
+    try:
+        hydrogens.ISOELECTRONIC_COST = None
+        cation = with_hidden_hydrogens(seen)
+    finally:
+        hydrogens.ISOELECTRONIC_COST = cost
+    assert cation.smiles == "[O+]#Cc1ccccc1" and not score(cation, m).total

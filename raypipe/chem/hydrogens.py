@@ -7,7 +7,8 @@ The variants also relabel the atoms whose colours leave their element in doubt (
 at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N read as C plus an H nobody
 saw, and the N its colours also show; and they may leave out the faintest H (``WEAK_H``), or an H drawn on
 an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``). A reading that
-separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins.
+separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins; and a
+charged atom of the cheapest reading may be read as the neutral element with its electrons (``ISOELECTRONIC``).
 """
 
 from __future__ import annotations
@@ -185,12 +186,55 @@ def _without(graph: MolGraph, gone: set[int]) -> MolGraph:
 
 def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) -> MolGraph:
     """Of every seen graph in ``bases`` (with its cost) and its hidden-hydrogen variants, the cheapest that
-    chemistry reads as one valid molecule (:func:`with_hidden_hydrogens`); with none, the first base's guess."""
+    chemistry reads as one valid molecule (:func:`with_hidden_hydrogens`); with none, the first base's guess.
+    Where the cheapest reading charges an atom, its base is tried once more with one or two of those atoms
+    read as the neutral element with their electrons (``ISOELECTRONIC``: an O+ is drawn like an N, an
+    O- like an F ...), at ``ISOELECTRONIC_COST`` each: a nitrile's N drawn in oxygen's colour is read as
+    that N, not as an oxonium cation."""
+    best = _cheapest_reading(bases, hydrogens)
+    if best is not None and ISOELECTRONIC_COST is not None:
+        cost, n, _graph, mol = best
+        seen, base_cost = bases[n]
+        charged = [(k, ISOELECTRONIC[(seen.atoms[k].element, a.GetFormalCharge())])
+                   for k, a in enumerate(mol.GetAtoms()) if k < len(seen.atoms)
+                   and (seen.atoms[k].element, a.GetFormalCharge()) in ISOELECTRONIC]
+        variants = []
+        for size in (1, 2):
+            for picks in combinations(charged, size):
+                atoms = list(seen.atoms)
+                for k, element in picks:
+                    atoms[k] = replace(atoms[k], element=element, alternatives=())
+                variants.append((MolGraph(atoms, list(seen.bonds), list(seen.bond_confidence)),
+                                 base_cost + ISOELECTRONIC_COST * size))
+        other = _cheapest_reading(variants, hydrogens) if variants else None
+        if other is not None and other[0] < cost:
+            best = other
+    if best is None:
+        seen, options, guess = _guess(bases[0][0])
+        return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
+    _cost, _n, graph, mol = best
+    graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
+    graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
+    return graph
+
+
+# (element, formal charge) in a reading -> the neutral element with the same electrons: what it was misread from
+ISOELECTRONIC = {("O", 1): "N", ("N", 1): "C", ("O", -1): "F", ("N", -1): "O"}
+ISOELECTRONIC_COST = 2.0  # what reading a charged atom as that element costs (None: never)
+
+
+def _guess(seen: MolGraph) -> tuple[MolGraph, list[_HiddenHydrogen], frozenset[int]]:
+    """``seen``, its hidden-hydrogen options and the geometry's guess (the options with positive evidence)."""
+    options = _hidden_hydrogen_options(seen)
+    return seen, options, frozenset(k for k, o in enumerate(options) if o.evidence > 0)
+
+
+def _cheapest_reading(bases: list[tuple[MolGraph, float]], hydrogens: int | None):
+    """(cost, base index, graph, RDKit molecule) of the cheapest valid reading of ``bases``, or None."""
     readings, guesses = [], []
     for n, (seen, base_cost) in enumerate(bases):
-        options = _hidden_hydrogen_options(seen)
-        guess = frozenset(k for k, o in enumerate(options) if o.evidence > 0)
-        guesses.append((seen, options, guess))
+        guesses.append(_guess(seen))
+        _, options, guess = guesses[-1]
         pool = sorted(range(len(options)), key=lambda k: abs(options[k].evidence))[:FLIP_POOL]
         variants = {guess: 0.0}
         for size in (1, 2):
@@ -202,7 +246,7 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) 
             for charge in (0, 1):
                 readings.append((base_cost + cost + mismatch + ION_COST * charge, n, charge, sorted(chosen)))
     readings.sort(key=lambda t: (t[0], t[1]))
-    best = None  # (cost with the reading's charge separation, graph, molecule)
+    best = None
     for cost, n, charge, chosen in readings:
         if best is not None and cost >= best[0]:
             break
@@ -212,14 +256,8 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) 
         if mol is not None:
             cost += SEPARATION_COST * _separated_pairs(mol, charge)
             if best is None or cost < best[0]:
-                best = (cost, graph, mol)
-    if best is not None:
-        _cost, graph, mol = best
-        graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
-        graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
-        return graph
-    seen, options, guess = guesses[0]
-    return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
+                best = (cost, n, graph, mol)
+    return best
 
 
 def _separated_pairs(mol: Chem.Mol, charge: int) -> int:
