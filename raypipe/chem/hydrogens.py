@@ -97,8 +97,9 @@ def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None) -> MolGr
     charges RDKit's perception needs costs ``SEPARATION_COST`` (nitro groups exist, zwitterions drawn
     from a misread atom are commoner); without a known
     formula, so are the seen graph's own variants (:func:`_seen_variants`: atoms relabelled to their
-    ``alternatives``, the faintest H left out). The cheapest valid reading wins; with none the guess is
-    returned, with ``smiles`` None.
+    ``alternatives``, the faintest H or one on a full O or N left out). The cheapest valid reading wins, or
+    the same with a charged atom read as the neutral element with its electrons where that is cheaper
+    (:func:`_cheapest_valid`); with none the guess is returned, with ``smiles`` None.
 
     ``hydrogens``: the molecule's known number of hydrogens (a known formula). Variants then also leave out
     the weakest seen hydrogens (a surplus drawn on a corrugated molecule; each costs ``H_DROP`` x its
@@ -133,10 +134,7 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     for size in (1, 2):
         for picks in combinations(pool, size):
             if len({k for _, k, _ in picks}) == size:
-                atoms = list(seen.atoms)
-                for _, k, element in picks:
-                    atoms[k] = replace(atoms[k], element=element, alternatives=())
-                bases.append((MolGraph(atoms, list(seen.bonds), list(seen.bond_confidence)),
+                bases.append((_relabelled(seen, [(k, element) for _, k, element in picks]),
                               RELABEL_WEIGHT * sum(cost for cost, _, _ in picks)))
     faint = sorted((atom.confidence, k) for k, atom in enumerate(seen.atoms)
                    if atom.element == "H" and atom.confidence < WEAK_H)[:WEAK_H_POOL]
@@ -144,6 +142,14 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     for k in _overfull_hydrogens(seen):
         drops.setdefault(k, seen.atoms[k].confidence)
     return bases + [(_without(seen, {k}), WEAK_H_DROP * confidence) for k, confidence in drops.items()]
+
+
+def _relabelled(graph: MolGraph, picks: list[tuple[int, str]]) -> MolGraph:
+    """``graph`` with each atom ``k`` of ``picks`` read as ``element`` (and no alternatives left)."""
+    atoms = list(graph.atoms)
+    for k, element in picks:
+        atoms[k] = replace(atoms[k], element=element, alternatives=())
+    return MolGraph(atoms, list(graph.bonds), list(graph.bond_confidence))
 
 
 OVERFULL_ELEMENTS = ("O", "N")  # an H seen on one of these whose heavy neighbours fill its valence may be left out
@@ -198,20 +204,14 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) 
         charged = [(k, ISOELECTRONIC[(seen.atoms[k].element, a.GetFormalCharge())])
                    for k, a in enumerate(mol.GetAtoms()) if k < len(seen.atoms)
                    and (seen.atoms[k].element, a.GetFormalCharge()) in ISOELECTRONIC]
-        variants = []
-        for size in (1, 2):
-            for picks in combinations(charged, size):
-                atoms = list(seen.atoms)
-                for k, element in picks:
-                    atoms[k] = replace(atoms[k], element=element, alternatives=())
-                variants.append((MolGraph(atoms, list(seen.bonds), list(seen.bond_confidence)),
-                                 base_cost + ISOELECTRONIC_COST * size))
+        variants = [(_relabelled(seen, list(picks)), base_cost + ISOELECTRONIC_COST * size)
+                    for size in (1, 2) for picks in combinations(charged, size)]
         other = _cheapest_reading(variants, hydrogens) if variants else None
         if other is not None and other[0] < cost:
             best = other
     if best is None:
-        seen, options, guess = _guess(bases[0][0])
-        return _add_hydrogens(seen, [options[k] for k in sorted(guess)])
+        options, guess = _guess(bases[0][0])
+        return _add_hydrogens(bases[0][0], [options[k] for k in sorted(guess)])
     _cost, _n, graph, mol = best
     graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
     graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
@@ -223,18 +223,18 @@ ISOELECTRONIC = {("O", 1): "N", ("N", 1): "C", ("O", -1): "F", ("N", -1): "O"}
 ISOELECTRONIC_COST = 2.0  # what reading a charged atom as that element costs (None: never)
 
 
-def _guess(seen: MolGraph) -> tuple[MolGraph, list[_HiddenHydrogen], frozenset[int]]:
-    """``seen``, its hidden-hydrogen options and the geometry's guess (the options with positive evidence)."""
+def _guess(seen: MolGraph) -> tuple[list[_HiddenHydrogen], frozenset[int]]:
+    """``seen``'s hidden-hydrogen options and the geometry's guess (the options with positive evidence)."""
     options = _hidden_hydrogen_options(seen)
-    return seen, options, frozenset(k for k, o in enumerate(options) if o.evidence > 0)
+    return options, frozenset(k for k, o in enumerate(options) if o.evidence > 0)
 
 
 def _cheapest_reading(bases: list[tuple[MolGraph, float]], hydrogens: int | None):
     """(cost, base index, graph, RDKit molecule) of the cheapest valid reading of ``bases``, or None."""
     readings, guesses = [], []
     for n, (seen, base_cost) in enumerate(bases):
-        guesses.append(_guess(seen))
-        _, options, guess = guesses[-1]
+        options, guess = _guess(seen)
+        guesses.append((seen, options))
         pool = sorted(range(len(options)), key=lambda k: abs(options[k].evidence))[:FLIP_POOL]
         variants = {guess: 0.0}
         for size in (1, 2):
@@ -250,7 +250,7 @@ def _cheapest_reading(bases: list[tuple[MolGraph, float]], hydrogens: int | None
     for cost, n, charge, chosen in readings:
         if best is not None and cost >= best[0]:
             break
-        seen, options, _ = guesses[n]
+        seen, options = guesses[n]
         graph = _add_hydrogens(seen, [options[k] for k in chosen])
         mol = _perceive(graph, charge)
         if mol is not None:
