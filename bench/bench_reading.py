@@ -83,19 +83,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, rows, prediction = validation_prediction(args, "bench_reading", "the reading's levers need")
     window, maps = model.config.window, [prediction.centre_map(k) for k in range(len(rows))]
-    modules = {"UNDER_RESIDUAL": hydrogens, "RELABEL_POOL": hydrogens, "WEAK_H": hydrogens,
-               "SEPARATION_COST": hydrogens, "OVERFULL_ELEMENTS": hydrogens,
-               "ISOELECTRONIC_COST": hydrogens, "ORPHAN_REACH": pixels}
-    today = {name: getattr(module, name) for name, module in modules.items()}
-    free = {"SEPARATION_COST": 0.0, "OVERFULL_ELEMENTS": (), "ISOELECTRONIC_COST": None}
-    levers = {"before": {"UNDER_RESIDUAL": 0.45, "RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
-              "under": {"RELABEL_POOL": 0, "ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
-              "relabel": {"ORPHAN_REACH": 0.0, "WEAK_H": 0.0, **free},
-              "orphan": {"WEAK_H": 0.0, **free},
-              "faint": free,
-              "neutral": {"OVERFULL_ELEMENTS": (), "ISOELECTRONIC_COST": None},
-              "overfull": {"ISOELECTRONIC_COST": None},
-              "isoelectronic": {}}
+    # each lever in the order it came, with the constant that turns it off: a lever's reading has every later one off
+    steps = [("before", None, {}), ("under", hydrogens, {"UNDER_RESIDUAL": 0.45}),
+             ("relabel", hydrogens, {"RELABEL_POOL": 0}), ("orphan", pixels, {"ORPHAN_REACH": 0.0}),
+             ("faint", hydrogens, {"WEAK_H": 0.0}), ("neutral", hydrogens, {"SEPARATION_COST": 0.0}),
+             ("overfull", hydrogens, {"OVERFULL_ELEMENTS": ()}), ("isoelectronic", hydrogens, {"ISOELECTRONIC_COST": None})]
+    modules = {key: module for _, module, off in steps for key in off}
+    today = {key: getattr(module, key) for key, module in modules.items()}
+    levers = {name: {key: value for _, _, off in steps[n + 1:] for key, value in off.items()}
+              for n, (name, _, _) in enumerate(steps)}
     results = {"model": model.tag, "views": model.views, "n": len(rows), "data": args.data, "split": args.split,
                "skip": args.skip}
     for name, change in levers.items():
@@ -113,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = r = {"total": scores["total"], "flat_total": flat["total"], "flat_n": flat["n"],
                              "precision": scores["precision"], "recall": scores["recall"],
                              "valid": float(np.mean([g.smiles is not None for g in graphs])), "ms_a_graph": ms}
-        print(f"  {name:<8} total {r['total']:.3f}  0-50 pm {r['flat_total']:.3f} (n {r['flat_n']})  "
+        print(f"  {name:<13} total {r['total']:.3f}  0-50 pm {r['flat_total']:.3f} (n {r['flat_n']})  "
               f"P {r['precision']:.3f}  R {r['recall']:.3f}  valid SMILES {r['valid']:.3f}  {ms:.0f} ms a graph",
               flush=True)
     if args.out:
