@@ -384,7 +384,7 @@ def _torn(depiction: np.ndarray, atom: GraphAtom, element: str, colour: str, sha
     return torn
 
 
-def test_chemistry_relabels_an_atom_its_colours_leave_in_doubt_rather_than_invent_a_hydrogen() -> None:
+def test_chemistry_relabels_an_atom_its_colours_leave_in_doubt_rather_than_invent_a_hydrogen(monkeypatch) -> None:
     """A ring N drawn 60 % in carbon's colour reads as C by its votes; a C there would need an H that no
     one saw, so chemistry takes the N its colours also allow (``alternatives``, ``RELABEL_WEIGHT``) and the
     molecule reads right. Without relabelling the same reading is wrong; a clearly drawn atom has no
@@ -401,12 +401,9 @@ def test_chemistry_relabels_an_atom_its_colours_leave_in_doubt_rather_than_inven
     torn = _torn(depiction, nitrogen, "N", "C", 0.6)
     read = extract_graph(torn, DEFAULT_WINDOW, centres)
     assert score(read, m).total and read.smiles == m.smiles and read.formula == "C5H4ClN"
-    pool = hydrogens.RELABEL_POOL
-    try:
-        hydrogens.RELABEL_POOL = 0
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "RELABEL_POOL", 0)
         alone = extract_graph(torn, DEFAULT_WINDOW, centres)
-    finally:
-        hydrogens.RELABEL_POOL = pool
     assert not score(alone, m).total and "N" not in alone.formula
     doubtful = [a for a in alone.atoms if a.alternatives]  # the torn N: read as C, N its alternative
     assert [(a.element, a.alternatives[0][0]) for a in doubtful] == [("C", "N")]
@@ -415,7 +412,7 @@ def test_chemistry_relabels_an_atom_its_colours_leave_in_doubt_rather_than_inven
     assert score(counted, m).total and all(a.alternatives == () for a in counted.atoms)
 
 
-def test_a_hydrogen_whose_stick_is_lost_is_bonded_to_its_nearest_atom_and_a_far_one_is_not() -> None:
+def test_a_hydrogen_whose_stick_is_lost_is_bonded_to_its_nearest_atom_and_a_far_one_is_not(monkeypatch) -> None:
     """A prediction may draw an H but not its stick: the H takes the nearest heavy atom within
     ``ORPHAN_REACH`` of their ideal bond length (else the graph is two pieces, no molecule); a stray H drawn
     far from every atom stays unbonded."""
@@ -447,11 +444,9 @@ def test_a_hydrogen_whose_stick_is_lost_is_bonded_to_its_nearest_atom_and_a_far_
     assert BOND_FACTOR < 1.45 < ORPHAN_REACH
     again = extract_graph(moved, DEFAULT_WINDOW, peaks)
     import raypipe.chem.pixels as pixels
-    try:
-        pixels.ORPHAN_REACH = 0.0
+    with monkeypatch.context() as patch:
+        patch.setattr(pixels, "ORPHAN_REACH", 0.0)
         unbonded = extract_graph(moved, DEFAULT_WINDOW, peaks)
-    finally:
-        pixels.ORPHAN_REACH = ORPHAN_REACH
     assert unbonded.formula == m.formula and unbonded.smiles is None  # two pieces: no molecule
     assert again.formula == m.formula and again.smiles == m.smiles and score(again, m).total
     stray = h_xy + 2.5 * (h_xy - o_xy) / np.hypot(*(h_xy - o_xy))
@@ -463,7 +458,7 @@ def test_a_hydrogen_whose_stick_is_lost_is_bonded_to_its_nearest_atom_and_a_far_
     assert sum(len(a.alternatives) for a in lonely.atoms) == 0
 
 
-def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges() -> None:
+def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges(monkeypatch) -> None:
     """A coumarin whose ring CH is drawn in oxygen's colour (carbon its alternative, at 1 nat) reads as a
     zwitterion if charges cost nothing; each pair of opposite charges costs ``SEPARATION_COST``, so chemistry
     relabels the atom and reads the neutral molecule. A nitro group, which no neutral reading replaces,
@@ -483,18 +478,15 @@ def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges() -> 
     seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
-    cost = hydrogens.SEPARATION_COST
-    try:
-        hydrogens.SEPARATION_COST = 0.0
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "SEPARATION_COST", 0.0)
         free = with_hidden_hydrogens(seen)
-    finally:
-        hydrogens.SEPARATION_COST = cost
     assert "+" in free.smiles and "-" in free.smiles and free.formula == "C8H6O3"
     nitro = Molecule.from_smiles("O=[N+]([O-])c1ccccc1")
     assert with_hidden_hydrogens(MolGraph.from_molecule(nitro)).smiles == nitro.smiles
 
 
-def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint() -> None:
+def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint(monkeypatch) -> None:
     """A model may draw an H where a ring O's lone pair bulges. The O's two ring bonds already fill its
     valence, so chemistry may leave that H out (``OVERFULL_ELEMENTS``), however bright it is, and the chromone
     reads right; without the lever the bright H (above ``WEAK_H``) stays and the reading is wrong. An OH's H,
@@ -513,18 +505,15 @@ def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint() ->
     assert _overfull_hydrogens(seen) == [len(truth.atoms)]
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
-    elements = hydrogens.OVERFULL_ELEMENTS
-    try:
-        hydrogens.OVERFULL_ELEMENTS = ()
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "OVERFULL_ELEMENTS", ())
         kept = with_hidden_hydrogens(seen)
-    finally:
-        hydrogens.OVERFULL_ELEMENTS = elements
     assert not score(kept, m).total and kept.formula != m.formula
     phenol = MolGraph.from_molecule(Molecule.from_smiles("Oc1ccccc1"))
     assert _overfull_hydrogens(phenol) == []
 
 
-def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from() -> None:
+def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from(monkeypatch) -> None:
     """A nitrile's N drawn wholly in oxygen's colour (no alternative) reads as an oxonium cation, C#[O+],
     unless chemistry may read a charged atom as the neutral element with its electrons (``ISOELECTRONIC``:
     O+ -> N), at ``ISOELECTRONIC_COST``: then benzonitrile reads right."""
@@ -541,10 +530,7 @@ def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from()
     seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
-    cost = hydrogens.ISOELECTRONIC_COST
-    try:
-        hydrogens.ISOELECTRONIC_COST = None
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "ISOELECTRONIC_COST", None)
         cation = with_hidden_hydrogens(seen)
-    finally:
-        hydrogens.ISOELECTRONIC_COST = cost
     assert cation.smiles == "[O+]#Cc1ccccc1" and not score(cation, m).total
