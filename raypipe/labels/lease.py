@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from raypipe.labels.table import LeaseBusy, LeaseLost, engine_url, retry_catalog
+from raypipe.labels.table import LeaseBusy, LeaseLost, created_meanwhile, engine_url, retry_catalog
 
 
 class WriterLease:
@@ -36,12 +36,12 @@ class WriterLease:
                              sa.Column("holder", sa.String(255), nullable=False),
                              sa.Column("host", sa.String(255)), sa.Column("pid", sa.Integer),
                              sa.Column("expires_at", sa.Float, nullable=False))
-        for attempt in range(5):  # two first jobs may race to create it
-            try:
+        for attempt in range(5):  # first jobs at the same moment race to create it: the loser's CREATE fails
+            try:                  # ("already exists" in SQLite, a unique violation in PostgreSQL), then finds it
                 retry_catalog(lambda: meta.create_all(self.engine, checkfirst=True), "create the lease table")
                 break
-            except sa.exc.IntegrityError:
-                if attempt == 4:
+            except sa.exc.DBAPIError as exc:
+                if attempt == 4 or not created_meanwhile(exc):
                     raise
                 time.sleep(0.3)
         self._stop = threading.Event()

@@ -212,12 +212,34 @@ def load_catalog(settings: TableSettings):
 
     props = settings.catalog_properties()
     name = props.pop("name")
-    try:
-        return retry_catalog(lambda: _load(name, **props), "open the catalog", where=redact(settings.catalog))
-    except TableError:
-        raise
-    except Exception as exc:
-        raise TableError(f"cannot open the catalog {redact(settings.catalog)}: {redact(exc)}") from exc
+    for attempt in range(5):
+        try:
+            return retry_catalog(lambda: _load(name, **props), "open the catalog", where=redact(settings.catalog))
+        except TableError:
+            raise
+        except Exception as exc:
+            if attempt < 4 and created_meanwhile(exc):  # two first runs made the catalog's tables at once
+                time.sleep(0.3)
+                continue
+            raise TableError(f"cannot open the catalog {redact(settings.catalog)}: {redact(exc)}") from exc
+    raise AssertionError("unreachable")
+
+
+def created_meanwhile(exc: BaseException) -> bool:
+    """Whether ``exc`` is the loser's error of two processes creating the same database table at once (a
+    unique violation, or SQLite's "already exists"): reading again finds what the winner made.
+
+    Examples:
+        >>> created_meanwhile(RuntimeError("(sqlite3.OperationalError) table iceberg_tables already exists"))
+        True
+        >>> created_meanwhile(RuntimeError("(sqlite3.OperationalError) unable to open database file"))
+        False
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    from raypipe.errors import causes
+
+    return any(isinstance(c, IntegrityError) or "already exists" in str(c) for c in causes(exc))
 
 
 # a commit that finds the table moved is refused, never rebased onto the other writer's snapshot (PyIceberg
