@@ -534,3 +534,68 @@ def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from(m
         patch.setattr(hydrogens, "ISOELECTRONIC_COST", None)
         cation = with_hidden_hydrogens(seen)
     assert cation.smiles == "[O+]#Cc1ccccc1" and not score(cation, m).total
+
+
+def test_a_thiophene_amide_reads_neutral_not_as_a_sulfonium_zwitterion(monkeypatch) -> None:
+    """RDKit's bond-order perception tries sulfur's valences 6 and 3 before 2 and keeps the first that
+    works: thiophene-2,4-dicarboxamide, read from its true graph, comes out as a sulfonium enolate. An S
+    whose neighbours leave it oxygen's valence is perceived as O too (``PERCEIVE_LIGHTER``), and the reading
+    with fewer charges is the molecule's own SMILES."""
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    m = Molecule.from_smiles("NC(=O)c1csc(C(=O)N)c1")
+    seen = MolGraph.from_molecule(m)
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and "+" not in read.smiles and score(read, m).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "PERCEIVE_LIGHTER", {})
+        charged = with_hidden_hydrogens(seen)
+    assert "[S+]" in charged.smiles and "[O-]" in charged.smiles and charged.smiles != m.smiles
+    for smiles in ("CS(C)(=O)=O", "c1ccc(P(c2ccccc2)c2ccccc2)cc1", "COP(=O)(OC)OC"):  # S(VI) and P(V) stay
+        other = Molecule.from_smiles(smiles)
+        assert with_hidden_hydrogens(MolGraph.from_molecule(other)).smiles == other.smiles
+
+
+def test_a_ring_allene_costs_more_than_relabelling_the_atom_it_comes_from(monkeypatch) -> None:
+    """A furan's O drawn in carbon's colour (oxygen its alternative, at 1.5 nats) reads as a
+    cyclopentadiene with an allene in the ring if cumulated double bonds cost nothing; each atom with two
+    double bonds costs ``CUMULENE_COST`` (none of the catalogue's molecules has one), so chemistry relabels
+    the atom and 3-(2-furyl)acrolein reads right."""
+    from dataclasses import replace
+
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    m = Molecule.from_smiles("O=CC=Cc1ccco1")
+    truth = MolGraph.from_molecule(m)
+    ring_o = next(k for k, a in enumerate(truth.atoms) if a.element == "O" and sum(
+        truth.atoms[j if i == k else i].element != "H" for i, j in truth.bonds if k in (i, j)) == 2)
+    atoms = list(truth.atoms)
+    atoms[ring_o] = replace(atoms[ring_o], element="C", alternatives=(("O", 1.5),))
+    seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "CUMULENE_COST", 0.0)
+        allene = with_hidden_hydrogens(seen)
+    assert allene.smiles == "O=CC=CC1=C=CC=C1" and not score(allene, m).total
+
+
+def test_smiles_right_asks_for_the_molecule_itself_not_only_its_atoms_and_bonds() -> None:
+    """``total`` compares atoms, elements and bonds; ``smiles_right`` also the bond orders and charges a
+    user queries: the zwitterion of the same graph counts for the one and not for the other."""
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+    from raypipe.training.validation import score_rows
+
+    rows, graphs = [], []
+    for smiles in ("NC(=O)c1csc(C(=O)N)c1", "O=CC=Cc1ccco1"):
+        m = Molecule.from_smiles(smiles)
+        atoms = [{"element": e, "x": x, "y": y, "z": z} for e, (x, y, z) in zip(m.elements, m.positions.tolist())]
+        rows.append({"smiles": smiles, "corrugation": m.corrugation, "atoms": atoms,
+                     "bonds": [{"i": i, "j": j} for i, j, _ in m.bonds]})
+        graphs.append(with_hidden_hydrogens(MolGraph.from_molecule(m)))
+    assert score_rows(graphs, rows)["smiles_right"] == 1.0
+    graphs[0].smiles = "NC(=O)C1=CC(=C(N)[O-])[S+]=C1"  # the same atoms and bonds, charges separated
+    scores = score_rows(graphs, rows)
+    assert scores["total"] == 1.0 and scores["smiles_right"] == 0.5

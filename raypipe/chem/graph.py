@@ -21,7 +21,9 @@
    ``alternatives``: a ring N drawn half in carbon's colour is an N, not a C with an invented H), or leave
    out the faintest H, or an H drawn on a ring O (an O or N its heavy neighbours already fill); a reading
    that separates charges costs more than a neutral one, and a charged atom may be read as the neutral
-   element with its electrons (a nitrile's N drawn as O is an N, not an oxonium);
+   element with its electrons (a nitrile's N drawn as O is an N, not an oxonium); cumulated double bonds
+   cost more too, and an S or P is perceived with its lighter neighbour's valence as well (a thiophene
+   amide is neutral, not a sulfonium enolate);
 5. the formula counts the atoms; the SMILES is that molecule's, or None when no variant is valid.
 
 The work is in three layers: :mod:`raypipe.chem.molgraph` (the graph type, all that scoring and reports

@@ -7,8 +7,10 @@ The variants also relabel the atoms whose colours leave their element in doubt (
 at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N read as C plus an H nobody
 saw, and the N its colours also show; and they may leave out the faintest H (``WEAK_H``), or an H drawn on
 an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``). A reading that
-separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins; and a
-charged atom of the cheapest reading may be read as the neutral element with its electrons (``ISOELECTRONIC``).
+separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins, and
+one with cumulated double bonds ``CUMULENE_COST`` an atom; a charged atom of the cheapest reading may be read
+as the neutral element with its electrons (``ISOELECTRONIC``). An S or P is perceived with the valence of O or
+N too (``PERCEIVE_LIGHTER``), where RDKit would try its higher valences first.
 """
 
 from __future__ import annotations
@@ -254,10 +256,18 @@ def _cheapest_reading(bases: list[tuple[MolGraph, float]], hydrogens: int | None
         graph = _add_hydrogens(seen, [options[k] for k in chosen])
         mol = _perceive(graph, charge)
         if mol is not None:
-            cost += SEPARATION_COST * _separated_pairs(mol, charge)
+            cost += SEPARATION_COST * _separated_pairs(mol, charge) + CUMULENE_COST * _cumulated_centres(mol)
             if best is None or cost < best[0]:
                 best = (cost, n, graph, mol)
     return best
+
+
+CUMULENE_COST = 2.0  # ... and each atom with two double bonds (an allene's, a ketenimine's: none in the catalogue)
+
+
+def _cumulated_centres(mol: Chem.Mol) -> int:
+    """How many atoms of ``mol`` carry two double bonds (C=C=C, N=C=C, O=C=N ...)."""
+    return sum(sum(b.GetBondType() == Chem.BondType.DOUBLE for b in a.GetBonds()) >= 2 for a in mol.GetAtoms())
 
 
 def _separated_pairs(mol: Chem.Mol, charge: int) -> int:
@@ -292,18 +302,52 @@ def graph_smiles(graph: MolGraph, charges: tuple[int, ...] = (0, 1)) -> str | No
     return None
 
 
+# an element perceived as the lighter one of its group where its neighbours leave it that one's valence (empty: never)
+PERCEIVE_LIGHTER = {"S": "O", "P": "N"}
+
+
 def _perceive(graph: MolGraph, charge: int) -> Chem.Mol | None:
-    """The graph as a sanitised RDKit molecule of net ``charge``, or None when it is not valid."""
+    """The graph as a sanitised RDKit molecule of net ``charge``, or None when it is not valid.
+
+    RDKit's perception tries the valences of an element in a fixed order and keeps the first assignment it
+    finds valid: sulfur's 6 and 3 before its 2, phosphorus's 5 before its 3. So a thiophene amide may come
+    out as ``C([O-])=C1[S+]=CC=C1`` (or not, depending on the order of the atoms). An S or P whose neighbours
+    leave it the valence of the lighter element of its group (``PERCEIVE_LIGHTER``: O's 2, N's 3) is
+    perceived as that element too (then put back) where the first reading separates charges, and of the two
+    the assignment with fewer charges is kept."""
+    mol = _perceive_in(graph, charge)
+    if mol is not None and _separated_pairs(mol, charge) and any(a.element in PERCEIVE_LIGHTER
+                                                                 for a in graph.atoms):
+        lighter = _perceive_in(graph, charge, lighter=True)
+        if lighter is not None and (mol is None or _separated_pairs(lighter, charge) < _separated_pairs(mol, charge)):
+            mol = lighter
+    return mol
+
+
+def _perceive_in(graph: MolGraph, charge: int, lighter: bool = False) -> Chem.Mol | None:
+    """:func:`_perceive`, with ``lighter`` each S or P that may be as the lighter element of
+    ``PERCEIVE_LIGHTER`` given to RDKit as that element; the molecule returned has the graph's own."""
+    degree = np.zeros(len(graph.atoms), int)
+    for i, j in graph.bonds:
+        degree[i] += 1
+        degree[j] += 1
     mol = Chem.RWMol()
     conformer = Chem.Conformer(len(graph.atoms))
+    swapped = []
     for k, atom in enumerate(graph.atoms):
-        mol.AddAtom(Chem.Atom(atom.element))
+        element = atom.element
+        if lighter and element in PERCEIVE_LIGHTER and degree[k] <= VALENCE[PERCEIVE_LIGHTER[element]]:
+            element = PERCEIVE_LIGHTER[element]
+            swapped.append((k, atom.element))
+        mol.AddAtom(Chem.Atom(element))
         conformer.SetAtomPosition(k, Point3D(atom.x, atom.y, 0.0))
     for i, j in graph.bonds:
         mol.AddBond(i, j, Chem.BondType.SINGLE)
     mol.AddConformer(conformer, assignId=True)
     try:
         rdDetermineBonds.DetermineBondOrders(mol, charge=charge, embedChiral=False, maxIterations=10000)
+        for k, element in swapped:
+            mol.GetAtomWithIdx(k).SetAtomicNum(Chem.GetPeriodicTable().GetAtomicNumber(element))
         Chem.SanitizeMol(mol)
     except Exception:  # RDKit raises several types for graphs that are not molecules
         return None

@@ -74,7 +74,8 @@ def evaluate(dataset_uri: str, model: Model | str | Path | None = None, *, split
     every row, e.g. a dataset simulated for a check).
 
     Returns ``n``, ``total``, ``structure``, ``composition`` (fractions), ``precision``/``recall``,
-    ``by_corrugation``, ``confusion``, for a model with a count output ``counts_formula``, ``counts_heavy``
+    ``by_corrugation``, ``confusion``, ``smiles_right`` (readings whose SMILES is the true molecule's, bond
+    orders and charges too), for a model with a count output ``counts_formula``, ``counts_heavy``
     and ``counts_mae`` (:func:`raypipe.training.validation.score_counts`), and ``calibration`` (the expected calibration error of the model's
     ``confidence`` against formulas right, its reliability bins, and the mean confidence beside the
     fraction right; null for a model without calibration); with ``gallery_path`` also writes the gallery
