@@ -275,14 +275,14 @@ def test_writer_lease(tmp_path):
     second.release()
 
 
-def _first_run(output: str, start: float) -> str:
+def _first_run(output: str, catalog: str | None, start: float) -> str:
     """What a labelling run does first: open (create) the labels table, then make its writer lease."""
     from raypipe.labels.job import table_schema
     from raypipe.labels.lease import WriterLease
     from raypipe.labels.table import TableSettings, open_table
     from raypipe.pipelines.schema import OUTPUT_SCHEMA
 
-    settings = TableSettings(output)
+    settings = TableSettings(output, catalog=catalog)
     time.sleep(max(0.0, start - time.time()))
     try:
         open_table(settings, table_schema(OUTPUT_SCHEMA), create=True)
@@ -302,7 +302,7 @@ def test_first_runs_at_the_same_moment_all_open_the_table_and_a_lease(tmp_path):
         pool.map(time.sleep, [0.0] * 4)  # the workers started and ready
         for trial in range(8):
             output, start = str(tmp_path / f"out-{trial}"), time.time() + 0.5
-            met = pool.starmap(_first_run, [(output, start)] * 4)
+            met = pool.starmap(_first_run, [(output, None, start)] * 4)
             assert met == ["ok"] * 4, (trial, met)
 
 
@@ -384,6 +384,23 @@ def postgres_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def postgres(postgres_server):
     return postgres_server.url
+
+
+@pytest.mark.slow
+def test_first_runs_at_the_same_moment_on_a_new_postgres_catalog(postgres_server, tmp_path):
+    """The same race on PostgreSQL, each time in a new database: the losers' CREATE TABLE fails with a
+    duplicate table or a unique violation (pg_type), and they read what the winner made."""
+    import multiprocessing
+
+    server = postgres_server
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(time.sleep, [0.0] * 4)
+        for trial in range(4):
+            subprocess.run(server.run_as + [str(server.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port),
+                                            "-U", "raypipe", f"race{trial}"], check=True, capture_output=True)
+            catalog, start = server.url.rsplit("/", 1)[0] + f"/race{trial}", time.time() + 0.5
+            met = pool.starmap(_first_run, [(str(tmp_path / f"out-{trial}"), catalog, start)] * 4)
+            assert met == ["ok"] * 4, (trial, met)
 
 
 @pytest.mark.slow
