@@ -5,18 +5,19 @@ of :mod:`raypipe.chem.graph` off and then on, one after the other, in this run.
     python bench/bench_reading.py --data ../shared/sim/catalog-r4-tail2 --n 256 --skip 256   # an untuned set
 
 The levers, cumulative: ``before`` (the reading of raypipe 0.20: an H guessed below a carbon whose bond
-directions sum above 0.45, no relabelling, an H without a stick left unbonded, every seen H kept); ``under`` (that guess only
-above ``UNDER_RESIDUAL``); ``relabel`` (chemistry may relabel atoms to their ``alternatives``); ``orphan``
-(an H without a stick takes its nearest heavy atom within ``ORPHAN_REACH``); ``faint`` (chemistry may leave
-out one H fainter than ``WEAK_H``); ``neutral`` (a reading that separates charges pays ``SEPARATION_COST`` a
-pair); ``overfull`` (chemistry may also leave out an H drawn on an O or N its heavy neighbours already fill,
+directions sum above 0.45, no relabelling, an H without a stick left unbonded, every seen H kept); ``under``
+(that guess only above ``UNDER_RESIDUAL``); ``relabel`` (chemistry may relabel atoms to their ``alternatives``);
+``orphan`` (an H without a stick takes its nearest heavy atom within ``ORPHAN_REACH``); ``faint`` (chemistry may
+leave out one H fainter than ``WEAK_H``); ``neutral`` (a reading that separates charges pays ``SEPARATION_COST``
+a pair); ``overfull`` (chemistry may also leave out an H drawn on an O or N its heavy neighbours already fill,
 ``OVERFULL_ELEMENTS``); ``isoelectronic`` (a charged atom of the cheapest reading may be read as the neutral
 element with its electrons, ``ISOELECTRONIC_COST``); ``lighter`` (an S or P perceived as O or N too, where its
-neighbours allow, ``PERCEIVE_LIGHTER``: RDKit tries sulfur's valences 6 and 3 before 2); ``cumulene`` (each atom with two double bonds costs
-``CUMULENE_COST``: today's reading). Reports the fraction read exactly (``total``), the same on flat molecules
-(0-50 pm), per-atom precision and recall, the share with a valid SMILES, the share whose SMILES is the true
-molecule's own (bond orders and charges too: what a user queries), and milliseconds a graph. Validation rows
-only: never a test split.
+neighbours allow, ``PERCEIVE_LIGHTER``: RDKit tries sulfur's valences 6 and 3 before 2); ``cumulene`` (each atom
+with two double bonds costs ``CUMULENE_COST``); ``nitrogen`` (where every reading costs more than
+``NITROGEN_GUESS``, a carbon drawn without H may be read as N at that cost: today's reading). Reports the
+fraction read exactly (``total``), the same on flat molecules (0-50 pm), per-atom precision and recall, the
+share with a valid SMILES, the share whose SMILES is the true molecule's own (bond orders and charges too: what
+a user queries), and milliseconds a graph. Validation rows only: never a test split.
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def main(argv: list[str] | None = None) -> dict:
     steps = [("before", None, {}), ("under", hydrogens, {"UNDER_RESIDUAL": 0.45}),
              ("relabel", hydrogens, {"RELABEL_POOL": 0}), ("orphan", pixels, {"ORPHAN_REACH": 0.0}),
              ("faint", hydrogens, {"WEAK_H": 0.0}), ("neutral", hydrogens, {"SEPARATION_COST": 0.0}),
-             ("overfull", hydrogens, {"OVERFULL_ELEMENTS": ()}), ("isoelectronic", hydrogens, {"ISOELECTRONIC_COST": None}),
+             ("overfull", hydrogens, {"OVERFULL_ELEMENTS": ()}),
+             ("isoelectronic", hydrogens, {"ISOELECTRONIC_COST": None}),
              ("lighter", hydrogens, {"PERCEIVE_LIGHTER": {}}),
-             ("cumulene", hydrogens, {"CUMULENE_COST": 0.0})]
+             ("cumulene", hydrogens, {"CUMULENE_COST": 0.0}), ("nitrogen", hydrogens, {"NITROGEN_GUESS": None})]
     modules = {key: module for _, module, off in steps for key in off}
     today = {key: getattr(module, key) for key, module in modules.items()}
     levers = {name: {key: value for _, _, off in steps[n + 1:] for key, value in off.items()}

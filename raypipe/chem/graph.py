@@ -23,7 +23,8 @@
    that separates charges costs more than a neutral one, and a charged atom may be read as the neutral
    element with its electrons (a nitrile's N drawn as O is an N, not an oxonium); cumulated double bonds
    cost more too, and an S or P is perceived with its lighter neighbour's valence as well (a thiophene
-   amide is neutral, not a sulfonium enolate);
+   amide is neutral, not a sulfonium enolate); where every reading is dear, a carbon drawn without H may be
+   read as N (an imide's N drawn in carbon's colour);
 5. the formula counts the atoms; the SMILES is that molecule's, or None when no variant is valid.
 
 The work is in three layers: :mod:`raypipe.chem.molgraph` (the graph type, all that scoring and reports
@@ -61,7 +62,8 @@ def extract_graph(depiction: np.ndarray, window: Window | None = None, centres: 
         raise ValueError(f"centre map of shape {np.shape(centres)} does not fit the depiction {depiction.shape[:2]}")
     known = counts.counts.get("H") if isinstance(counts, ElementCounts) and counts.atoms else None
     return with_hidden_hydrogens(atoms_and_bonds(classify_pixels(depiction[..., :3]), window, centres, counts),
-                                 None if known is None or centres is None else int(round(known)))
+                                 None if known is None or centres is None else int(round(known)),
+                                 elements_counted=counts is not None and centres is not None)
 
 
 def read_graph(depiction: np.ndarray, window: Window | None = None, centres: np.ndarray | None = None,

@@ -9,8 +9,9 @@ saw, and the N its colours also show; and they may leave out the faintest H (``W
 an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``). A reading that
 separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins, and
 one with cumulated double bonds ``CUMULENE_COST`` an atom; a charged atom of the cheapest reading may be read
-as the neutral element with its electrons (``ISOELECTRONIC``). An S or P is perceived with the valence of O or
-N too (``PERCEIVE_LIGHTER``), where RDKit would try its higher valences first.
+as the neutral element with its electrons (``ISOELECTRONIC``), and where every reading is dear a carbon drawn
+without H as N (``NITROGEN_GUESS``). An S or P is perceived with the valence of O or N too
+(``PERCEIVE_LIGHTER``), where RDKit would try its higher valences first.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
     return options
 
 
-def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None) -> MolGraph:
+def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None, *, elements_counted: bool = False) -> MolGraph:
     """The seen graph plus the hydrogens a top view hides, chosen by geometry and checked by chemistry.
 
     Variants of the geometric guess (every option with positive evidence) flip the least certain
@@ -101,21 +102,24 @@ def with_hidden_hydrogens(seen: MolGraph, hydrogens: int | None = None) -> MolGr
     formula, so are the seen graph's own variants (:func:`_seen_variants`: atoms relabelled to their
     ``alternatives``, the faintest H or one on a full O or N left out). The cheapest valid reading wins, or
     the same with a charged atom read as the neutral element with its electrons where that is cheaper
-    (:func:`_cheapest_valid`); with none the guess is returned, with ``smiles`` None.
+    (:func:`_cheapest_valid`), and where every reading is dear, with a carbon drawn without H read as N
+    (``NITROGEN_GUESS``); with none the guess is returned, with ``smiles`` None.
 
     ``hydrogens``: the molecule's known number of hydrogens (a known formula). Variants then also leave out
     the weakest seen hydrogens (a surplus drawn on a corrugated molecule; each costs ``H_DROP`` x its
     confidence), and every hydrogen a reading has more or fewer than that costs ``H_MISMATCH``.
+    ``elements_counted``: the heavy atoms' elements were chosen to agree with counts (a model's count
+    output): no carbon is then read as N from chemistry alone.
     """
     if hydrogens is None:
-        return _cheapest_valid(_seen_variants(seen), None)
+        return _cheapest_valid(_seen_variants(seen), None, guess_nitrogen=not elements_counted)
     weakest = sorted((k for k, a in enumerate(seen.atoms) if a.element == "H"), key=lambda k: seen.atoms[k].confidence)
     surplus = max(len(weakest) - hydrogens, 0)
     bases = []
     for drop in range(surplus, min(surplus + H_DROP_EXTRA, len(weakest)) + 1):
         gone = set(weakest[:drop])
         bases.append((_without(seen, gone), H_DROP * sum(seen.atoms[k].confidence for k in gone)))
-    return _cheapest_valid(bases, hydrogens)
+    return _cheapest_valid(bases, hydrogens, guess_nitrogen=False)
 
 
 RELABEL_WEIGHT = 1.0  # what relabelling an atom to one of its alternatives costs, per nat of its votes
@@ -192,13 +196,15 @@ def _without(graph: MolGraph, gone: set[int]) -> MolGraph:
                     [graph.bond_confidence[b] for b, _ in kept] if graph.bond_confidence else [])
 
 
-def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) -> MolGraph:
+def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None, *, guess_nitrogen: bool) -> MolGraph:
     """Of every seen graph in ``bases`` (with its cost) and its hidden-hydrogen variants, the cheapest that
     chemistry reads as one valid molecule (:func:`with_hidden_hydrogens`); with none, the first base's guess.
     Where the cheapest reading charges an atom, its base is tried once more with one or two of those atoms
     read as the neutral element with their electrons (``ISOELECTRONIC``: an O+ is drawn like an N, an
     O- like an F ...), at ``ISOELECTRONIC_COST`` each: a nitrile's N drawn in oxygen's colour is read as
-    that N, not as an oxonium cation."""
+    that N, not as an oxonium cation. With ``guess_nitrogen``, where the cheapest reading costs more than
+    ``NITROGEN_GUESS``, one carbon drawn without H (:func:`_bare_carbons`) may be read as N at that cost: an
+    imide's or a pyridine's N drawn wholly in carbon's colour, which as C needs an H nobody saw."""
     best = _cheapest_reading(bases, hydrogens)
     if best is not None and ISOELECTRONIC_COST is not None:
         cost, n, _graph, mol = best
@@ -210,6 +216,12 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) 
                     for size in (1, 2) for picks in combinations(charged, size)]
         other = _cheapest_reading(variants, hydrogens) if variants else None
         if other is not None and other[0] < cost:
+            best = other
+    if guess_nitrogen and NITROGEN_GUESS is not None and best is not None and best[0] > NITROGEN_GUESS:
+        seen, base_cost = bases[best[1]]
+        variants = [(_relabelled(seen, [(k, "N")]), base_cost + NITROGEN_GUESS) for k in _bare_carbons(seen)]
+        other = _cheapest_reading(variants, hydrogens) if variants else None
+        if other is not None and other[0] < best[0]:
             best = other
     if best is None:
         options, guess = _guess(bases[0][0])
@@ -223,6 +235,22 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None) 
 # (element, formal charge) in a reading -> the neutral element with the same electrons: what it was misread from
 ISOELECTRONIC = {("O", 1): "N", ("N", 1): "C", ("O", -1): "F", ("N", -1): "O"}
 ISOELECTRONIC_COST = 2.0  # what reading a charged atom as that element costs (None: never)
+
+
+NITROGEN_GUESS = 2.5  # what reading a carbon without H as an N costs, where every reading costs more (None: never)
+
+
+def _bare_carbons(graph: MolGraph) -> list[int]:
+    """The carbons with two or three heavy neighbours and no H: where an N drawn in carbon's colour (a
+    pyridine's, an imide's) would leave a carbon that needs an H nobody saw."""
+    heavy, hydrogen = np.zeros(len(graph.atoms), int), np.zeros(len(graph.atoms), int)
+    for i, j in graph.bonds:
+        for a, b in ((i, j), (j, i)):
+            if graph.atoms[b].element == "H":
+                hydrogen[a] += 1
+            else:
+                heavy[a] += 1
+    return [k for k, atom in enumerate(graph.atoms) if atom.element == "C" and hydrogen[k] == 0 and heavy[k] in (2, 3)]
 
 
 def _guess(seen: MolGraph) -> tuple[list[_HiddenHydrogen], frozenset[int]]:
