@@ -461,13 +461,27 @@ def test_a_hydrogen_whose_stick_is_lost_is_bonded_to_its_nearest_atom_and_a_far_
     assert sum(len(a.alternatives) for a in lonely.atoms) == 0
 
 
+def _misdrawn(graph: MolGraph, k: int, element: str, alternatives: tuple = ()) -> MolGraph:
+    """``graph`` (a molecule's true graph) with atom ``k`` drawn as ``element``, its colours allowing
+    ``alternatives`` ((element, nats), ...): what a model that misdraws one atom gives chemistry."""
+    from dataclasses import replace
+
+    atoms = list(graph.atoms)
+    atoms[k] = replace(atoms[k], element=element, alternatives=alternatives)
+    return MolGraph(atoms, list(graph.bonds), list(graph.bond_confidence))
+
+
+def _atom_with(graph: MolGraph, element: str, heavy: int = 2) -> int:
+    """The first atom of ``element`` with ``heavy`` heavy neighbours."""
+    return next(k for k, a in enumerate(graph.atoms) if a.element == element and sum(
+        graph.atoms[j if i == k else i].element != "H" for i, j in graph.bonds if k in (i, j)) == heavy)
+
+
 def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges(monkeypatch) -> None:
     """A coumarin whose ring CH is drawn in oxygen's colour (carbon its alternative, at 1 nat) reads as a
     zwitterion if charges cost nothing; each pair of opposite charges costs ``SEPARATION_COST``, so chemistry
     relabels the atom and reads the neutral molecule. A nitro group, which no neutral reading replaces,
     keeps its charges."""
-    from dataclasses import replace
-
     import raypipe.chem.hydrogens as hydrogens
     from raypipe.chem.hydrogens import with_hidden_hydrogens
 
@@ -476,9 +490,7 @@ def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges(monke
     ring_ch = 3  # C4: the CH beside the ring fusion (atoms in the SMILES' order)
     assert truth.atoms[ring_ch].element == "C" and [truth.atoms[j if i == ring_ch else i].element for i, j in
                                                     truth.bonds if ring_ch in (i, j)].count("H") == 1
-    atoms = list(truth.atoms)
-    atoms[ring_ch] = replace(atoms[ring_ch], element="O", alternatives=(("C", 1.0),))
-    seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
+    seen = _misdrawn(truth, ring_ch, "O", (("C", 1.0),))
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
     with monkeypatch.context() as patch:
@@ -499,8 +511,7 @@ def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint(monk
 
     m = Molecule.from_smiles("O=c1ccoc2ccccc12")
     truth = MolGraph.from_molecule(m)
-    ring_o = next(k for k, a in enumerate(truth.atoms) if a.element == "O" and sum(
-        truth.atoms[j if i == k else i].element != "H" for i, j in truth.bonds if k in (i, j)) == 2)
+    ring_o = _atom_with(truth, "O")
     o = truth.atoms[ring_o]
     bright = GraphAtom("H", o.x + 0.9, o.y + 0.3, WEAK_H + 0.1)
     seen = MolGraph(truth.atoms + [bright], truth.bonds + [(ring_o, len(truth.atoms))],
@@ -520,17 +531,12 @@ def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from(m
     """A nitrile's N drawn wholly in oxygen's colour (no alternative) reads as an oxonium cation, C#[O+],
     unless chemistry may read a charged atom as the neutral element with its electrons (``ISOELECTRONIC``:
     O+ -> N), at ``ISOELECTRONIC_COST``: then benzonitrile reads right."""
-    from dataclasses import replace
-
     import raypipe.chem.hydrogens as hydrogens
     from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles("N#Cc1ccccc1")
     truth = MolGraph.from_molecule(m)
-    n = next(k for k, a in enumerate(truth.atoms) if a.element == "N")
-    atoms = list(truth.atoms)
-    atoms[n] = replace(atoms[n], element="O")
-    seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
+    seen = _misdrawn(truth, _atom_with(truth, "N", heavy=1), "O")
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
     with monkeypatch.context() as patch:
@@ -566,18 +572,12 @@ def test_a_ring_allene_costs_more_than_relabelling_the_atom_it_comes_from(monkey
     cyclopentadiene with an allene in the ring if cumulated double bonds cost nothing; each atom with two
     double bonds costs ``CUMULENE_COST`` (none of the catalogue's molecules has one), so chemistry relabels
     the atom and 3-(2-furyl)acrolein reads right."""
-    from dataclasses import replace
-
     import raypipe.chem.hydrogens as hydrogens
     from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles("O=CC=Cc1ccco1")
     truth = MolGraph.from_molecule(m)
-    ring_o = next(k for k, a in enumerate(truth.atoms) if a.element == "O" and sum(
-        truth.atoms[j if i == k else i].element != "H" for i, j in truth.bonds if k in (i, j)) == 2)
-    atoms = list(truth.atoms)
-    atoms[ring_o] = replace(atoms[ring_o], element="C", alternatives=(("O", 1.5),))
-    seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
+    seen = _misdrawn(truth, _atom_with(truth, "O"), "C", (("O", 1.5),))
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
     with monkeypatch.context() as patch:
@@ -613,17 +613,12 @@ def test_an_n_drawn_wholly_in_carbon_colour_is_read_as_n_where_a_carbon_needs_an
     as C it needs an H nobody saw (under a flat ring, where the geometry counts against one), and every
     reading costs more than ``NITROGEN_GUESS``; a carbon drawn without H may then be read as N at that
     cost, and the molecule reads right. Without the lever it reads as the carbon compound."""
-    from dataclasses import replace
-
     import raypipe.chem.hydrogens as hydrogens
     from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles(smiles)
     truth = MolGraph.from_molecule(m)
-    n = next(k for k, a in enumerate(truth.atoms) if a.element == "N")
-    atoms = list(truth.atoms)
-    atoms[n] = replace(atoms[n], element="C")
-    seen = MolGraph(atoms, list(truth.bonds), list(truth.bond_confidence))
+    seen = _misdrawn(truth, next(k for k, a in enumerate(truth.atoms) if a.element == "N"), "C")
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
     with monkeypatch.context() as patch:
