@@ -347,7 +347,7 @@ def _perceive(graph: MolGraph, charge: int) -> Chem.Mol | None:
     if mol is not None and _separated_pairs(mol, charge) and any(a.element in PERCEIVE_LIGHTER
                                                                  for a in graph.atoms):
         lighter = _perceive_in(graph, charge, lighter=True)
-        if lighter is not None and (mol is None or _separated_pairs(lighter, charge) < _separated_pairs(mol, charge)):
+        if lighter is not None and _separated_pairs(lighter, charge) < _separated_pairs(mol, charge):
             mol = lighter
     return mol
 

@@ -31,6 +31,21 @@ def _rdkit():
     return Chem, AllChem, rdDetermineBonds
 
 
+def canonical_smiles(smiles: str) -> str | None:
+    """RDKit's canonical SMILES of ``smiles`` without stereochemistry, as a reading writes its ``smiles`` (a
+    top view sees no stereo); None where RDKit cannot read it.
+
+    Examples:
+        >>> canonical_smiles("C1=CC=CC=C1O")
+        'Oc1ccccc1'
+        >>> canonical_smiles("F/C=C/F")
+        'FC=CF'
+    """
+    Chem = _rdkit()[0]
+    mol = Chem.MolFromSmiles(smiles)
+    return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
 def hill_formula(elements: list[str]) -> str:
     """Hill-order formula (C, H, then alphabetical) of a list of element symbols."""
     counts = Counter(elements)

@@ -33,6 +33,7 @@ def score_rows(graphs: list, rows: list[dict]) -> dict:
     read, "-" for missed/invented), and where the rows carry their molecule's SMILES ``smiles_right``: the
     fraction whose reading's SMILES is the true molecule's (bond orders and charges too; the paper's
     ``total`` compares atoms, elements and bonds only)."""
+    from raypipe.chem.molecule import canonical_smiles
     from raypipe.chem.molgraph import MolGraph
     from raypipe.chem.scoring import aggregate, element_pairs, score
 
@@ -49,22 +50,6 @@ def score_rows(graphs: list, rows: list[dict]) -> dict:
         result["smiles_right"] = float(np.mean([g.smiles is not None and g.smiles == canonical_smiles(r["smiles"])
                                                 for g, r in zip(graphs, rows)]))
     return result
-
-
-def canonical_smiles(smiles: str) -> str | None:
-    """RDKit's canonical SMILES of a row's true molecule without stereochemistry, as a reading writes its
-    ``smiles`` (a top view sees no stereo): what ``smiles_right`` compares a reading with.
-
-    Examples:
-        >>> canonical_smiles("C1=CC=CC=C1O")
-        'Oc1ccccc1'
-        >>> canonical_smiles("F/C=C/F")
-        'FC=CF'
-    """
-    from rdkit import Chem
-
-    mol = Chem.MolFromSmiles(smiles)
-    return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
 
 
 def pixel_error(depictions: np.ndarray, rows: list[dict]) -> float:
