@@ -166,15 +166,26 @@ def _overfull_hydrogens(graph: MolGraph) -> list[int]:
     valence: an H drawn on a ring O or on an N with three heavy neighbours, which no neutral molecule has
     (a model draws one there, where the atom's lone pair bulges). An H on a halogen is left to ``WEAK_H``:
     there the element is more often what is wrong (an OH read as F)."""
-    heavy_degree, partner = {}, {}
+    heavy, _ = _bond_counts(graph)
+    partner = {}
     for i, j in graph.bonds:
         for a, b in ((i, j), (j, i)):
             if graph.atoms[b].element == "H":
                 partner.setdefault(b, a)
-            else:
-                heavy_degree[a] = heavy_degree.get(a, 0) + 1
     return [h for h, a in partner.items() if graph.atoms[a].element in OVERFULL_ELEMENTS
-            and heavy_degree.get(a, 0) >= VALENCE[graph.atoms[a].element]]
+            and heavy[a] >= VALENCE[graph.atoms[a].element]]
+
+
+def _bond_counts(graph: MolGraph) -> tuple[np.ndarray, np.ndarray]:
+    """Per atom, how many heavy atoms and how many H it is bonded to."""
+    heavy, hydrogen = np.zeros(len(graph.atoms), int), np.zeros(len(graph.atoms), int)
+    for i, j in graph.bonds:
+        for a, b in ((i, j), (j, i)):
+            if graph.atoms[b].element == "H":
+                hydrogen[a] += 1
+            else:
+                heavy[a] += 1
+    return heavy, hydrogen
 
 
 H_DROP = 2.0  # a known formula's hydrogens: what leaving out a seen H costs, times its confidence
@@ -207,22 +218,17 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None, 
     imide's or a pyridine's N drawn wholly in carbon's colour, which as C needs an H nobody saw."""
     best = _cheapest_reading(bases, hydrogens)
     if best is not None and ISOELECTRONIC_COST is not None:
-        cost, n, _graph, mol = best
+        _cost, n, _graph, mol = best
         seen, base_cost = bases[n]
         charged = [(k, ISOELECTRONIC[(seen.atoms[k].element, a.GetFormalCharge())])
                    for k, a in enumerate(mol.GetAtoms()) if k < len(seen.atoms)
                    and (seen.atoms[k].element, a.GetFormalCharge()) in ISOELECTRONIC]
-        variants = [(_relabelled(seen, list(picks)), base_cost + ISOELECTRONIC_COST * size)
-                    for size in (1, 2) for picks in combinations(charged, size)]
-        other = _cheapest_reading(variants, hydrogens) if variants else None
-        if other is not None and other[0] < cost:
-            best = other
+        best = _cheaper(best, [(_relabelled(seen, list(picks)), base_cost + ISOELECTRONIC_COST * size)
+                               for size in (1, 2) for picks in combinations(charged, size)], hydrogens)
     if guess_nitrogen and NITROGEN_GUESS is not None and best is not None and best[0] > NITROGEN_GUESS:
         seen, base_cost = bases[best[1]]
-        variants = [(_relabelled(seen, [(k, "N")]), base_cost + NITROGEN_GUESS) for k in _bare_carbons(seen)]
-        other = _cheapest_reading(variants, hydrogens) if variants else None
-        if other is not None and other[0] < best[0]:
-            best = other
+        best = _cheaper(best, [(_relabelled(seen, [(k, "N")]), base_cost + NITROGEN_GUESS)
+                               for k in _bare_carbons(seen)], hydrogens)
     if best is None:
         options, guess = _guess(bases[0][0])
         return _add_hydrogens(bases[0][0], [options[k] for k in sorted(guess)])
@@ -230,6 +236,12 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None, 
     graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
     graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
     return graph
+
+
+def _cheaper(best: tuple, variants: list[tuple[MolGraph, float]], hydrogens: int | None) -> tuple:
+    """The cheapest valid reading of ``variants`` where it is cheaper than ``best``; else ``best``."""
+    other = _cheapest_reading(variants, hydrogens) if variants else None
+    return other if other is not None and other[0] < best[0] else best
 
 
 # (element, formal charge) in a reading -> the neutral element with the same electrons: what it was misread from
@@ -243,13 +255,7 @@ NITROGEN_GUESS = 2.5  # what reading a carbon without H as an N costs, where eve
 def _bare_carbons(graph: MolGraph) -> list[int]:
     """The carbons with two or three heavy neighbours and no H: where an N drawn in carbon's colour (a
     pyridine's, an imide's) would leave a carbon that needs an H nobody saw."""
-    heavy, hydrogen = np.zeros(len(graph.atoms), int), np.zeros(len(graph.atoms), int)
-    for i, j in graph.bonds:
-        for a, b in ((i, j), (j, i)):
-            if graph.atoms[b].element == "H":
-                hydrogen[a] += 1
-            else:
-                heavy[a] += 1
+    heavy, hydrogen = _bond_counts(graph)
     return [k for k, atom in enumerate(graph.atoms) if atom.element == "C" and hydrogen[k] == 0 and heavy[k] in (2, 3)]
 
 
@@ -355,10 +361,7 @@ def _perceive(graph: MolGraph, charge: int) -> Chem.Mol | None:
 def _perceive_in(graph: MolGraph, charge: int, lighter: bool = False) -> Chem.Mol | None:
     """:func:`_perceive`, with ``lighter`` each S or P that may be as the lighter element of
     ``PERCEIVE_LIGHTER`` given to RDKit as that element; the molecule returned has the graph's own."""
-    degree = np.zeros(len(graph.atoms), int)
-    for i, j in graph.bonds:
-        degree[i] += 1
-        degree[j] += 1
+    degree = sum(_bond_counts(graph)) if lighter else None
     mol = Chem.RWMol()
     conformer = Chem.Conformer(len(graph.atoms))
     swapped = []
