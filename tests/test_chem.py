@@ -625,3 +625,21 @@ def test_an_n_drawn_wholly_in_carbon_colour_is_read_as_n_where_a_carbon_needs_an
         patch.setattr(hydrogens, "NITROGEN_GUESS", None)
         carbon = with_hidden_hydrogens(seen)
     assert carbon.smiles == without and not score(carbon, m).total
+
+
+@pytest.mark.parametrize("smiles", ["N#Cc1ccccn1", "N#Cc1ccncc1"])
+def test_two_misdrawn_atoms_are_read_by_the_isoelectronic_and_the_nitrogen_levers_together(smiles: str) -> None:
+    """A cyanopyridine whose nitrile N is drawn as O and whose ring N is drawn as C: the cheapest reading is
+    an oxonium with a carbon that needs an H nobody saw; reading the O+ as N (``ISOELECTRONIC``) and the
+    bare carbon as N (``NITROGEN_GUESS``) both apply, the nitrogen guess to the graph that the isoelectronic
+    pass relabelled (and to the seen graph), so the molecule reads right, not as ``[O+]#C...`` with its
+    ring N found."""
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    m = Molecule.from_smiles(smiles)
+    truth = MolGraph.from_molecule(m)
+    nitrile = _atom_with(truth, "N", heavy=1)
+    ring = next(k for k, a in enumerate(truth.atoms) if a.element == "N" and k != nitrile)
+    seen = _misdrawn(_misdrawn(truth, nitrile, "O"), ring, "C")
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total

@@ -215,24 +215,25 @@ def _cheapest_valid(bases: list[tuple[MolGraph, float]], hydrogens: int | None, 
     O- like an F ...), at ``ISOELECTRONIC_COST`` each: a nitrile's N drawn in oxygen's colour is read as
     that N, not as an oxonium cation. With ``guess_nitrogen``, where the cheapest reading costs more than
     ``NITROGEN_GUESS``, one carbon drawn without H (:func:`_bare_carbons`) may be read as N at that cost: an
-    imide's or a pyridine's N drawn wholly in carbon's colour, which as C needs an H nobody saw."""
-    best = _cheapest_reading(bases, hydrogens)
+    imide's or a pyridine's N drawn wholly in carbon's colour, which as C needs an H nobody saw. That carbon
+    is looked for in the seen graph, in the cheapest reading's base and in its isoelectronic relabelling (a
+    cyanopyridine with both Ns misdrawn needs both levers)."""
+    best = first = _cheapest_reading(bases, hydrogens)
     if best is not None and ISOELECTRONIC_COST is not None:
-        _cost, n, _graph, mol = best
-        seen, base_cost = bases[n]
+        _cost, (seen, base_cost), _graph, mol = best
         charged = [(k, ISOELECTRONIC[(seen.atoms[k].element, a.GetFormalCharge())])
                    for k, a in enumerate(mol.GetAtoms()) if k < len(seen.atoms)
                    and (seen.atoms[k].element, a.GetFormalCharge()) in ISOELECTRONIC]
         best = _cheaper(best, [(_relabelled(seen, list(picks)), base_cost + ISOELECTRONIC_COST * size)
                                for size in (1, 2) for picks in combinations(charged, size)], hydrogens)
     if guess_nitrogen and NITROGEN_GUESS is not None and best is not None and best[0] > NITROGEN_GUESS:
-        seen, base_cost = bases[best[1]]
+        tried = {id(base): base for base in (bases[0], first[1], best[1])}.values()
         best = _cheaper(best, [(_relabelled(seen, [(k, "N")]), base_cost + NITROGEN_GUESS)
-                               for k in _bare_carbons(seen)], hydrogens)
+                               for seen, base_cost in tried for k in _bare_carbons(seen)], hydrogens)
     if best is None:
         options, guess = _guess(bases[0][0])
         return _add_hydrogens(bases[0][0], [options[k] for k in sorted(guess)])
-    _cost, _n, graph, mol = best
+    _cost, _base, graph, mol = best
     graph.smiles = Chem.MolToSmiles(Chem.RemoveHs(mol))
     graph.bond_orders = [mol.GetBondBetweenAtoms(i, j).GetBondTypeAsDouble() for i, j in graph.bonds]
     return graph
@@ -266,7 +267,8 @@ def _guess(seen: MolGraph) -> tuple[list[_HiddenHydrogen], frozenset[int]]:
 
 
 def _cheapest_reading(bases: list[tuple[MolGraph, float]], hydrogens: int | None):
-    """(cost, base index, graph, RDKit molecule) of the cheapest valid reading of ``bases``, or None."""
+    """(cost, its base (seen graph, cost), graph, RDKit molecule) of the cheapest valid reading of ``bases``, or
+    None."""
     readings, guesses = [], []
     for n, (seen, base_cost) in enumerate(bases):
         options, guess = _guess(seen)
@@ -292,7 +294,7 @@ def _cheapest_reading(bases: list[tuple[MolGraph, float]], hydrogens: int | None
         if mol is not None:
             cost += SEPARATION_COST * _separated_pairs(mol, charge) + CUMULENE_COST * _cumulated_centres(mol)
             if best is None or cost < best[0]:
-                best = (cost, n, graph, mol)
+                best = (cost, bases[n], graph, mol)
     return best
 
 
