@@ -643,3 +643,34 @@ def test_two_misdrawn_atoms_are_read_by_the_isoelectronic_and_the_nitrogen_lever
     seen = _misdrawn(_misdrawn(truth, nitrile, "O"), ring, "C")
     read = with_hidden_hydrogens(seen)
     assert read.smiles == m.smiles and score(read, m).total
+
+
+def test_an_atom_drawn_on_a_ring_oxygen_is_left_out_with_the_h_drawn_there_too(monkeypatch) -> None:
+    """A model may draw an O (or an F) on an oxadiazole's or an anhydride's ring O, whose two ring bonds
+    already fill its valence: chemistry reads an oxonium oxide, ``[o+][O-]``, unless it may leave that
+    one-bond atom out (``OVERFULL_TERMINALS``, at ``WEAK_H_DROP`` x its confidence), and with it an H drawn on
+    the same O (two left out at once). An N-oxide's and a nitro group's O, on an N with room, stay."""
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import _overfull_terminals, with_hidden_hydrogens
+
+    m = Molecule.from_smiles("c1ccc(-c2noc(-c3ccccc3)n2)cc1")
+    truth = MolGraph.from_molecule(m)
+    ring_o = _atom_with(truth, "O")
+    o, n = len(truth.atoms), len(truth.atoms) + 1
+    x, y = truth.atoms[ring_o].x, truth.atoms[ring_o].y
+    centre = np.mean(truth.positions, axis=0)
+    out = np.array([x, y]) - centre
+    out /= np.hypot(*out)
+    extra = [GraphAtom("O", x + 1.3 * out[0], y + 1.3 * out[1], 0.4),
+             GraphAtom("H", x + 0.9 * out[1], y - 0.9 * out[0], 0.45)]
+    seen = MolGraph(truth.atoms + extra, truth.bonds + [(ring_o, o), (ring_o, n)], truth.bond_confidence + [0.4, 0.45])
+    assert _overfull_terminals(seen) == [o]
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "OVERFULL_TERMINALS", False)
+        oxide = with_hidden_hydrogens(seen)
+    assert "[o+]" in oxide.smiles and "[O-]" in oxide.smiles and not score(oxide, m).total
+    for smiles in ("[O-][n+]1ccccc1", "O=[N+]([O-])c1ccccc1"):
+        other = MolGraph.from_molecule(Molecule.from_smiles(smiles))
+        assert _overfull_terminals(other) == [] and with_hidden_hydrogens(other).smiles == smiles

@@ -5,8 +5,9 @@ guessed from the geometry, and the guess is checked by chemistry: the cheapest v
 bond-order perception reads as one closed-shell molecule wins; its SMILES and bond orders are kept.
 The variants also relabel the atoms whose colours leave their element in doubt (``GraphAtom.alternatives``,
 at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N read as C plus an H nobody
-saw, and the N its colours also show; and they may leave out the faintest H (``WEAK_H``), or an H drawn on
-an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``). A reading that
+saw, and the N its colours also show; and they may leave out one or two atoms: the faintest H (``WEAK_H``), an
+H drawn on an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``), or a one-bond
+atom drawn there (``OVERFULL_TERMINALS``). A reading that
 separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins, and
 one with cumulated double bonds ``CUMULENE_COST`` an atom; a charged atom of the cheapest reading may be read
 as the neutral element with its electrons (``ISOELECTRONIC``), and where every reading is dear a carbon drawn
@@ -131,9 +132,11 @@ WEAK_H_POOL = 1  # ... the faintest this many (1: 26.2 and 29.3 % on two val set
 def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     """``seen`` and its variants, with their costs: one or two atoms relabelled to an alternative element (the
     cheapest ``RELABEL_POOL``, at ``RELABEL_WEIGHT`` per nat), so that a ring N whose colours read C needs no
-    invented H to be a molecule once it is read as N; and the faintest H (``WEAK_H_POOL``), where fainter than
-    ``WEAK_H``, or any H on an atom its heavy neighbours already fill (:func:`_overfull_hydrogens`), left out
-    (at ``WEAK_H_DROP`` x its confidence), as a faint H drawn on a carbonyl O or an H drawn on a ring O."""
+    invented H to be a molecule once it is read as N; and one or two atoms left out (at ``WEAK_H_DROP`` x their
+    confidence): the faintest H (``WEAK_H_POOL``), where fainter than ``WEAK_H``, any H on an atom its heavy
+    neighbours already fill (:func:`_overfull_hydrogens`), and, with ``OVERFULL_TERMINALS``, any one-bond heavy
+    atom on such an atom (:func:`_overfull_terminals`), up to ``DROPS_AT_ONCE`` of them together: a faint H drawn
+    on a carbonyl O, an H or an O drawn on a ring O, or both."""
     pool = sorted(((cost, k, element) for k, atom in enumerate(seen.atoms)
                    for element, cost in atom.alternatives), key=lambda t: t[0])[:RELABEL_POOL]
     bases = [(seen, 0.0)]
@@ -145,9 +148,10 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     faint = sorted((atom.confidence, k) for k, atom in enumerate(seen.atoms)
                    if atom.element == "H" and atom.confidence < WEAK_H)[:WEAK_H_POOL]
     drops = {k: confidence for confidence, k in faint}
-    for k in _overfull_hydrogens(seen):
+    for k in _overfull_hydrogens(seen) + (_overfull_terminals(seen) if OVERFULL_TERMINALS else []):
         drops.setdefault(k, seen.atoms[k].confidence)
-    return bases + [(_without(seen, {k}), WEAK_H_DROP * confidence) for k, confidence in drops.items()]
+    return bases + [(_without(seen, set(gone)), WEAK_H_DROP * sum(drops[k] for k in gone))
+                    for size in range(1, DROPS_AT_ONCE + 1) for gone in combinations(drops, size)]
 
 
 def _relabelled(graph: MolGraph, picks: list[tuple[int, str]]) -> MolGraph:
@@ -174,6 +178,21 @@ def _overfull_hydrogens(graph: MolGraph) -> list[int]:
                 partner.setdefault(b, a)
     return [h for h, a in partner.items() if graph.atoms[a].element in OVERFULL_ELEMENTS
             and heavy[a] >= VALENCE[graph.atoms[a].element]]
+
+
+OVERFULL_TERMINALS = True  # ... and so may a heavy atom with that one bond (False: never)
+DROPS_AT_ONCE = 2  # how many of the atoms that may be left out are left out together at most
+
+
+def _overfull_terminals(graph: MolGraph) -> list[int]:
+    """The heavy atoms whose one bond is to an O or N (``OVERFULL_ELEMENTS``) that its other heavy neighbours
+    already fill: an O or F drawn on an oxadiazole's or an anhydride's ring O (read, it would make an oxonium
+    oxide, ``[o+][O-]``, of which the catalogue has none). An N-oxide's or a nitro group's O, on an N with room
+    for it, is no such atom."""
+    heavy, hydrogen = _bond_counts(graph)
+    return [b for i, j in graph.bonds for a, b in ((i, j), (j, i))
+            if graph.atoms[b].element != "H" and heavy[b] + hydrogen[b] == 1
+            and graph.atoms[a].element in OVERFULL_ELEMENTS and heavy[a] - 1 >= VALENCE[graph.atoms[a].element]]
 
 
 def _bond_counts(graph: MolGraph) -> tuple[np.ndarray, np.ndarray]:
