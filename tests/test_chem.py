@@ -674,3 +674,43 @@ def test_an_atom_drawn_on_a_ring_oxygen_is_left_out_with_the_h_drawn_there_too(m
     for smiles in ("[O-][n+]1ccccc1", "O=[N+]([O-])c1ccccc1"):
         other = MolGraph.from_molecule(Molecule.from_smiles(smiles))
         assert _overfull_terminals(other) == [] and with_hidden_hydrogens(other).smiles == smiles
+
+
+@pytest.mark.parametrize("smiles, merged", [("C#Cc1ccc(F)cc1", "C"), ("O=C(Nc1cccc(C#Cc2ccccc2)c1)c1ccco1", "N")])
+def test_an_alkyne_drawn_short_is_rebuilt(monkeypatch, smiles: str, merged: str) -> None:
+    """The two carbons of a C#C, 1.2 Å apart, often merge into one ball: a terminal alkyne's CH then sits
+    ~2.4 Å from its ring with nothing between, a diarylacetylene's two carbons become one atom (of any colour)
+    midway between the rings. No bond reaches across those gaps, and no reading is valid; chemistry may rebuild
+    the chain (``SP_CHAIN_COST``: a C put 1.42 Å from the ring, or the middle atom split in two on the line),
+    and the molecule reads right."""
+    from dataclasses import replace
+
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    m = Molecule.from_smiles(smiles)
+    truth = MolGraph.from_molecule(m)
+    heavy = lambda k: [j if i == k else i for i, j in truth.bonds if k in (i, j) and  # noqa: E731
+                       truth.atoms[j if i == k else i].element != "H"]
+    sp = [k for i, j, order in m.bonds if order == 3 for k in (i, j)]  # the C#C's two carbons
+    assert len(sp) == 2 and all(truth.atoms[k].element == "C" for k in sp)
+    xy = truth.positions
+    if merged == "C":  # the terminal CH: kept, moved to where the merged ball sits; its partner gone
+        inner = next(k for k in sp if len(heavy(k)) == 2)
+        outer = next(k for k in sp if k != inner)
+        ring = next(j for j in heavy(inner) if j != outer)
+        spot = xy[ring] + (xy[outer] - xy[ring]) * 2.4 / np.hypot(*(xy[outer] - xy[ring]))
+        moved = [replace(a, x=float(spot[0]), y=float(spot[1])) if k == outer else a
+                 for k, a in enumerate(truth.atoms)]
+        seen = MolGraph(moved, [(i, j) for i, j in truth.bonds if inner not in (i, j)])
+        seen = hydrogens._without(seen, {inner})
+    else:  # both carbons drawn as one atom midway, of another colour
+        middle = xy[sp].mean(axis=0)
+        atoms = truth.atoms + [GraphAtom(merged, float(middle[0]), float(middle[1]), 0.6)]
+        seen = hydrogens._without(MolGraph(atoms, list(truth.bonds)), set(sp))
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "SP_CHAIN_COST", None)
+        short = with_hidden_hydrogens(seen)
+    assert not score(short, m).total

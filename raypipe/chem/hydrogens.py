@@ -7,7 +7,8 @@ The variants also relabel the atoms whose colours leave their element in doubt (
 at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N read as C plus an H nobody
 saw, and the N its colours also show; and they may leave out one or two atoms: the faintest H (``WEAK_H``), an
 H drawn on an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``), or a one-bond
-atom drawn there (``OVERFULL_TERMINALS``). A reading that
+atom drawn there (``OVERFULL_TERMINALS``); and they rebuild an alkyne drawn short (``SP_CHAIN_COST``: its two
+carbons merged into one ball). A reading that
 separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins, and
 one with cumulated double bonds ``CUMULENE_COST`` an atom; a charged atom of the cheapest reading may be read
 as the neutral element with its electrons (``ISOELECTRONIC``), and where every reading is dear a carbon drawn
@@ -136,7 +137,14 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     confidence): the faintest H (``WEAK_H_POOL``), where fainter than ``WEAK_H``, any H on an atom its heavy
     neighbours already fill (:func:`_overfull_hydrogens`), and, with ``OVERFULL_TERMINALS``, any one-bond heavy
     atom on such an atom (:func:`_overfull_terminals`), up to ``DROPS_AT_ONCE`` of them together: a faint H drawn
-    on a carbonyl O, an H or an O drawn on a ring O, or both."""
+    on a carbonyl O, an H or an O drawn on a ring O, or both. The same again of each alkyne the depiction drew
+    short, rebuilt (:func:`_sp_chains`)."""
+    return [(graph, start + cost) for chain, start in [(seen, 0.0)] + _sp_chains(seen)
+            for graph, cost in _variants_of(chain)]
+
+
+def _variants_of(seen: MolGraph) -> list[tuple[MolGraph, float]]:
+    """:func:`_seen_variants` of one graph, the alkynes as drawn."""
     pool = sorted(((cost, k, element) for k, atom in enumerate(seen.atoms)
                    for element, cost in atom.alternatives), key=lambda t: t[0])[:RELABEL_POOL]
     bases = [(seen, 0.0)]
@@ -152,6 +160,63 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
         drops.setdefault(k, seen.atoms[k].confidence)
     return bases + [(_without(seen, set(gone)), WEAK_H_DROP * sum(drops[k] for k in gone))
                     for size in range(1, DROPS_AT_ONCE + 1) for gone in combinations(drops, size)]
+
+
+SP_CHAIN_COST = 1.0  # what rebuilding an alkyne the depiction drew short costs (None: never)
+SP_SINGLE = 1.42  # Å: an alkyne's C-C
+SP_ALIGN = 0.9  # cosine: how straight on from an atom's bonds the chain must leave it
+
+
+def _sp_chains(seen: MolGraph) -> list[tuple[MolGraph, float]]:
+    """Variants with an alkyne rebuilt where the depiction drew it short, at ``SP_CHAIN_COST``. The two sp
+    carbons of a C#C, 1.2 Å apart, often merge into one ball: an atom with no heavy neighbour about 2.0-2.8 Å
+    from an atom with room for a bond is a terminal alkyne's CH missing its other carbon (one C is put in
+    between, 1.42 Å from the atom); an atom with no heavy neighbour midway between two such atoms 3.6-4.6 Å
+    apart, on their line, is a diarylacetylene's two carbons drawn as one (it becomes both)."""
+    if SP_CHAIN_COST is None:
+        return []
+    heavy, hydrogen = _bond_counts(seen)
+    xy = seen.positions
+    atoms = [k for k, a in enumerate(seen.atoms) if a.element != "H"]
+    room = [k for k in atoms if heavy[k] + hydrogen[k] < VALENCE[seen.atoms[k].element]]
+    loose = [k for k in room if heavy[k] == 0]
+
+    def clear(point, skip):  # no heavy atom of the graph near a new atom's place
+        return all(np.hypot(*(xy[k] - point)) > 0.9 for k in atoms if k not in skip)
+
+    def outward(a, towards):  # the line a->towards leaves a opposite its bonds, as an sp chain does
+        units = [(xy[j if i == a else i] - xy[a]) / np.hypot(*(xy[j if i == a else i] - xy[a]))
+                 for i, j in seen.bonds if a in (i, j) and seen.atoms[j if i == a else i].element != "H"]
+        if not units:
+            return True
+        away, line = -np.sum(units, axis=0), towards - xy[a]
+        return float(np.dot(away, line)) >= SP_ALIGN * np.hypot(*away) * np.hypot(*line)
+
+    def built(new_atoms, bonds, gone=()):
+        graph = MolGraph(seen.atoms + new_atoms, seen.bonds + bonds,
+                         seen.bond_confidence + [0.5] * len(bonds) if seen.bond_confidence else [])
+        return _without(graph, set(gone)), SP_CHAIN_COST
+
+    variants = []
+    for x in loose:
+        for a in room:
+            d = float(np.hypot(*(xy[x] - xy[a])))
+            if a != x and 2.0 <= d <= 2.8 and outward(a, xy[x]):
+                point = xy[a] + (xy[x] - xy[a]) * SP_SINGLE / d
+                if clear(point, {a, x}):
+                    variants.append(built([GraphAtom("C", *point, seen.atoms[x].confidence / 2)],
+                                          [(a, len(seen.atoms)), (len(seen.atoms), x)]))
+        for a, b in combinations([k for k in room if k != x], 2):
+            d = float(np.hypot(*(xy[b] - xy[a])))
+            middle = (xy[a] + xy[b]) / 2
+            if 3.6 <= d <= 4.6 and np.hypot(*(xy[x] - middle)) < 0.6 and outward(a, xy[b]) and outward(b, xy[a]):
+                ends = [xy[a] + (xy[b] - xy[a]) * f for f in (SP_SINGLE / d, 1 - SP_SINGLE / d)]
+                if all(clear(p, {a, b, x}) for p in ends):
+                    n = len(seen.atoms)
+                    h = [j if i == x else i for i, j in seen.bonds if x in (i, j)]
+                    variants.append(built([GraphAtom("C", *p, seen.atoms[x].confidence) for p in ends],
+                                          [(a, n), (n, n + 1), (n + 1, b)], gone={x, *h}))
+    return variants
 
 
 def _relabelled(graph: MolGraph, picks: list[tuple[int, str]]) -> MolGraph:
