@@ -174,7 +174,8 @@ def timing(library, items: list[dict], copies: int, n: int = 20) -> dict:
 
     from raypipe.identify import search
 
-    fields = [f.name for f in dataclasses.fields(library) if isinstance(getattr(library, f.name), np.ndarray)]
+    fields = [f.name for f in dataclasses.fields(library)  # the data columns, not their derived caches
+              if isinstance(getattr(library, f.name), np.ndarray) and not f.name.startswith("_")]
     big = dataclasses.replace(library, **{f: np.concatenate([getattr(library, f)] * copies) for f in fields},
                               _skeleton=None, _bits=None)
     search.shortlist(big, query_of(big, items[0]))  # the library's derived columns, computed once

@@ -714,3 +714,32 @@ def test_an_alkyne_drawn_short_is_rebuilt(monkeypatch, smiles: str, merged: str)
         patch.setattr(hydrogens, "SP_CHAIN_COST", None)
         short = with_hidden_hydrogens(seen)
     assert not score(short, m).total
+
+
+def test_the_h_of_an_intramolecular_h_bond_drawn_on_the_wrong_end_is_moved_back(monkeypatch) -> None:
+    """A salicylic acid's phenol H points at the carboxyl across an H-bond; a model may draw it on the acid's OH.
+    Read as drawn, that O has two H and the phenol O none: a zwitterion, ``C([OH2+])...[O-]``. Chemistry may move
+    an H that overfills its O to the nearest O with room (``REHOME_COST``), and the acid reads right."""
+    from dataclasses import replace
+
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    m = Molecule.from_smiles("O=C(O)c1ccccc1O")  # atoms in the SMILES' order: 0 O=, 2 OH, 9 the phenol O
+    graph = MolGraph.from_molecule(m)
+    xy = graph.positions
+    h = next(j if i == 9 else i for i, j in graph.bonds if 9 in (i, j) and graph.atoms[j if i == 9 else i].element == "H")
+    acceptor = 2  # the acid's OH, facing the phenol O: with the phenol H drawn on it, it has two
+    line = (xy[acceptor] - xy[9]) / np.hypot(*(xy[acceptor] - xy[9]))
+
+    def h_at(point):
+        return [replace(a, x=float(point[0]), y=float(point[1])) if k == h else a for k, a in enumerate(graph.atoms)]
+
+    truth = MolGraph(h_at(xy[9] + 0.97 * line), list(graph.bonds))  # the H-bonded conformer: H on the O-O line
+    seen = MolGraph(h_at(xy[acceptor] - 0.96 * line), [(acceptor, h) if h in b else b for b in graph.bonds])
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, truth).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "REHOME_COST", None)
+        drawn = with_hidden_hydrogens(seen)
+    assert drawn.smiles != m.smiles and not score(drawn, truth).total

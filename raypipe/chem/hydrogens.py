@@ -8,7 +8,8 @@ at ``RELABEL_WEIGHT`` per nat of their votes): chemistry picks between a ring N 
 saw, and the N its colours also show; and they may leave out one or two atoms: the faintest H (``WEAK_H``), an
 H drawn on an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``), or a one-bond
 atom drawn there (``OVERFULL_TERMINALS``); and they rebuild an alkyne drawn short (``SP_CHAIN_COST``: its two
-carbons merged into one ball). A reading that
+carbons merged into one ball), and move an H that overfills its O or N to a nearby O or N with room
+(``REHOME_COST``: an H-bond's H drawn on the wrong end). A reading that
 separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins, and
 one with cumulated double bonds ``CUMULENE_COST`` an atom; a charged atom of the cheapest reading may be read
 as the neutral element with its electrons (``ISOELECTRONIC``), and where every reading is dear a carbon drawn
@@ -137,8 +138,9 @@ def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     confidence): the faintest H (``WEAK_H_POOL``), where fainter than ``WEAK_H``, any H on an atom its heavy
     neighbours already fill (:func:`_overfull_hydrogens`), and, with ``OVERFULL_TERMINALS``, any one-bond heavy
     atom on such an atom (:func:`_overfull_terminals`), up to ``DROPS_AT_ONCE`` of them together: a faint H drawn
-    on a carbonyl O, an H or an O drawn on a ring O, or both. The same again of each alkyne the depiction drew
-    short, rebuilt (:func:`_sp_chains`)."""
+    on a carbonyl O, an H or an O drawn on a ring O, or both; and an H that overfills its O or N moved to a
+    nearby one with room (:func:`_rehomed`). The same again of each alkyne the depiction drew short, rebuilt
+    (:func:`_sp_chains`)."""
     return [(graph, start + cost) for chain, start in [(seen, 0.0)] + _sp_chains(seen)
             for graph, cost in _variants_of(chain)]
 
@@ -159,7 +161,42 @@ def _variants_of(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     for k in _overfull_hydrogens(seen) + (_overfull_terminals(seen) if OVERFULL_TERMINALS else []):
         drops.setdefault(k, seen.atoms[k].confidence)
     return bases + [(_without(seen, set(gone)), WEAK_H_DROP * sum(drops[k] for k in gone))
-                    for size in range(1, DROPS_AT_ONCE + 1) for gone in combinations(drops, size)]
+                    for size in range(1, DROPS_AT_ONCE + 1) for gone in combinations(drops, size)] + _rehomed(seen)
+
+
+REHOME_COST = 1.0  # what moving an H drawn on an overfull O or N to the nearest other O or N costs (None: never)
+REHOME_REACH = 2.2  # Å: how far from the H that other atom may be
+OH_LENGTH = 0.97  # Å: where on the line to its new atom the H is put
+
+
+def _rehomed(seen: MolGraph) -> list[tuple[MolGraph, float]]:
+    """Variants with an H drawn on an O or N that it overfills (an O with two H and a heavy neighbour) moved to
+    an O or N with room within ``REHOME_REACH`` (of its H and such atoms, the pair nearest each other; at
+    ``REHOME_COST``, ``OH_LENGTH`` from its new atom): the H of an intramolecular H-bond drawn on the wrong end,
+    as a salicylic acid's phenol H drawn on the acid's OH, which read as drawn separates charges
+    (``C([OH2+])...[O-]``)."""
+    if REHOME_COST is None:
+        return []
+    heavy, hydrogen = _bond_counts(seen)
+    xy = seen.positions
+    roomy = [k for k, atom in enumerate(seen.atoms) if atom.element in ("O", "N")
+             and heavy[k] + hydrogen[k] < VALENCE[atom.element]]
+    out = []
+    for a, atom in enumerate(seen.atoms):
+        if atom.element not in ("O", "N") or heavy[a] + hydrogen[a] <= VALENCE[atom.element]:
+            continue
+        moves = [(float(np.hypot(*(xy[k] - xy[h]))), h, k) for i, j in seen.bonds if a in (i, j)
+                 for h in [j if i == a else i] if seen.atoms[h].element == "H" for k in roomy]
+        moves = [move for move in moves if move[0] <= REHOME_REACH]
+        if not moves:
+            continue
+        d, h, k = min(moves)
+        place = xy[k] + OH_LENGTH * (xy[h] - xy[k]) / max(d, 1e-6)
+        atoms = list(seen.atoms)
+        atoms[h] = replace(atoms[h], x=float(place[0]), y=float(place[1]))
+        bonds = [(k, h) if set(b) == {a, h} else b for b in seen.bonds]
+        out.append((MolGraph(atoms, bonds, list(seen.bond_confidence)), REHOME_COST))
+    return out
 
 
 SP_CHAIN_COST = 1.0  # what rebuilding an alkyne the depiction drew short costs (None: never)
