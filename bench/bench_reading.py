@@ -14,7 +14,8 @@ a pair); ``overfull`` (chemistry may also leave out an H drawn on an O or N its 
 element with its electrons, ``ISOELECTRONIC_COST``); ``lighter`` (an S or P perceived as O or N too, where its
 neighbours allow, ``PERCEIVE_LIGHTER``: RDKit tries sulfur's valences 6 and 3 before 2); ``cumulene`` (each atom
 with two double bonds costs ``CUMULENE_COST``); ``nitrogen`` (where every reading costs more than
-``NITROGEN_GUESS``, a carbon drawn without H may be read as N at that cost); ``terminal`` (a one-bond atom drawn
+``NITROGEN_GUESS``, a carbon drawn without H may be read as N at that cost); ``ring`` (that carbon only on a
+ring, ``NITROGEN_IN_RING``); ``terminal`` (a one-bond atom drawn
 on an O or N its other neighbours fill may be left out too, ``OVERFULL_TERMINALS``, and two atoms at once,
 ``DROPS_AT_ONCE``); ``alkyne`` (an alkyne drawn short, its two carbons merged into one ball, may be rebuilt,
 ``SP_CHAIN_COST``); ``rehome`` (an H that overfills its O or N may move to a nearby O or N with room, the H of an
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
              ("isoelectronic", hydrogens, {"ISOELECTRONIC_COST": None}),
              ("lighter", hydrogens, {"PERCEIVE_LIGHTER": {}}),
              ("cumulene", hydrogens, {"CUMULENE_COST": 0.0}), ("nitrogen", hydrogens, {"NITROGEN_GUESS": None}),
+             ("ring", hydrogens, {"NITROGEN_IN_RING": False}),
              ("terminal", hydrogens, {"OVERFULL_TERMINALS": False, "DROPS_AT_ONCE": 1}),
              ("alkyne", hydrogens, {"SP_CHAIN_COST": None}), ("rehome", hydrogens, {"REHOME_COST": None})]
     modules = {key: module for _, module, off in steps for key in off}

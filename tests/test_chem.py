@@ -541,8 +541,7 @@ def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from(m
     assert read.smiles == m.smiles and score(read, m).total
     with monkeypatch.context() as patch:
         patch.setattr(hydrogens, "ISOELECTRONIC_COST", None)
-        patch.setattr(hydrogens, "NITROGEN_GUESS", None)  # which would read the nitrile's C as N (nitrosobenzene)
-        cation = with_hidden_hydrogens(seen)
+        cation = with_hidden_hydrogens(seen)  # the nitrile's C, in no ring, is not read as N either (nitrosobenzene)
     assert cation.smiles == "[O+]#Cc1ccccc1" and not score(cation, m).total
 
 
@@ -743,3 +742,25 @@ def test_the_h_of_an_intramolecular_h_bond_drawn_on_the_wrong_end_is_moved_back(
         patch.setattr(hydrogens, "REHOME_COST", None)
         drawn = with_hidden_hydrogens(seen)
     assert drawn.smiles != m.smiles and not score(drawn, truth).total
+
+
+def test_the_nitrogen_guess_reads_a_ring_carbon_not_a_nitrile_carbon_as_n(monkeypatch) -> None:
+    """A 2-naphthonitrile whose nitrile N is drawn as O. Where its readings are dear, the nitrogen guess could
+    read the nitrile's C as N, a nitroso compound (O=N-Ar: a model's drawing of this molecule did, with other
+    doubts adding to the cost of reading the O+ as N). Only a carbon on a ring of the graph is a candidate
+    (``NITROGEN_IN_RING``): the pyridine's or imide's N the lever is for, not a chain's; the nitrile reads
+    right, its O+ read as N (``ISOELECTRONIC``)."""
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import _bare_carbons, with_hidden_hydrogens
+
+    m = Molecule.from_smiles("N#Cc1ccc2ccccc2c1")
+    truth = MolGraph.from_molecule(m)
+    nitrile_n = _atom_with(truth, "N", heavy=1)
+    nitrile_c = next(j if i == nitrile_n else i for i, j in truth.bonds if nitrile_n in (i, j))
+    seen = _misdrawn(truth, nitrile_n, "O")
+    assert nitrile_c not in _bare_carbons(seen)
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "NITROGEN_IN_RING", False)
+        assert nitrile_c in _bare_carbons(seen)

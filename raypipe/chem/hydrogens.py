@@ -375,10 +375,34 @@ NITROGEN_GUESS = 2.5  # what reading a carbon without H as an N costs, where eve
 
 
 def _bare_carbons(graph: MolGraph) -> list[int]:
-    """The carbons with two or three heavy neighbours and no H: where an N drawn in carbon's colour (a
-    pyridine's, an imide's) would leave a carbon that needs an H nobody saw."""
+    """The carbons with two or three heavy neighbours and no H, on a ring of the graph (``NITROGEN_IN_RING``):
+    where an N drawn in carbon's colour (a pyridine's, an imide's) would leave a carbon that needs an H nobody
+    saw. Not a chain's carbon: a nitrile's C read as N makes a nitroso compound."""
     heavy, hydrogen = _bond_counts(graph)
-    return [k for k, atom in enumerate(graph.atoms) if atom.element == "C" and hydrogen[k] == 0 and heavy[k] in (2, 3)]
+    found = [k for k, atom in enumerate(graph.atoms) if atom.element == "C" and hydrogen[k] == 0 and heavy[k] in (2, 3)]
+    return [k for k in found if _in_ring(graph, k)] if NITROGEN_IN_RING else found
+
+
+NITROGEN_IN_RING = True  # only a ring's carbon may be read as N (False: any)
+
+
+def _in_ring(graph: MolGraph, k: int) -> bool:
+    """Whether heavy atom ``k`` lies on a ring of the graph's heavy atoms (two of its neighbours joined without it)."""
+    links: dict[int, list[int]] = {}
+    for i, j in graph.bonds:
+        if graph.atoms[i].element != "H" and graph.atoms[j].element != "H":
+            links.setdefault(i, []).append(j)
+            links.setdefault(j, []).append(i)
+    first, *others = links.get(k, [None])
+    if not others:
+        return False
+    reached, todo = {k, first}, [first]
+    while todo:
+        for n in links[todo.pop()]:
+            if n not in reached:
+                reached.add(n)
+                todo.append(n)
+    return any(n in reached for n in others)
 
 
 def _guess(seen: MolGraph) -> tuple[list[_HiddenHydrogen], frozenset[int]]:
