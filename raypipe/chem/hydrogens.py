@@ -236,14 +236,14 @@ def _sp_chains(seen: MolGraph) -> list[tuple[MolGraph, float]]:
 
     variants = []
     for x in loose:
-        for a in room:
-            d = float(np.hypot(*(xy[x] - xy[a])))
-            if a != x and 2.0 <= d <= 2.8 and outward(a, xy[x]):
+        reach = {a: float(np.hypot(*(xy[x] - xy[a]))) for a in room if a != x}
+        for a, d in reach.items():
+            if 2.0 <= d <= 2.8 and outward(a, xy[x]):
                 point = xy[a] + (xy[x] - xy[a]) * SP_SINGLE / d
                 if clear(point, {a, x}):
                     variants.append(built([GraphAtom("C", *point, seen.atoms[x].confidence / 2)],
                                           [(a, len(seen.atoms)), (len(seen.atoms), x)]))
-        for a, b in combinations([k for k in room if k != x], 2):
+        for a, b in combinations([k for k, d in reach.items() if 1.2 <= d <= 2.9], 2):  # x midway: 1.8-2.3 Å each
             d = float(np.hypot(*(xy[b] - xy[a])))
             middle = (xy[a] + xy[b]) / 2
             if 3.6 <= d <= 4.6 and np.hypot(*(xy[x] - middle)) < 0.6 and outward(a, xy[b]) and outward(b, xy[a]):
