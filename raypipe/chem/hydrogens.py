@@ -372,6 +372,7 @@ ISOELECTRONIC_COST = 2.0  # what reading a charged atom as that element costs (N
 
 
 NITROGEN_GUESS = 2.5  # what reading a carbon without H as an N costs, where every reading costs more (None: never)
+NITROGEN_IN_RING = True  # ... only a carbon on a ring of the graph (False: any)
 
 
 def _bare_carbons(graph: MolGraph) -> list[int]:
@@ -381,9 +382,6 @@ def _bare_carbons(graph: MolGraph) -> list[int]:
     heavy, hydrogen = _bond_counts(graph)
     found = [k for k, atom in enumerate(graph.atoms) if atom.element == "C" and hydrogen[k] == 0 and heavy[k] in (2, 3)]
     return [k for k in found if _in_ring(graph, k)] if NITROGEN_IN_RING else found
-
-
-NITROGEN_IN_RING = True  # only a ring's carbon may be read as N (False: any)
 
 
 def _in_ring(graph: MolGraph, k: int) -> bool:
