@@ -19,7 +19,8 @@ ring, ``NITROGEN_IN_RING``); ``terminal`` (a one-bond atom drawn
 on an O or N its other neighbours fill may be left out too, ``OVERFULL_TERMINALS``, and two atoms at once,
 ``DROPS_AT_ONCE``); ``alkyne`` (an alkyne drawn short, its two carbons merged into one ball, may be rebuilt,
 ``SP_CHAIN_COST``); ``rehome`` (an H that overfills its O or N may move to a nearby O or N with room, the H of an
-H-bond drawn on the wrong end, ``REHOME_COST``: today's reading). Reports the
+H-bond drawn on the wrong end, ``REHOME_COST``); ``hydroxy`` (an F drawn with an H may be read as O, an OH
+drawn in fluorine's colour, ``HYDROXY_HALOGEN``: today's reading). Reports the
 fraction read exactly (``total``), the same on flat molecules (0-50 pm), per-atom precision and recall, the
 share with a valid SMILES, the share whose SMILES is the true molecule's own (bond orders and charges too: what
 a user queries), and milliseconds a graph. Validation rows only: never a test split.
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
              ("cumulene", hydrogens, {"CUMULENE_COST": 0.0}), ("nitrogen", hydrogens, {"NITROGEN_GUESS": None}),
              ("ring", hydrogens, {"NITROGEN_IN_RING": False}),
              ("terminal", hydrogens, {"OVERFULL_TERMINALS": False, "DROPS_AT_ONCE": 1}),
-             ("alkyne", hydrogens, {"SP_CHAIN_COST": None}), ("rehome", hydrogens, {"REHOME_COST": None})]
+             ("alkyne", hydrogens, {"SP_CHAIN_COST": None}), ("rehome", hydrogens, {"REHOME_COST": None}),
+             ("hydroxy", hydrogens, {"HYDROXY_HALOGEN": None})]
     modules = {key: module for _, module, off in steps for key in off}
     today = {key: getattr(module, key) for key, module in modules.items()}
     levers = {name: {key: value for _, _, off in steps[n + 1:] for key, value in off.items()}

@@ -764,3 +764,26 @@ def test_the_nitrogen_guess_reads_a_ring_carbon_not_a_nitrile_carbon_as_n(monkey
     with monkeypatch.context() as patch:
         patch.setattr(hydrogens, "NITROGEN_IN_RING", False)
         assert nitrile_c in _bare_carbons(seen)
+
+
+def test_an_oh_drawn_in_fluorine_colour_with_its_h_is_read_as_the_oh(monkeypatch) -> None:
+    """A hydroxypyrimidine's OH drawn as F with its H: a fluorine with two bonds is no molecule, and the atom's
+    colours give no other element. An F drawn with an H and one heavy neighbour may be read as O
+    (``HYDROXY_HALOGEN``), and the molecule reads right; without the lever no reading is valid."""
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import _hydroxy_halogens, with_hidden_hydrogens
+
+    m = Molecule.from_smiles("Oc1ncnc2c1cnn2-c1ccc(Cl)cc1")
+    truth = MolGraph.from_molecule(m)
+    oh = _atom_with(truth, "O", heavy=1)
+    seen = _misdrawn(truth, oh, "F")
+    assert _hydroxy_halogens(seen) == [oh]
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, m).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, "HYDROXY_HALOGEN", None)
+        drawn = with_hidden_hydrogens(seen)
+    assert drawn.smiles is None and not score(drawn, m).total
+    assert _hydroxy_halogens(MolGraph.from_molecule(Molecule.from_smiles("Fc1ccccc1"))) == []
+    bromo = MolGraph.from_molecule(Molecule.from_smiles("Oc1ccc(Br)cc1"))  # an OH drawn as Br: not this lever's
+    assert _hydroxy_halogens(_misdrawn(bromo, _atom_with(bromo, "O", heavy=1), "Br")) == []

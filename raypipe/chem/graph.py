@@ -21,7 +21,7 @@
    ``alternatives``: a ring N drawn half in carbon's colour is an N, not a C with an invented H), or leave
    out the faintest H, or an H or an O drawn on a ring O (an O or N its heavy neighbours already fill), one
    or two of them, or rebuild an alkyne whose two carbons merged into one ball, or move an H-bond's H drawn
-   on the wrong end to the O or N with room for it; a reading
+   on the wrong end to the O or N with room for it, or read an F drawn with an H as an OH; a reading
    that separates charges costs more than a neutral one, and a charged atom may be read as the neutral
    element with its electrons (a nitrile's N drawn as O is an N, not an oxonium); cumulated double bonds
    cost more too, and an S or P is perceived with its lighter neighbour's valence as well (a thiophene

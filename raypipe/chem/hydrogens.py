@@ -9,7 +9,8 @@ saw, and the N its colours also show; and they may leave out one or two atoms: t
 H drawn on an O or N whose heavy neighbours already fill its valence (``OVERFULL_ELEMENTS``), or a one-bond
 atom drawn there (``OVERFULL_TERMINALS``); and they rebuild an alkyne drawn short (``SP_CHAIN_COST``: its two
 carbons merged into one ball), and move an H that overfills its O or N to a nearby O or N with room
-(``REHOME_COST``: an H-bond's H drawn on the wrong end). A reading that
+(``REHOME_COST``: an H-bond's H drawn on the wrong end), and read an F drawn with an H as O
+(``HYDROXY_HALOGEN``: an OH drawn in fluorine's colour). A reading that
 separates charges (a zwitterion) pays ``SEPARATION_COST`` a pair, so a neutral one a little dearer wins, and
 one with cumulated double bonds ``CUMULENE_COST`` an atom; a charged atom of the cheapest reading may be read
 as the neutral element with its electrons (``ISOELECTRONIC``), and where every reading is dear a carbon drawn
@@ -133,8 +134,9 @@ WEAK_H_POOL = 1  # ... the faintest this many (1: 26.2 and 29.3 % on two val set
 
 def _seen_variants(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     """``seen`` and its variants, with their costs: one or two atoms relabelled to an alternative element (the
-    cheapest ``RELABEL_POOL``, at ``RELABEL_WEIGHT`` per nat), so that a ring N whose colours read C needs no
-    invented H to be a molecule once it is read as N; and one or two atoms left out (at ``WEAK_H_DROP`` x their
+    cheapest ``RELABEL_POOL``, at ``RELABEL_WEIGHT`` per nat, and an F drawn with an H to O,
+    :func:`_hydroxy_halogens`), so that a ring N whose colours read C needs no invented H to be a molecule once it
+    is read as N; and one or two atoms left out (at ``WEAK_H_DROP`` x their
     confidence): the faintest H (``WEAK_H_POOL``), where fainter than ``WEAK_H``, any H on an atom its heavy
     neighbours already fill (:func:`_overfull_hydrogens`), and, with ``OVERFULL_TERMINALS``, any one-bond heavy
     atom on such an atom (:func:`_overfull_terminals`), up to ``DROPS_AT_ONCE`` of them together: a faint H drawn
@@ -149,6 +151,8 @@ def _variants_of(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     """:func:`_seen_variants` of one graph, the alkynes as drawn."""
     pool = sorted(((cost, k, element) for k, atom in enumerate(seen.atoms)
                    for element, cost in atom.alternatives), key=lambda t: t[0])[:RELABEL_POOL]
+    if HYDROXY_HALOGEN is not None:
+        pool += [(HYDROXY_HALOGEN, k, "O") for k in _hydroxy_halogens(seen)]
     bases = [(seen, 0.0)]
     for size in (1, 2):
         for picks in combinations(pool, size):
@@ -162,6 +166,17 @@ def _variants_of(seen: MolGraph) -> list[tuple[MolGraph, float]]:
         drops.setdefault(k, seen.atoms[k].confidence)
     return bases + [(_without(seen, set(gone)), WEAK_H_DROP * sum(drops[k] for k in gone))
                     for size in range(1, DROPS_AT_ONCE + 1) for gone in combinations(drops, size)] + _rehomed(seen)
+
+
+HYDROXY_HALOGEN = 1.0  # what reading an F drawn with an H as O costs (None: never)
+
+
+def _hydroxy_halogens(graph: MolGraph) -> list[int]:
+    """The F drawn with an H and one heavy neighbour: an OH drawn in fluorine's colour (O and F are the elements a
+    model confuses most), which as drawn is no molecule; read as O (at ``HYDROXY_HALOGEN``) it is the OH. Not a
+    heavier halogen: an H drawn beside a Br or Cl is more often spurious (``WEAK_H`` may leave it out)."""
+    heavy, hydrogen = _bond_counts(graph)
+    return [k for k, atom in enumerate(graph.atoms) if atom.element == "F" and hydrogen[k] >= 1 and heavy[k] == 1]
 
 
 REHOME_COST = 1.0  # what moving an H drawn on an overfull O or N to the nearest other O or N costs (None: never)
