@@ -471,6 +471,19 @@ def _misdrawn(graph: MolGraph, k: int, element: str, alternatives: tuple = ()) -
     return MolGraph(atoms, list(graph.bonds), list(graph.bond_confidence))
 
 
+def _reads_right_unless(monkeypatch, seen: MolGraph, m: Molecule, lever: str, off, truth: MolGraph | None = None):
+    """Assert that chemistry reads ``seen`` as ``m`` (its SMILES, and scored against ``truth``, else ``m``); return
+    the reading with :mod:`raypipe.chem.hydrogens`' ``lever`` set to ``off``, for the caller to show it wrong."""
+    import raypipe.chem.hydrogens as hydrogens
+    from raypipe.chem.hydrogens import with_hidden_hydrogens
+
+    read = with_hidden_hydrogens(seen)
+    assert read.smiles == m.smiles and score(read, truth or m).total
+    with monkeypatch.context() as patch:
+        patch.setattr(hydrogens, lever, off)
+        return with_hidden_hydrogens(seen)
+
+
 def _atom_with(graph: MolGraph, element: str, heavy: int = 2) -> int:
     """The first atom of ``element`` with ``heavy`` heavy neighbours."""
     return next(k for k, a in enumerate(graph.atoms) if a.element == element and sum(
@@ -649,7 +662,6 @@ def test_an_atom_drawn_on_a_ring_oxygen_is_left_out_with_the_h_drawn_there_too(m
     already fill its valence: chemistry reads an oxonium oxide, ``[o+][O-]``, unless it may leave that
     one-bond atom out (``OVERFULL_TERMINALS``, at ``WEAK_H_DROP`` x its confidence), and with it an H drawn on
     the same O (two left out at once). An N-oxide's and a nitro group's O, on an N with room, stay."""
-    import raypipe.chem.hydrogens as hydrogens
     from raypipe.chem.hydrogens import _overfull_terminals, with_hidden_hydrogens
 
     m = Molecule.from_smiles("c1ccc(-c2noc(-c3ccccc3)n2)cc1")
@@ -664,11 +676,7 @@ def test_an_atom_drawn_on_a_ring_oxygen_is_left_out_with_the_h_drawn_there_too(m
              GraphAtom("H", x + 0.9 * out[1], y - 0.9 * out[0], 0.45)]
     seen = MolGraph(truth.atoms + extra, truth.bonds + [(ring_o, o), (ring_o, n)], truth.bond_confidence + [0.4, 0.45])
     assert _overfull_terminals(seen) == [o]
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "OVERFULL_TERMINALS", False)
-        oxide = with_hidden_hydrogens(seen)
+    oxide = _reads_right_unless(monkeypatch, seen, m, "OVERFULL_TERMINALS", False)
     assert "[o+]" in oxide.smiles and "[O-]" in oxide.smiles and not score(oxide, m).total
     for smiles in ("[O-][n+]1ccccc1", "O=[N+]([O-])c1ccccc1"):
         other = MolGraph.from_molecule(Molecule.from_smiles(smiles))
@@ -685,7 +693,6 @@ def test_an_alkyne_drawn_short_is_rebuilt(monkeypatch, smiles: str, merged: str)
     from dataclasses import replace
 
     import raypipe.chem.hydrogens as hydrogens
-    from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles(smiles)
     truth = MolGraph.from_molecule(m)
@@ -707,11 +714,7 @@ def test_an_alkyne_drawn_short_is_rebuilt(monkeypatch, smiles: str, merged: str)
         middle = xy[sp].mean(axis=0)
         atoms = truth.atoms + [GraphAtom(merged, float(middle[0]), float(middle[1]), 0.6)]
         seen = hydrogens._without(MolGraph(atoms, list(truth.bonds)), set(sp))
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "SP_CHAIN_COST", None)
-        short = with_hidden_hydrogens(seen)
+    short = _reads_right_unless(monkeypatch, seen, m, "SP_CHAIN_COST", None)
     assert not score(short, m).total
 
 
@@ -720,9 +723,6 @@ def test_the_h_of_an_intramolecular_h_bond_drawn_on_the_wrong_end_is_moved_back(
     Read as drawn, that O has two H and the phenol O none: a zwitterion, ``C([OH2+])...[O-]``. Chemistry may move
     an H that overfills its O to the nearest O with room (``REHOME_COST``), and the acid reads right."""
     from dataclasses import replace
-
-    import raypipe.chem.hydrogens as hydrogens
-    from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles("O=C(O)c1ccccc1O")  # atoms in the SMILES' order: 0 O=, 2 OH, 9 the phenol O
     graph = MolGraph.from_molecule(m)
@@ -736,11 +736,7 @@ def test_the_h_of_an_intramolecular_h_bond_drawn_on_the_wrong_end_is_moved_back(
 
     truth = MolGraph(h_at(xy[9] + 0.97 * line), list(graph.bonds))  # the H-bonded conformer: H on the O-O line
     seen = MolGraph(h_at(xy[acceptor] - 0.96 * line), [(acceptor, h) if h in b else b for b in graph.bonds])
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, truth).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "REHOME_COST", None)
-        drawn = with_hidden_hydrogens(seen)
+    drawn = _reads_right_unless(monkeypatch, seen, m, "REHOME_COST", None, truth)
     assert drawn.smiles != m.smiles and not score(drawn, truth).total
 
 
@@ -770,19 +766,14 @@ def test_an_oh_drawn_in_fluorine_colour_with_its_h_is_read_as_the_oh(monkeypatch
     """A hydroxypyrimidine's OH drawn as F with its H: a fluorine with two bonds is no molecule, and the atom's
     colours give no other element. An F drawn with an H and one heavy neighbour may be read as O
     (``HYDROXY_HALOGEN``), and the molecule reads right; without the lever no reading is valid."""
-    import raypipe.chem.hydrogens as hydrogens
-    from raypipe.chem.hydrogens import _hydroxy_halogens, with_hidden_hydrogens
+    from raypipe.chem.hydrogens import _hydroxy_halogens
 
     m = Molecule.from_smiles("Oc1ncnc2c1cnn2-c1ccc(Cl)cc1")
     truth = MolGraph.from_molecule(m)
     oh = _atom_with(truth, "O", heavy=1)
     seen = _misdrawn(truth, oh, "F")
     assert _hydroxy_halogens(seen) == [oh]
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "HYDROXY_HALOGEN", None)
-        drawn = with_hidden_hydrogens(seen)
+    drawn = _reads_right_unless(monkeypatch, seen, m, "HYDROXY_HALOGEN", None)
     assert drawn.smiles is None and not score(drawn, m).total
     assert _hydroxy_halogens(MolGraph.from_molecule(Molecule.from_smiles("Fc1ccccc1"))) == []
     bromo = MolGraph.from_molecule(Molecule.from_smiles("Oc1ccc(Br)cc1"))  # an OH drawn as Br: not this lever's
