@@ -72,8 +72,7 @@ def _hidden_hydrogen_options(graph: MolGraph) -> list[_HiddenHydrogen]:
     """
     xy = graph.positions
     options = []
-    for x, atom in enumerate(graph.atoms):
-        neighbours = [j if i == x else i for i, j in graph.bonds if x in (i, j)]
+    for x, (atom, neighbours) in enumerate(zip(graph.atoms, graph.neighbours)):
         if atom.element not in ("C", "N") or len(neighbours) >= VALENCE[atom.element]:
             continue
         units = {k: (xy[k] - xy[x]) / ideal_length(graph.atoms, x, k) for k in neighbours}
@@ -193,15 +192,15 @@ def _rehomed(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     if REHOME_COST is None:
         return []
     heavy, hydrogen = _bond_counts(seen)
-    xy = seen.positions
-    roomy = [k for k, atom in enumerate(seen.atoms) if atom.element in ("O", "N")
+    xy, neighbours = seen.positions, seen.neighbours
+    roomy = [k for k, atom in enumerate(seen.atoms) if atom.element in OVERFULL_ELEMENTS
              and heavy[k] + hydrogen[k] < VALENCE[atom.element]]
     out = []
     for a, atom in enumerate(seen.atoms):
-        if atom.element not in ("O", "N") or heavy[a] + hydrogen[a] <= VALENCE[atom.element]:
+        if atom.element not in OVERFULL_ELEMENTS or heavy[a] + hydrogen[a] <= VALENCE[atom.element]:
             continue
-        moves = [(float(np.hypot(*(xy[k] - xy[h]))), h, k) for i, j in seen.bonds if a in (i, j)
-                 for h in [j if i == a else i] if seen.atoms[h].element == "H" for k in roomy]
+        moves = [(float(np.hypot(*(xy[k] - xy[h]))), h, k) for h in neighbours[a] if seen.atoms[h].element == "H"
+                 for k in roomy]
         moves = [move for move in moves if move[0] <= REHOME_REACH]
         if not moves:
             continue
@@ -228,7 +227,7 @@ def _sp_chains(seen: MolGraph) -> list[tuple[MolGraph, float]]:
     if SP_CHAIN_COST is None:
         return []
     heavy, hydrogen = _bond_counts(seen)
-    xy = seen.positions
+    xy, neighbours = seen.positions, seen.neighbours
     atoms = [k for k, a in enumerate(seen.atoms) if a.element != "H"]
     room = [k for k in atoms if heavy[k] + hydrogen[k] < VALENCE[seen.atoms[k].element]]
     loose = [k for k in room if heavy[k] == 0]
@@ -237,8 +236,7 @@ def _sp_chains(seen: MolGraph) -> list[tuple[MolGraph, float]]:
         return all(np.hypot(*(xy[k] - point)) > 0.9 for k in atoms if k not in skip)
 
     def outward(a, towards):  # the line a->towards leaves a opposite its bonds, as an sp chain does
-        units = [(xy[j if i == a else i] - xy[a]) / np.hypot(*(xy[j if i == a else i] - xy[a]))
-                 for i, j in seen.bonds if a in (i, j) and seen.atoms[j if i == a else i].element != "H"]
+        units = [(xy[k] - xy[a]) / np.hypot(*(xy[k] - xy[a])) for k in neighbours[a] if seen.atoms[k].element != "H"]
         if not units:
             return True
         away, line = -np.sum(units, axis=0), towards - xy[a]
@@ -265,9 +263,8 @@ def _sp_chains(seen: MolGraph) -> list[tuple[MolGraph, float]]:
                 ends = [xy[a] + (xy[b] - xy[a]) * f for f in (SP_SINGLE / d, 1 - SP_SINGLE / d)]
                 if all(clear(p, {a, b, x}) for p in ends):
                     n = len(seen.atoms)
-                    h = [j if i == x else i for i, j in seen.bonds if x in (i, j)]
                     variants.append(built([GraphAtom("C", *p, seen.atoms[x].confidence) for p in ends],
-                                          [(a, n), (n, n + 1), (n + 1, b)], gone={x, *h}))
+                                          [(a, n), (n, n + 1), (n + 1, b)], gone={x, *neighbours[x]}))
     return variants
 
 
@@ -314,14 +311,9 @@ def _overfull_terminals(graph: MolGraph) -> list[int]:
 
 def _bond_counts(graph: MolGraph) -> tuple[np.ndarray, np.ndarray]:
     """Per atom, how many heavy atoms and how many H it is bonded to."""
-    heavy, hydrogen = np.zeros(len(graph.atoms), int), np.zeros(len(graph.atoms), int)
-    for i, j in graph.bonds:
-        for a, b in ((i, j), (j, i)):
-            if graph.atoms[b].element == "H":
-                hydrogen[a] += 1
-            else:
-                heavy[a] += 1
-    return heavy, hydrogen
+    neighbours = graph.neighbours
+    hydrogen = np.array([sum(graph.atoms[k].element == "H" for k in around) for around in neighbours], int)
+    return np.array([len(around) for around in neighbours], int) - hydrogen, hydrogen
 
 
 H_DROP = 2.0  # a known formula's hydrogens: what leaving out a seen H costs, times its confidence
@@ -396,22 +388,21 @@ def _bare_carbons(graph: MolGraph) -> list[int]:
     saw. Not a chain's carbon: a nitrile's C read as N makes a nitroso compound."""
     heavy, hydrogen = _bond_counts(graph)
     found = [k for k, atom in enumerate(graph.atoms) if atom.element == "C" and hydrogen[k] == 0 and heavy[k] in (2, 3)]
-    return [k for k in found if _in_ring(graph, k)] if NITROGEN_IN_RING else found
+    if not NITROGEN_IN_RING:
+        return found
+    skeleton = [[n for n in around if graph.atoms[n].element != "H"] for around in graph.neighbours]
+    return [k for k in found if _in_ring(skeleton, k)]
 
 
-def _in_ring(graph: MolGraph, k: int) -> bool:
-    """Whether heavy atom ``k`` lies on a ring of the graph's heavy atoms (two of its neighbours joined without it)."""
-    links: dict[int, list[int]] = {}
-    for i, j in graph.bonds:
-        if graph.atoms[i].element != "H" and graph.atoms[j].element != "H":
-            links.setdefault(i, []).append(j)
-            links.setdefault(j, []).append(i)
-    first, *others = links.get(k, [None])
-    if not others:
+def _in_ring(skeleton: list[list[int]], k: int) -> bool:
+    """Whether atom ``k`` lies on a ring of ``skeleton`` (each heavy atom's heavy neighbours): two of its
+    neighbours joined without it."""
+    if len(skeleton[k]) < 2:
         return False
+    first, *others = skeleton[k]
     reached, todo = {k, first}, [first]
     while todo:
-        for n in links[todo.pop()]:
+        for n in skeleton[todo.pop()]:
             if n not in reached:
                 reached.add(n)
                 todo.append(n)

@@ -46,6 +46,15 @@ class MolGraph:
         return np.array([(a.x, a.y) for a in self.atoms], dtype=np.float64).reshape(-1, 2)
 
     @property
+    def neighbours(self) -> list[list[int]]:
+        """Per atom, the atoms bonded to it."""
+        out: list[list[int]] = [[] for _ in self.atoms]
+        for i, j in self.bonds:
+            out[i].append(j)
+            out[j].append(i)
+        return out
+
+    @property
     def confidence(self) -> float:
         """Overall confidence: the weakest atom or bond (0 for an empty graph)."""
         values = [a.confidence for a in self.atoms] + list(self.bond_confidence)
