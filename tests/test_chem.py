@@ -495,7 +495,6 @@ def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges(monke
     zwitterion if charges cost nothing; each pair of opposite charges costs ``SEPARATION_COST``, so chemistry
     relabels the atom and reads the neutral molecule. A nitro group, which no neutral reading replaces,
     keeps its charges."""
-    import raypipe.chem.hydrogens as hydrogens
     from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles("O=c1ccc2ccccc2o1")
@@ -504,11 +503,7 @@ def test_chemistry_prefers_a_neutral_reading_to_one_that_separates_charges(monke
     assert truth.atoms[ring_ch].element == "C" and [truth.atoms[j if i == ring_ch else i].element for i, j in
                                                     truth.bonds if ring_ch in (i, j)].count("H") == 1
     seen = _misdrawn(truth, ring_ch, "O", (("C", 1.0),))
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "SEPARATION_COST", 0.0)
-        free = with_hidden_hydrogens(seen)
+    free = _reads_right_unless(monkeypatch, seen, m, "SEPARATION_COST", 0.0)
     assert "+" in free.smiles and "-" in free.smiles and free.formula == "C8H6O3"
     nitro = Molecule.from_smiles("O=[N+]([O-])c1ccccc1")
     assert with_hidden_hydrogens(MolGraph.from_molecule(nitro)).smiles == nitro.smiles
@@ -519,8 +514,7 @@ def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint(monk
     valence, so chemistry may leave that H out (``OVERFULL_ELEMENTS``), however bright it is, and the chromone
     reads right; without the lever the bright H (above ``WEAK_H``) stays and the reading is wrong. An OH's H,
     whose O has one heavy neighbour, is no such H."""
-    import raypipe.chem.hydrogens as hydrogens
-    from raypipe.chem.hydrogens import WEAK_H, _overfull_hydrogens, with_hidden_hydrogens
+    from raypipe.chem.hydrogens import WEAK_H, _overfull_hydrogens
 
     m = Molecule.from_smiles("O=c1ccoc2ccccc12")
     truth = MolGraph.from_molecule(m)
@@ -530,11 +524,7 @@ def test_an_h_drawn_on_a_ring_oxygen_is_left_out_even_where_it_is_not_faint(monk
     seen = MolGraph(truth.atoms + [bright], truth.bonds + [(ring_o, len(truth.atoms))],
                     truth.bond_confidence + [WEAK_H + 0.1])
     assert _overfull_hydrogens(seen) == [len(truth.atoms)]
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "OVERFULL_ELEMENTS", ())
-        kept = with_hidden_hydrogens(seen)
+    kept = _reads_right_unless(monkeypatch, seen, m, "OVERFULL_ELEMENTS", ())
     assert not score(kept, m).total and kept.formula != m.formula
     phenol = MolGraph.from_molecule(Molecule.from_smiles("Oc1ccccc1"))
     assert _overfull_hydrogens(phenol) == []
@@ -544,17 +534,11 @@ def test_a_charged_atom_may_be_read_as_the_neutral_element_it_was_misread_from(m
     """A nitrile's N drawn wholly in oxygen's colour (no alternative) reads as an oxonium cation, C#[O+],
     unless chemistry may read a charged atom as the neutral element with its electrons (``ISOELECTRONIC``:
     O+ -> N), at ``ISOELECTRONIC_COST``: then benzonitrile reads right."""
-    import raypipe.chem.hydrogens as hydrogens
-    from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles("N#Cc1ccccc1")
     truth = MolGraph.from_molecule(m)
     seen = _misdrawn(truth, _atom_with(truth, "N", heavy=1), "O")
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "ISOELECTRONIC_COST", None)
-        cation = with_hidden_hydrogens(seen)  # the nitrile's C, in no ring, is not read as N either (nitrosobenzene)
+    cation = _reads_right_unless(monkeypatch, seen, m, "ISOELECTRONIC_COST", None)  # the nitrile's C, in no ring, is not read as N either (nitrosobenzene)
     assert cation.smiles == "[O+]#Cc1ccccc1" and not score(cation, m).total
 
 
@@ -563,16 +547,11 @@ def test_a_thiophene_amide_reads_neutral_not_as_a_sulfonium_zwitterion(monkeypat
     works: thiophene-2,4-dicarboxamide, read from its true graph, comes out as a sulfonium enolate. An S
     whose neighbours leave it oxygen's valence is perceived as O too (``PERCEIVE_LIGHTER``), and the reading
     with fewer charges is the molecule's own SMILES."""
-    import raypipe.chem.hydrogens as hydrogens
     from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles("NC(=O)c1csc(C(=O)N)c1")
     seen = MolGraph.from_molecule(m)
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and "+" not in read.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "PERCEIVE_LIGHTER", {})
-        charged = with_hidden_hydrogens(seen)
+    charged = _reads_right_unless(monkeypatch, seen, m, "PERCEIVE_LIGHTER", {})
     assert "[S+]" in charged.smiles and "[O-]" in charged.smiles and charged.smiles != m.smiles
     for smiles in ("CS(C)(=O)=O", "c1ccc(P(c2ccccc2)c2ccccc2)cc1", "COP(=O)(OC)OC"):  # S(VI) and P(V) stay
         other = Molecule.from_smiles(smiles)
@@ -584,17 +563,11 @@ def test_a_ring_allene_costs_more_than_relabelling_the_atom_it_comes_from(monkey
     cyclopentadiene with an allene in the ring if cumulated double bonds cost nothing; each atom with two
     double bonds costs ``CUMULENE_COST`` (none of the catalogue's molecules has one), so chemistry relabels
     the atom and 3-(2-furyl)acrolein reads right."""
-    import raypipe.chem.hydrogens as hydrogens
-    from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles("O=CC=Cc1ccco1")
     truth = MolGraph.from_molecule(m)
     seen = _misdrawn(truth, _atom_with(truth, "O"), "C", (("O", 1.5),))
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "CUMULENE_COST", 0.0)
-        allene = with_hidden_hydrogens(seen)
+    allene = _reads_right_unless(monkeypatch, seen, m, "CUMULENE_COST", 0.0)
     assert allene.smiles == "O=CC=CC1=C=CC=C1" and not score(allene, m).total
 
 
@@ -625,17 +598,11 @@ def test_an_n_drawn_wholly_in_carbon_colour_is_read_as_n_where_a_carbon_needs_an
     as C it needs an H nobody saw (under a flat ring, where the geometry counts against one), and every
     reading costs more than ``NITROGEN_GUESS``; a carbon drawn without H may then be read as N at that
     cost, and the molecule reads right. Without the lever it reads as the carbon compound."""
-    import raypipe.chem.hydrogens as hydrogens
-    from raypipe.chem.hydrogens import with_hidden_hydrogens
 
     m = Molecule.from_smiles(smiles)
     truth = MolGraph.from_molecule(m)
     seen = _misdrawn(truth, next(k for k, a in enumerate(truth.atoms) if a.element == "N"), "C")
-    read = with_hidden_hydrogens(seen)
-    assert read.smiles == m.smiles and score(read, m).total
-    with monkeypatch.context() as patch:
-        patch.setattr(hydrogens, "NITROGEN_GUESS", None)
-        carbon = with_hidden_hydrogens(seen)
+    carbon = _reads_right_unless(monkeypatch, seen, m, "NITROGEN_GUESS", None)
     assert carbon.smiles == without and not score(carbon, m).total
 
 
