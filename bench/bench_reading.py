@@ -20,7 +20,7 @@ on an O or N its other neighbours fill may be left out too, ``OVERFULL_TERMINALS
 ``DROPS_AT_ONCE``); ``alkyne`` (an alkyne drawn short, its two carbons merged into one ball, may be rebuilt,
 ``SP_CHAIN_COST``); ``rehome`` (an H that overfills its O or N may move to a nearby O or N with room, the H of an
 H-bond drawn on the wrong end, ``REHOME_COST``); ``hydroxy`` (an F drawn with an H may be read as O, an OH
-drawn in fluorine's colour, ``HYDROXY_HALOGEN``: today's reading). Reports the
+drawn in fluorine's colour, ``HYDROXY_HALOGEN``: the shipped reading). Reports the
 fraction read exactly (``total``), the same on flat molecules (0-50 pm), per-atom precision and recall, the
 share with a valid SMILES, the share whose SMILES is the true molecule's own (bond orders and charges too: what
 a user queries), and milliseconds a graph. Validation rows only: never a test split.
@@ -106,20 +106,20 @@ def main(argv: list[str] | None = None) -> dict:
              ("alkyne", hydrogens, {"SP_CHAIN_COST": None}), ("rehome", hydrogens, {"REHOME_COST": None}),
              ("hydroxy", hydrogens, {"HYDROXY_HALOGEN": None})]
     modules = {key: module for _, module, off in steps for key in off}
-    today = {key: getattr(module, key) for key, module in modules.items()}
+    shipped = {key: getattr(module, key) for key, module in modules.items()}
     levers = {name: {key: value for _, _, off in steps[n + 1:] for key, value in off.items()}
               for n, (name, _, _) in enumerate(steps)}
     results = {"model": model.tag, "views": model.views, "n": len(rows), "data": args.data, "split": args.split,
                "skip": args.skip}
     for name, change in levers.items():
-        for key, value in {**today, **change}.items():
+        for key, value in {**shipped, **change}.items():
             setattr(modules[key], key, value)
         try:
             start = time.perf_counter()
             graphs = [read_graph(d, window, maps[k]) for k, d in enumerate(prediction.depictions)]
             ms = 1000 * (time.perf_counter() - start) / max(len(graphs), 1)
         finally:
-            for key, value in today.items():
+            for key, value in shipped.items():
                 setattr(modules[key], key, value)
         scores = score_rows(graphs, rows)
         flat = scores["by_corrugation"]["0-50 pm"]
